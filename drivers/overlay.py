@@ -1,0 +1,196 @@
+"""overlay: Docker's overlay2 on kernel overlayfs.
+
+On-disk layout modelled (moby ``daemon/graphdriver/overlay2/overlay.go``)::
+
+    /var/lib/docker/overlay2/<layer>/diff/   the layer's own files (whiteouts: char 0/0,
+                                            opaque dirs: xattr trusted.overlay.opaque=y)
+    /var/lib/docker/overlay2/<ctr>/diff/     the container's upperdir
+                                   work/     the workdir
+                                   merged/   lowerdir=l/<top>:...:l/<bottom>
+
+Semantics, each measured on kernel 6.18 here (REAL_KERNEL.md section 1) and checked in
+CI against a real overlay mount by ``tests/test_real_overlay.py``:
+
+* Copy-up happens at *open for write*, of the whole file (``OVL_COPY_UP_CHUNK_SIZE``
+  splices), before any byte is written; ``open(O_TRUNC)`` copies no data; ``truncate(2)``
+  copies everything, then cuts.  Every ancestor directory not yet in the upperdir is
+  copied up first (a metadata copy-up each).
+* ``metacopy``: chmod, chown, utime, setxattr, rename and link copy only the inode
+  (``trusted.overlay.metacopy``); the data follows at the first open for write.
+* ``redirect_dir``: renaming a directory that has lower layers succeeds (redirect xattr);
+  without it rename(2) fails with EXDEV and ``mv`` copies the tree.
+* ``index``: a hard-linked lower file keeps its links across copy-up; without it the name
+  written to gets a private copy and the other names keep the old file.
+* Deleting a lower entry leaves a whiteout; a directory created where a lower entry was
+  deleted is opaque.
+* Lookups probe the layers of the parent's merged stack top-down (SPEC section 5).
+* The page cache is shared: every container reads a lower file through the same inode.
+"""
+
+from __future__ import annotations
+
+from simulator.hooks import NEED_DATA, NEED_TRUNC_OPEN, NEED_TRUNCATE
+from simulator.imagetree import ImageFile
+from simulator.metrics import Space
+from simulator.nodes import Dir, FileInode, Symlink
+from simulator.ranges import RangeSet
+from simulator.viewstats import walk_private
+
+from .base import DIR_BLOCK_BYTES, INODE_BYTES, METADATA_WRITE_BYTES, BaseDriver, BaseMount
+from .options import Option
+
+DOCKER_MAX_LOWERS = 128  # moby overlay2 maxDepth: ((26+len("l")+1)*128) <= pageSize-512
+KERNEL_MAX_LOWERS = 500  # fs/overlayfs/params.h OVL_MAX_STACK (REAL_KERNEL section 1, pitfall 2)
+
+_LOWER, _META, _DATA = 0, 1, 2  # where a private file's data lives
+
+
+class _CopyState:
+    """Per-file copy-up state: whether the data is up yet, and how much was copied."""
+
+    __slots__ = ("state", "copied")
+
+    def __init__(self) -> None:
+        self.state = _LOWER
+        self.copied = 0
+
+
+def data_blocks(inode: FileInode, block: int) -> int:
+    """Blocks a private file allocates in the upperdir: copied data plus written ranges,
+    holes excluded, nothing for a metacopy file (its data is still below)."""
+    drv = inode.drv
+    if drv is not None and drv.state == _META:
+        return 0
+    copied = min(drv.copied, inode.size) if drv is not None else 0
+    if not copied:
+        return inode.written.count_units(block)
+    ranges = inode.written.copy()
+    ranges.add(0, copied)
+    return ranges.count_units(block)
+
+
+class OverlayMount(BaseMount):
+    def __init__(self, driver: OverlayDriver, id: str, tree) -> None:
+        super().__init__(driver, id, tree)
+        opts = driver.options
+        self.metacopy = bool(opts["metacopy"])
+        self.redirect_dir = bool(opts["redirect_dir"]) or self.metacopy  # metacopy=on implies it
+        self.keeps_hardlinks = bool(opts["index"])
+
+    def rename_refused(self, node) -> bool:
+        if self.redirect_dir:
+            return False
+        return node.__class__ is not Dir and node.__class__ is not Symlink and hasattr(node, "children") \
+            or (node.__class__ is Dir and node.base is not None)
+
+    def lookup(self, parent, name: str) -> int:
+        if parent.__class__ is not Dir:  # parent not in the upperdir: only its lower stack
+            return parent.lookup_probes(name)
+        base = parent.base
+        own = parent.own
+        if name in own:
+            node = own[name]
+            if node is None:  # whiteout
+                return 1
+            if node.__class__ is Dir:
+                if node.opaque or base is None:
+                    return 1
+                if node.moved:  # redirect: continue at the origin's stack
+                    return 1 + len(node.base.stack) if node.base is not None else 1
+                return 1 + base.lookup_probes(name)
+            if node.__class__ is FileInode and node.drv is not None and node.drv.state == _META:
+                return 1 + (base.lookup_probes(name) if base is not None else 0)
+            return 1
+        return 1 + base.lookup_probes(name) if base is not None else 1
+
+    def meta_copy_up(self, node) -> None:
+        self.tally.copyup_meta_count += 1
+        self.tally.device_write_bytes += METADATA_WRITE_BYTES
+
+    def copy_up(self, inode: FileInode, need: str) -> None:
+        drv = inode.drv
+        if drv is None:
+            drv = inode.drv = _CopyState()
+        if drv.state == _DATA:
+            return
+        tally = self.tally
+        if need == NEED_TRUNC_OPEN:
+            if drv.state == _LOWER:
+                tally.copyup_meta_count += 1
+                tally.device_write_bytes += METADATA_WRITE_BYTES
+            drv.state, drv.copied = _DATA, 0
+            return
+        if need in (NEED_DATA, NEED_TRUNCATE) or not self.metacopy:
+            size = inode.origin.size  # the lower file, whole: O(size), not O(bytes written)
+            tally.copyup_count += 1
+            tally.copyup_bytes += size
+            tally.device_write_bytes += -(-size // self.block) * self.block + METADATA_WRITE_BYTES
+            drv.state, drv.copied = _DATA, min(size, inode.size)
+        elif drv.state == _LOWER:
+            tally.copyup_meta_count += 1
+            tally.device_write_bytes += METADATA_WRITE_BYTES
+            drv.state = _META
+
+    def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
+        if inode.drv is not None and inode.drv.copied > new_size:
+            inode.drv.copied = new_size
+
+    def cache_key(self, node) -> object:
+        if node.__class__ is ImageFile:
+            return node  # the lower inode: one page cache for every container
+        if node.drv is None or node.drv.state != _DATA:
+            return node.origin  # metacopy or not yet copied: reads go to the lower file
+        return node
+
+    def space(self) -> Space:
+        whiteouts = opaque = files = data = alloc = inodes = dirs = 0
+        seen: set[int] = set()
+        for _path, _parent, _name, node in walk_private(self.ns):
+            if node is None:
+                whiteouts += 1
+                inodes += 1
+            elif node.__class__ is Dir:
+                dirs += 1
+                inodes += 1
+                opaque += node.opaque
+            elif node.__class__ is FileInode:
+                if id(node) in seen:
+                    continue
+                seen.add(id(node))
+                files += 1
+                inodes += 1
+                data += node.size
+                alloc += data_blocks(node, self.block) * self.block
+            else:
+                inodes += 1
+        return Space(whiteouts=whiteouts, opaque_dirs=opaque, container_files=files,
+                     container_data_bytes=data, container_alloc_bytes=alloc, image_physical_bytes=0,
+                     container_physical_bytes=alloc + inodes * INODE_BYTES + dirs * DIR_BLOCK_BYTES,
+                     page_cache_bytes=0, cow_blocks=None)
+
+
+class OverlayDriver(BaseDriver):
+    name = "overlay"
+    summary = "Docker overlay2 on kernel overlayfs: whole-file copy-up, shared page cache"
+    naive_diff = False  # native diff: tar the upperdir (naive when redirect_dir is on, see below)
+    page_cache_shared = True
+    mount_class = OverlayMount
+    OPTIONS = (
+        Option("metacopy", False, "copy only metadata on chmod/chown/rename; data at first write"),
+        Option("redirect_dir", False, "allow renaming lower directories (else EXDEV)"),
+        Option("index", False, "keep hard links across copy-up (inodes index)"),
+        Option("max_layers", DOCKER_MAX_LOWERS, "most lower layers (Docker 128; the kernel allows 500)",
+               minimum=1, maximum=KERNEL_MAX_LOWERS),
+        Option("block_size", 4096, "allocation unit of the upper filesystem, bytes",
+               minimum=512, maximum=65536, power_of_two=True),
+    )
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        # moby overlay2 falls back to the naive differ when redirect_dir is enabled
+        # (DRIVERS.md section 1.4: "Not using native diff").
+        if self.options["redirect_dir"] or self.options["metacopy"]:
+            self.naive_diff = True
+
+    def layer_limit(self) -> int:
+        return int(self.options["max_layers"])

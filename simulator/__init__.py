@@ -1,0 +1,20 @@
+"""layerbench: a benchmark and simulation suite for container storage drivers.
+
+The public library API; notebooks and other programs import from here::
+
+    from simulator import Cell, run_cell, load_image, simulate
+"""
+
+from .costmodel import CostModel
+from .errors import BackendUnavailable, BadInput, LayerbenchError
+from .harness import Run, simulate
+from .image import Entry, Image, Layer, image_from_dict
+from .imagetree import ImageTree
+from .inputs import load_image, load_image_json, load_trace, load_workload
+from .metrics import METRIC_KEYS
+from .runner import Cell, run_cell, view_cell
+from .trace import Op
+
+__all__ = ["BackendUnavailable", "BadInput", "Cell", "CostModel", "Entry", "Image", "ImageTree", "Layer",
+           "LayerbenchError", "METRIC_KEYS", "Op", "Run", "image_from_dict", "load_image", "load_image_json",
+           "load_trace", "load_workload", "run_cell", "simulate", "view_cell"]

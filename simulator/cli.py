@@ -1,0 +1,167 @@
+"""The ``layerbench`` command line: parse arguments, call the library, print.
+
+Every command calls the same functions a notebook calls; heavy imports happen inside the
+command that needs them.  Errors become exit codes here and only here: ``BadInput`` -> 2
+with one line on stderr, ``BackendUnavailable`` -> 3, anything else -> 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from .errors import BadInput, LayerbenchError
+from .units import format_bytes
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 (SPEC section 6)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadInput(f"{self.prog}: {message}")
+
+
+def _cell_arguments(p: argparse.ArgumentParser, many_drivers: bool) -> None:
+    p.add_argument("--driver", required=True, action="append" if many_drivers else "store",
+                   help="storage driver" + (" (repeat to compare drivers side by side)" if many_drivers else ""))
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="driver option (repeatable)")
+    p.add_argument("--image", required=True, help="image JSON file or built-in NAME[:k=v,...]")
+    p.add_argument("--workload", required=True, help="trace .jsonl file or built-in NAME[:k=v,...]")
+    p.add_argument("--containers", type=int, default=1, help="containers started from the image (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of built-in generators (default 0)")
+    p.add_argument("--backend", choices=("sim", "real"), default="sim",
+                   help="sim: the simulator; real: the real kernel (root)")
+    p.add_argument("--json", action="store_true", help="print JSON only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="layerbench", description="Benchmark and simulate container storage drivers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="replay a workload on a driver and print its metrics")
+    _cell_arguments(run, many_drivers=True)
+    view = sub.add_parser("view", help="print a container's file tree after the workload")
+    _cell_arguments(view, many_drivers=False)
+    view.add_argument("--container", type=int, default=0, help="which container (default 0)")
+    for name, what in (("drivers", "storage drivers"), ("workloads", "built-in workloads"),
+                       ("images", "built-in image builders")):
+        listing = sub.add_parser(name, help=f"list the {what} with their options")
+        listing.add_argument("--json", action="store_true", help="print JSON only")
+    return parser
+
+
+def _cell(args: argparse.Namespace, driver: str):
+    from drivers.options import parse_opt_strings
+
+    from .runner import Cell
+
+    if args.seed < 0:
+        raise BadInput(f"--seed {args.seed}: must not be negative")
+    return Cell(driver=driver, image=args.image, workload=args.workload,
+                options=parse_opt_strings(args.opt), containers=args.containers, seed=args.seed)
+
+
+def _run_one(args: argparse.Namespace, driver: str) -> dict[str, Any]:
+    cell = _cell(args, driver)
+    if args.backend == "real":
+        from .real import run_real
+
+        return run_real(cell)
+    from .runner import run_cell
+
+    return run_cell(cell)
+
+
+def _format_metric(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key.endswith("_bytes") and isinstance(value, int):
+        return format_bytes(value) if value >= 1024 else f"{value} B"
+    if key.endswith("_seconds"):
+        return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.3g} s"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return f"{value:,}"
+
+
+def format_side_by_side(records: list[dict[str, Any]]) -> str:
+    """Metrics as a table, one column per run, as a person reads a comparison."""
+    headers = [r["driver"] + (f" ({r['backend']})" if r["backend"] != "sim" else "") for r in records]
+    keys = list(records[0]["metrics"])
+    rows = [[key] + [_format_metric(key, r["metrics"].get(key)) for r in records] for key in keys]
+    widths = [max(len(row[i]) for row in rows + [["metric"] + headers]) for i in range(len(headers) + 1)]
+    first = records[0]
+    lines = [f"image {first['image']}  workload {first['workload']}  containers {first['containers']}  "
+             f"seed {first['seed']}", ""]
+    lines.append("  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i])
+                           for i, h in enumerate(["metric"] + headers)))
+    for row in rows:
+        lines.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    records = [_run_one(args, d) for d in args.driver]
+    if args.json:
+        print(json.dumps(records[0] if len(records) == 1 else records, indent=1))
+    else:
+        print(format_side_by_side(records))
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    cell = _cell(args, args.driver)
+    if args.backend == "real":
+        from .real import view_real
+
+        view = view_real(cell, args.container)
+    else:
+        from .runner import view_cell
+
+        view = view_cell(cell, args.container)
+    print(json.dumps(view, indent=1 if not args.json else None))
+    return 0
+
+
+def _print_listing(items: list[dict[str, Any]], as_json: bool, params_key: str) -> None:
+    if as_json:
+        print(json.dumps(items, indent=1))
+        return
+    for item in items:
+        print(f"{item['name']}: {item['summary']}")
+        for p in item[params_key]:
+            bounds = "".join(f", {k} {p[k]}" for k in ("minimum", "maximum", "multiple_of") if k in p)
+            choices = f", one of {'/'.join(p['choices'])}" if "choices" in p else ""
+            print(f"    {p['name']} = {p['default']!r:<8} {p['doc']}{bounds}{choices}")
+
+
+def cmd_drivers(args: argparse.Namespace) -> int:
+    from drivers import describe_drivers
+
+    _print_listing(describe_drivers(), args.json, "options")
+    return 0
+
+
+def cmd_builtins(args: argparse.Namespace) -> int:
+    from workloads.builtin import IMAGES, WORKLOADS
+
+    table = IMAGES if args.command == "images" else WORKLOADS
+    _print_listing([b.describe() for b in table.values()], args.json, "params")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "view": cmd_view, "drivers": cmd_drivers, "workloads": cmd_builtins,
+            "images": cmd_builtins}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except LayerbenchError as exc:
+        print(f"layerbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("layerbench: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,71 @@
+"""``est_seconds``: a linear cost model whose parameters are named, sourced constants.
+
+The model prices the events a run counts (operations, lookup probes, copied and written
+bytes, metadata updates, fsyncs, mounts, files a diff scans).  The defaults come from the
+measurements in the project's REAL_KERNEL notes (kernel 6.18, this machine kind) where one
+exists and are marked *uncalibrated* where not; ``layerbench calibrate`` (a later issue)
+fits them on the real kernel and writes a file that ``CostModel.from_mapping`` reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from .errors import BadInput
+
+
+@dataclass(frozen=True)
+class CostModel:
+    # Cold negative lookup grows ~4 us per layer (REAL_KERNEL section 1, pitfall 5: 13.5 us at
+    # 1 layer, 312 us at 100, 2109 us at 500).
+    probe_seconds: float = 4.0e-6
+    # A system call that does no I/O: open/stat/close on a warm dentry (uncalibrated).
+    syscall_seconds: float = 2.0e-6
+    # Copy-up and page-cache write bandwidth on the tmpfs/ext4 upper (uncalibrated;
+    # chriskuehl/docker-storage-benchmark copies 1.69 GiB in about a second on tmpfs).
+    copy_bytes_per_second: float = 1.6e9
+    write_bytes_per_second: float = 2.0e9
+    # Fixed cost of one copy-up beyond its data: create in workdir, xattrs, rename, fsync
+    # (uncalibrated).
+    copyup_seconds: float = 30.0e-6
+    # An inode or directory update (create, unlink, chmod, ...) (uncalibrated).
+    metadata_seconds: float = 8.0e-6
+    # fsync on an ext4 upper (uncalibrated; tmpfs makes it free).
+    fsync_seconds: float = 1.0e-3
+    # Overlay mount: 5.2 ms for 1 layer, 14.9 ms for 500 (REAL_KERNEL section 1, pitfall 5).
+    mount_seconds: float = 5.2e-3
+    mount_layer_seconds: float = 19.4e-6
+    # One file examined by a diff (stat of both sides for the naive differ) (uncalibrated).
+    diff_file_seconds: float = 5.0e-6
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], source: str = "calibration") -> CostModel:
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise BadInput(f"{source}: unknown cost parameter(s): {', '.join(sorted(unknown))}")
+        values: dict[str, float] = {}
+        for key, value in raw.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise BadInput(f"{source}: '{key}' must be a non-negative number")
+            values[key] = float(value)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def estimate(self, *, ops: int, probes: int, copyup_bytes: int, copyups: int,
+                 device_write_bytes: int, metadata_ops: int, fsyncs: int, mounts: int,
+                 mounted_layers: int, diff_files: int) -> float:
+        """Predicted wall time of a workload from its event counts."""
+        return (ops * self.syscall_seconds
+                + probes * self.probe_seconds
+                + copyup_bytes / self.copy_bytes_per_second
+                + copyups * self.copyup_seconds
+                + device_write_bytes / self.write_bytes_per_second
+                + metadata_ops * self.metadata_seconds
+                + fsyncs * self.fsync_seconds
+                + mounts * self.mount_seconds
+                + mounted_layers * self.mount_layer_seconds
+                + diff_files * self.diff_file_seconds)

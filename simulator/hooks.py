@@ -1,0 +1,59 @@
+"""What the model tells a driver while a container runs: the cost hooks.
+
+``Namespace`` carries out every operation with Linux semantics on the shared view and calls
+these hooks on the container's storage (the object ``driver.get(id)`` returns), so that each
+driver can charge what the operation costs *it*: copy-ups, chunk allocations, metadata
+writes, page cache.  The hooks never change the view; the only semantic questions a driver
+answers are ``rename_refused`` (overlay's EXDEV) and ``keeps_hardlinks`` (overlay without
+``index`` breaks hard links on copy-up).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .nodes import Dir, DirNode, FileInode, Node
+from .ranges import RangeSet
+
+# Why a file that still comes from the image must now be private (``StorageHooks.copy_up``):
+NEED_DATA = "data"  # open for write, write, append: the data must be private
+NEED_TRUNCATE = "truncate"  # truncate(2): private data, then cut (overlay copies it all first)
+NEED_TRUNC_OPEN = "trunc_open"  # open(O_TRUNC): the old data is discarded, none is needed
+NEED_META = "meta"  # chmod, chown, utime, setxattr: attributes only
+NEED_RENAME = "rename"  # the file gets a new name
+NEED_LINK = "link"  # a new hard link to it
+
+
+class StorageHooks(Protocol):
+    """The per-container cost sink a driver implements (one per mounted container)."""
+
+    keeps_hardlinks: bool
+
+    def rename_refused(self, node: DirNode | Node) -> bool:
+        """True when the real driver fails this rename with EXDEV."""
+
+    def lookup(self, parent: DirNode, name: str) -> int:
+        """A cold lookup of ``name`` in ``parent``: return the layers it probes."""
+
+    def meta_copy_up(self, node: Dir | Node) -> None:
+        """A directory (or symlink) from the image became private to the container."""
+
+    def copy_up(self, inode: FileInode, need: str) -> None:
+        """An operation needs ``inode`` (which has an image origin) private, for ``need``."""
+
+    def write(self, inode: FileInode, offset: int, length: int) -> None: ...
+
+    def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None: ...
+
+    def read(self, node: Node, offset: int, length: int) -> None: ...
+
+    def writeback(self, inode: FileInode, ranges: RangeSet) -> None:
+        """Dirty ranges of ``inode`` go to disk (fsync, commit, end of workload)."""
+
+    def fsync(self, node: Node) -> None: ...
+
+    def metadata(self, op: str, node: Node | None) -> None:
+        """A namespace or attribute change: create, mkdir, unlink, rename, chmod, ..."""
+
+    def remove(self, node: Node, last_link: bool) -> None:
+        """A name of ``node`` was removed; ``last_link``: its storage can be freed."""

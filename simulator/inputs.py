@@ -1,0 +1,97 @@
+"""Reading what the user points at: image and workload specifications (SPEC section 6).
+
+``IMAGE`` is an image JSON file or a built-in ``NAME[:k=v,...]``; ``WORKLOAD`` is a trace
+file (``.jsonl``) or a built-in.  This is the I/O layer between the command line (or a
+notebook) and the pure model: it reads files and turns every problem into ``BadInput``
+naming the file, line or key at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInput
+from .image import Image, image_from_dict
+from .imagetree import ImageTree
+from .trace import Op, parse_trace_lines
+
+IMAGE_STREAM, WORKLOAD_STREAM = 0, 1  # independent random streams of one seed
+
+
+def rng_for(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream])
+
+
+def load_image_json(path: str | Path) -> Image:
+    """Read and validate an image JSON file (SPEC section 3)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such image file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read: {exc}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    return image_from_dict(raw, str(path))
+
+
+def load_trace(path: str | Path) -> list[Op]:
+    """Read and validate a whole JSONL trace file (SPEC section 4)."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return list(parse_trace_lines(fh, str(path)))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such trace file") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not UTF-8 text: {exc.reason}") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path}: is a directory, not a trace file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _looks_like_file(spec: str) -> bool:
+    return "/" in spec or spec.endswith((".json", ".jsonl", ".tar")) or Path(spec).exists()
+
+
+def load_image(spec: str, seed: int = 0) -> Image:
+    """An image from a file or a built-in generator spec."""
+    if _looks_like_file(spec):
+        path = Path(spec)
+        if path.is_dir() or path.suffix == ".tar":
+            raise BadInput(f"{spec}: importing directories, OCI layouts and docker-save tars is not "
+                           f"available in this version; give an image JSON file")
+        return load_image_json(path)
+    from workloads.builtin import IMAGES
+    from workloads.registry import parse_spec
+
+    name, params = parse_spec(spec)
+    builtin = IMAGES.get(name)
+    if builtin is None:
+        raise BadInput(f"unknown image {spec!r}: not a file, and no built-in image is called {name!r} "
+                       f"(built-in: {', '.join(sorted(IMAGES))})")
+    values = builtin.parse_params(params, f"image {spec!r}")
+    return builtin.build(rng_for(seed, IMAGE_STREAM), **values)
+
+
+def load_workload(spec: str, tree: ImageTree, seed: int = 0) -> list[Op]:
+    """Operations from a trace file or a built-in workload spec (run against ``tree``)."""
+    if _looks_like_file(spec):
+        return load_trace(spec)
+    from workloads.builtin import WORKLOADS
+    from workloads.registry import parse_spec
+
+    name, params = parse_spec(spec)
+    builtin = WORKLOADS.get(name)
+    if builtin is None:
+        raise BadInput(f"unknown workload {spec!r}: not a file, and no built-in workload is called "
+                       f"{name!r} (built-in: {', '.join(sorted(WORKLOADS))})")
+    values = builtin.parse_params(params, f"workload {spec!r}")
+    return builtin.build(rng_for(seed, WORKLOAD_STREAM), tree, **values)

@@ -1,0 +1,261 @@
+"""One container's file system view, carrying out trace operations with Linux semantics.
+
+The view is the same for every driver: only the hooks (``simulator.hooks``) differ.  Each
+operation first resolves and checks everything without changing anything, and raises
+``FsError`` (an errno name) where Linux would refuse it, so a refused operation changes
+nothing (SPEC section 4).  Only then does it make the parent directories private (as a
+copy-up of the ancestors would) and apply the change.
+
+Paths resolve as the kernel resolves them: symbolic links are followed in every intermediate
+component, and in the last one unless the operation acts on the link itself.  We run as root,
+so permission bits never refuse anything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from . import hooks as need
+from .hooks import StorageHooks
+from .imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
+from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, DirNode, FileInode, Node, Symlink
+
+MAXSYMLINKS = 40  # fs/namei.c: ELOOP after 40 links in one resolution
+XATTR_SIZE_MAX = 65536  # linux/limits.h
+XATTR_NAMESPACES = ("user.", "trusted.", "security.")
+S_ISUID, S_ISGID, S_IXGRP = 0o4000, 0o2000, 0o010
+
+
+class FsError(Exception):
+    """The operation fails as Linux would fail it; ``args[0]`` is the errno name."""
+
+
+class Resolved:
+    """Where a path led: the directory chain from the root, the last name and its node."""
+
+    __slots__ = ("names", "parent", "name", "node")
+
+    def __init__(self, names: list[str], parent: DirNode | None, name: str, node: Node | None):
+        self.names, self.parent, self.name, self.node = names, parent, name, node
+
+
+class Namespace:
+    """A container's view: its private nodes over a shared ``ImageTree``."""
+
+    def __init__(self, tree: ImageTree, hooks: StorageHooks, depth_hist: Counter | None = None):
+        self.tree = tree
+        self.hooks = hooks
+        self.root = Dir.from_image(tree.root)  # the upper root always exists: no copy-up
+        self.promoted: dict[ImageFile, FileInode] = {}  # image inode -> its private inode
+        self.image_unlinks: Counter = Counter()  # names of hard-linked image files removed
+        self.dirty: dict[FileInode, None] = {}  # insertion-ordered set awaiting writeback
+        self.depth_hist: Counter = depth_hist if depth_hist is not None else Counter()
+        self.lookups = 0
+        self.written_bytes = 0
+        self.read_bytes = 0
+
+    # -- lookup ---------------------------------------------------------------------------
+    def child(self, d: DirNode, name: str) -> Node | None:
+        if d.__class__ is Dir:
+            own = d.own  # type: ignore[union-attr]
+            if name in own:
+                return own[name]
+            base = d.base  # type: ignore[union-attr]
+            if base is None:
+                return None
+            node = base.children.get(name)
+        else:
+            node = d.children.get(name)  # type: ignore[union-attr]
+        if node.__class__ is ImageFile and self.promoted:
+            return self.promoted.get(node, node)  # type: ignore[arg-type]
+        return node
+
+    def resolve(self, path: str, follow: bool) -> Resolved:
+        """Walk ``path``; raise ENOENT/ENOTDIR/ELOOP for a missing or bad intermediate."""
+        todo = path[1:].split("/")
+        todo.reverse()
+        chain: list[DirNode] = [self.root]
+        names: list[str] = []
+        links = 0
+        while True:
+            name = todo.pop()
+            if name == "." or name == "..":  # only from symlink targets
+                if name == ".." and len(chain) > 1:
+                    chain.pop()
+                    names.pop()
+                if not todo:
+                    node = chain[-1]
+                    if len(chain) == 1:
+                        return self._counted(Resolved([], None, "", node))
+                    return self._counted(Resolved(names[:-1], chain[-2], names[-1], node))
+                continue
+            d = chain[-1]
+            node = self.child(d, name)
+            if node is not None and node.__class__ in LINK_TYPES and (todo or follow):
+                links += 1
+                if links > MAXSYMLINKS:
+                    raise FsError("ELOOP")
+                target = node.target  # type: ignore[union-attr]
+                if target.startswith("/"):
+                    chain, names = [self.root], []
+                parts = [p for p in target.split("/") if p]
+                if not parts:  # the link points at "/"
+                    if not todo:
+                        return self._counted(Resolved([], None, "", self.root))
+                    continue
+                parts.reverse()
+                todo.extend(parts)
+                continue
+            if not todo:
+                return self._counted(Resolved(names, d, name, node))
+            if node is None:
+                raise FsError("ENOENT")
+            if node.__class__ not in DIR_TYPES:
+                raise FsError("ENOTDIR")
+            chain.append(node)  # type: ignore[arg-type]
+            names.append(name)
+
+    def _counted(self, r: Resolved) -> Resolved:
+        self.lookups += 1
+        depth = self.hooks.lookup(r.parent, r.name) if r.parent is not None else 1
+        self.depth_hist[depth] += 1
+        return r
+
+    def exists(self, path: str, follow: bool = False) -> Node | None:
+        """The node at ``path`` or None, without counting a lookup (for tests and views)."""
+        saved = (self.lookups, self.depth_hist.copy())
+        try:
+            return self.resolve(path, follow).node
+        except FsError:
+            return None
+        finally:
+            self.lookups, self.depth_hist = saved
+
+    # -- making things private ------------------------------------------------------------
+    def private_dir(self, names: list[str]) -> Dir:
+        """The private directory at the chain ``names``, copying up every image ancestor."""
+        d = self.root
+        for name in names:
+            node = self.child(d, name)
+            if node.__class__ is ImageDir:
+                node = Dir.from_image(node)  # type: ignore[arg-type]
+                d.own[name] = node
+                self.hooks.meta_copy_up(node)
+            d = node  # type: ignore[assignment]
+        return d
+
+    def private_file(self, parent: Dir, name: str, node: Node, why: str) -> FileInode:
+        """The private inode behind ``parent/name`` (a file), telling the driver ``why``."""
+        if node.__class__ is ImageFile:
+            image_file: ImageFile = node  # type: ignore[assignment]
+            inode = FileInode.from_image(image_file)
+            if image_file.nlink > 1 and self.hooks.keeps_hardlinks:
+                self.promoted[image_file] = inode
+                inode.nlink = image_file.nlink - self.image_unlinks[image_file]
+            else:
+                inode.nlink = 1
+            parent.own[name] = inode
+            node = inode
+        inode = node  # type: ignore[assignment]
+        if inode.origin is not None:
+            self.hooks.copy_up(inode, why)
+        return inode
+
+    def private_node(self, r: Resolved, why: str) -> Node:
+        """Make the resolved node itself private (attribute changes)."""
+        if r.parent is None:
+            return self.root
+        parent = self.private_dir(r.names)
+        node = r.node
+        if node.__class__ in FILE_TYPES:
+            return self.private_file(parent, r.name, node, why)  # type: ignore[arg-type]
+        if node.__class__ is ImageDir:
+            return self.private_dir(r.names + [r.name])
+        if node.__class__ is ImageSymlink:
+            link = Symlink(node.target, node.uid, node.gid)  # type: ignore[union-attr]
+            link.nlink = 1
+            parent.own[r.name] = link
+            self.hooks.meta_copy_up(link)
+            return link
+        return node  # type: ignore[return-value]
+
+    # -- helpers --------------------------------------------------------------------------
+    def is_empty(self, d: DirNode) -> bool:
+        if d.__class__ is ImageDir:
+            return not d.children  # type: ignore[union-attr]
+        own = d.own  # type: ignore[union-attr]
+        if any(v is not None for v in own.values()):
+            return False
+        base = d.base  # type: ignore[union-attr]
+        return base is None or all(name in own for name in base.children)
+
+    def _lower_has(self, parent: Dir, name: str) -> bool:
+        return parent.base is not None and name in parent.base.children
+
+    def unlink_name(self, parent: Dir, name: str, node: Node) -> None:
+        """Remove one name; the hooks learn whether it was the node's last link."""
+        if self._lower_has(parent, name):
+            parent.own[name] = None
+        else:
+            parent.own.pop(name, None)
+        last = True
+        if node.__class__ is FileInode or node.__class__ is Symlink:
+            node.nlink -= 1  # type: ignore[union-attr]
+            last = node.nlink <= 0  # type: ignore[union-attr]
+            if last and node.__class__ is FileInode:
+                self.dirty.pop(node, None)  # type: ignore[arg-type]
+        elif node.__class__ is ImageFile:
+            self.image_unlinks[node] += 1
+        self.hooks.remove(node, last)
+        self.hooks.metadata("unlink" if node.__class__ not in DIR_TYPES else "rmdir", node)
+
+    def new_dir(self, parent: Dir, name: str, mode: int) -> Dir:
+        d = Dir(mode, 0, 0, None, opaque=self._lower_has(parent, name))
+        parent.own[name] = d
+        self.hooks.metadata("mkdir", d)
+        return d
+
+    def new_file(self, parent: Dir, name: str, mode: int) -> FileInode:
+        inode = FileInode(0, mode, 0, 0, None)
+        inode.nlink = 1
+        parent.own[name] = inode
+        self.hooks.metadata("create", inode)
+        return inode
+
+    def write_range(self, inode: FileInode, offset: int, length: int) -> None:
+        if length:
+            end = offset + length
+            if end > inode.size:
+                inode.size = end
+            inode.written.add(offset, end)
+            inode.dirty.add(offset, end)
+            self.dirty[inode] = None
+            self.written_bytes += length
+            self.hooks.write(inode, offset, length)
+        inode.modified = True
+
+    def set_size(self, inode: FileInode, size: int) -> None:
+        old = inode.size
+        inode.size = size
+        inode.written.truncate(size)
+        inode.dirty.truncate(size)
+        inode.modified = True
+        self.hooks.truncate(inode, old, size)
+
+    def writeback(self, inode: FileInode) -> None:
+        if inode.dirty:
+            self.hooks.writeback(inode, inode.dirty)
+            inode.dirty.clear()
+        self.dirty.pop(inode, None)
+
+    def flush(self) -> None:
+        """Write back everything dirty (commit, end of the workload)."""
+        for inode in list(self.dirty):
+            self.writeback(inode)
+
+    def read_node(self, node: Node, offset: int, length: int) -> int:
+        n = max(0, min(length, node.size - offset))  # type: ignore[union-attr]
+        if n:
+            self.read_bytes += n
+            self.hooks.read(node, offset, n)
+        return n

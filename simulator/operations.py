@@ -1,0 +1,317 @@
+"""The trace operations of SPEC section 4, each a function ``(Namespace, Op) -> None``.
+
+Every function checks first and changes after, raising ``FsError`` before any change where
+Linux refuses the call (so ``failed_ops`` counts it and nothing moves).  The errno chosen is
+the one Linux returns; it only matters for readers of the code: any refusal counts the same.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import hooks as need
+from .imagetree import ImageDir, ImageFile
+from .namespace import S_ISGID, S_ISUID, S_IXGRP, XATTR_NAMESPACES, XATTR_SIZE_MAX, FsError, Namespace, Resolved
+from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, FileInode, Node, Symlink
+from .trace import Op
+
+DEFAULT_CREATE_MODE = 0o644  # open(O_CREAT, 0644) with umask 0
+DEFAULT_MKDIR_MODE = 0o755
+
+
+def _existing(r: Resolved) -> Node:
+    if r.node is None:
+        raise FsError("ENOENT")
+    return r.node
+
+
+def _file(ns: Namespace, path: str, why: str) -> FileInode:
+    """The private inode of an existing regular file, opened for writing."""
+    r = ns.resolve(path, follow=True)
+    node = _existing(r)
+    if node.__class__ in DIR_TYPES:
+        raise FsError("EISDIR")
+    if r.parent is None:
+        raise FsError("EISDIR")
+    return ns.private_file(ns.private_dir(r.names), r.name, node, why)
+
+
+def op_create(ns: Namespace, op: Op) -> None:
+    r = ns.resolve(op.path, follow=True)
+    if r.node is not None and r.node.__class__ in DIR_TYPES or r.parent is None:
+        raise FsError("EISDIR")
+    parent = ns.private_dir(r.names)
+    if r.node is None:
+        inode = ns.new_file(parent, r.name, DEFAULT_CREATE_MODE if op.mode < 0 else op.mode)
+    else:
+        inode = ns.private_file(parent, r.name, r.node, need.NEED_TRUNC_OPEN)
+        if inode.size:
+            ns.set_size(inode, 0)
+    ns.write_range(inode, 0, op.size)
+
+
+def op_write(ns: Namespace, op: Op) -> None:
+    inode = _file(ns, op.path, need.NEED_DATA)
+    ns.write_range(inode, op.offset, op.length)
+
+
+def op_append(ns: Namespace, op: Op) -> None:
+    inode = _file(ns, op.path, need.NEED_DATA)
+    ns.write_range(inode, inode.size, op.length)
+
+
+def op_truncate(ns: Namespace, op: Op) -> None:
+    inode = _file(ns, op.path, need.NEED_TRUNCATE)
+    ns.set_size(inode, op.size)
+
+
+def op_open(ns: Namespace, op: Op) -> None:
+    if op.access == "r":
+        _existing(ns.resolve(op.path, follow=True))
+    else:
+        _file(ns, op.path, need.NEED_DATA)  # overlayfs copies up at open for write
+
+
+def op_read(ns: Namespace, op: Op) -> None:
+    node = _existing(ns.resolve(op.path, follow=True))
+    if node.__class__ in DIR_TYPES:
+        raise FsError("EISDIR")
+    ns.read_node(node, op.offset, op.length)
+
+
+def op_stat(ns: Namespace, op: Op) -> None:
+    _existing(ns.resolve(op.path, follow=False))
+
+
+def op_unlink(ns: Namespace, op: Op) -> None:
+    r = ns.resolve(op.path, follow=False)
+    node = _existing(r)
+    if node.__class__ in DIR_TYPES:
+        raise FsError("EISDIR")
+    ns.unlink_name(ns.private_dir(r.names), r.name, node)
+
+
+def op_mkdir(ns: Namespace, op: Op) -> None:
+    r = ns.resolve(op.path, follow=False)
+    if r.node is not None:
+        raise FsError("EEXIST")
+    ns.new_dir(ns.private_dir(r.names), r.name, DEFAULT_MKDIR_MODE if op.mode < 0 else op.mode)
+
+
+def op_rmdir(ns: Namespace, op: Op) -> None:
+    r = ns.resolve(op.path, follow=False)
+    node = _existing(r)
+    if node.__class__ not in DIR_TYPES:
+        raise FsError("ENOTDIR")
+    if r.parent is None:
+        raise FsError("EBUSY")
+    if not ns.is_empty(node):  # type: ignore[arg-type]
+        raise FsError("ENOTEMPTY")
+    ns.unlink_name(ns.private_dir(r.names), r.name, node)
+
+
+def remove_tree(ns: Namespace, names: list[str], name: str, node: Node) -> None:
+    """``rm -rf``: unlink every entry depth-first, making each non-empty directory private
+    before emptying it, exactly as the unlink/rmdir calls rm makes would."""
+    if node.__class__ in DIR_TYPES and not ns.is_empty(node):  # type: ignore[arg-type]
+        d = ns.private_dir(names + [name])
+        for child_name in d.names():
+            child = ns.child(d, child_name)
+            remove_tree(ns, names + [name], child_name, child)  # type: ignore[arg-type]
+        node = d
+    ns.unlink_name(ns.private_dir(names), name, node)
+
+
+def op_remove_tree(ns: Namespace, op: Op) -> None:
+    r = ns.resolve(op.path, follow=False)
+    if r.node is None:
+        return  # rm -f: a missing operand is not an error
+    if r.parent is None:
+        raise FsError("EBUSY")
+    remove_tree(ns, r.names, r.name, r.node)
+
+
+def _check_rename(ns: Namespace, src: Resolved, dst: Resolved) -> bool:
+    """Linux's checks for rename(2); False when it is a successful no-op."""
+    node = _existing(src)
+    if src.parent is None or dst.parent is None:
+        raise FsError("EBUSY")
+    if dst.node is node:
+        return False  # same inode: rename does nothing
+    if node.__class__ in DIR_TYPES:
+        if dst.node is not None:
+            if dst.node.__class__ not in DIR_TYPES:
+                raise FsError("ENOTDIR")
+            if not ns.is_empty(dst.node):  # type: ignore[arg-type]
+                raise FsError("ENOTEMPTY")
+        walk: object = ns.root
+        for name in dst.names:  # the destination may not lie inside the source
+            walk = ns.child(walk, name)  # type: ignore[arg-type]
+            if walk is node:
+                raise FsError("EINVAL")
+    elif dst.node is not None and dst.node.__class__ in DIR_TYPES:
+        raise FsError("EISDIR")
+    return True
+
+
+def _do_rename(ns: Namespace, src: Resolved, dst: Resolved) -> None:
+    src_parent = ns.private_dir(src.names)
+    node = ns.child(src_parent, src.name)
+    if node.__class__ in FILE_TYPES:
+        node = ns.private_file(src_parent, src.name, node, need.NEED_RENAME)  # type: ignore[arg-type]
+    else:
+        node = ns.private_node(Resolved(src.names, src_parent, src.name, node), need.NEED_RENAME)
+        if node.__class__ is Dir and node.base is not None:  # type: ignore[union-attr]
+            node.moved = True  # type: ignore[union-attr]
+    dst_parent = ns.private_dir(dst.names)
+    old = ns.child(dst_parent, dst.name)
+    if old is not None:
+        ns.unlink_name(dst_parent, dst.name, old)
+    # Detach from the source name without counting a removal: the node lives on.
+    if ns._lower_has(src_parent, src.name):
+        src_parent.own[src.name] = None
+    else:
+        src_parent.own.pop(src.name, None)
+    dst_parent.own[dst.name] = node
+    ns.hooks.metadata("rename", node)
+
+
+def op_rename(ns: Namespace, op: Op) -> None:
+    src = ns.resolve(op.path, follow=False)
+    dst = ns.resolve(op.dst, follow=False)
+    if not _check_rename(ns, src, dst):
+        return
+    if ns.hooks.rename_refused(src.node):  # type: ignore[arg-type]
+        raise FsError("EXDEV")
+    _do_rename(ns, src, dst)
+
+
+def copy_tree(ns: Namespace, node: Node, parent: Dir, name: str, links: dict) -> None:
+    """What ``mv`` does after EXDEV: copy ``node`` to ``parent/name`` keeping modes, owners,
+    symlinks and the hard links inside the tree (as ``cp -a``)."""
+    if node.__class__ in DIR_TYPES:
+        d = ns.new_dir(parent, name, node.mode)  # type: ignore[union-attr]
+        d.uid, d.gid = node.uid, node.gid  # type: ignore[union-attr]
+        for child_name in _names(ns, node):  # type: ignore[arg-type]
+            copy_tree(ns, ns.child(node, child_name), d, child_name, links)  # type: ignore[arg-type]
+    elif node.__class__ in LINK_TYPES:
+        link = Symlink(node.target, node.uid, node.gid)  # type: ignore[union-attr]
+        link.nlink = 1
+        parent.own[name] = link
+        ns.hooks.metadata("symlink", link)
+    elif node in links:
+        inode = links[node]
+        inode.nlink += 1
+        parent.own[name] = inode
+        ns.hooks.metadata("link", inode)
+    else:
+        inode = ns.new_file(parent, name, node.mode)  # type: ignore[union-attr]
+        inode.uid, inode.gid = node.uid, node.gid  # type: ignore[union-attr]
+        links[node] = inode
+        ns.read_node(node, 0, node.size)  # type: ignore[union-attr]
+        ns.write_range(inode, 0, node.size)  # type: ignore[union-attr]
+
+
+def _names(ns: Namespace, d) -> list[str]:
+    return list(d.children) if d.__class__ is ImageDir else d.names()
+
+
+def op_move(ns: Namespace, op: Op) -> None:
+    src = ns.resolve(op.path, follow=False)
+    dst = ns.resolve(op.dst, follow=False)
+    if not _check_rename(ns, src, dst):
+        return
+    if not ns.hooks.rename_refused(src.node):  # type: ignore[arg-type]
+        _do_rename(ns, src, dst)
+        return
+    dst_parent = ns.private_dir(dst.names)
+    if dst.node is not None:  # an empty directory (checked above): mv replaces it
+        ns.unlink_name(dst_parent, dst.name, dst.node)
+    copy_tree(ns, src.node, dst_parent, dst.name, {})  # type: ignore[arg-type]
+    src_node = ns.child(ns.private_dir(src.names), src.name)
+    remove_tree(ns, src.names, src.name, src_node)  # type: ignore[arg-type]
+
+
+def _attribute_target(ns: Namespace, path: str) -> Node:
+    r = ns.resolve(path, follow=True)
+    _existing(r)
+    node = ns.private_node(r, need.NEED_META)
+    node.modified = True  # type: ignore[union-attr]
+    return node
+
+
+def op_chmod(ns: Namespace, op: Op) -> None:
+    node = _attribute_target(ns, op.path)
+    node.mode = op.mode  # type: ignore[union-attr]
+    ns.hooks.metadata("chmod", node)
+
+
+def op_chown(ns: Namespace, op: Op) -> None:
+    node = _attribute_target(ns, op.path)
+    node.uid, node.gid = op.uid, op.gid  # type: ignore[union-attr]
+    if node.__class__ not in DIR_TYPES:  # fs/open.c chown_common: ATTR_KILL_SUID | ATTR_KILL_SGID
+        mode = node.mode & ~S_ISUID  # type: ignore[union-attr]
+        if mode & S_IXGRP:
+            mode &= ~S_ISGID
+        node.mode = mode  # type: ignore[union-attr]
+    ns.hooks.metadata("chown", node)
+
+
+def op_utime(ns: Namespace, op: Op) -> None:
+    ns.hooks.metadata("utime", _attribute_target(ns, op.path))
+
+
+def op_setxattr(ns: Namespace, op: Op) -> None:
+    r = ns.resolve(op.path, follow=True)
+    _existing(r)
+    if op.size > XATTR_SIZE_MAX:
+        raise FsError("E2BIG")
+    if not op.name.startswith(XATTR_NAMESPACES):
+        raise FsError("EOPNOTSUPP")
+    node = ns.private_node(r, need.NEED_META)
+    if op.name == "security.capability":  # the only xattr moby's naive diff compares
+        node.modified = True  # type: ignore[union-attr]
+    ns.hooks.metadata("setxattr", node)
+
+
+def op_link(ns: Namespace, op: Op) -> None:
+    src = ns.resolve(op.path, follow=False)
+    node = _existing(src)
+    dst = ns.resolve(op.dst, follow=False)
+    if node.__class__ in DIR_TYPES:
+        raise FsError("EPERM")
+    if dst.node is not None:
+        raise FsError("EEXIST")
+    if dst.parent is None or src.parent is None:
+        raise FsError("EEXIST")
+    node = ns.private_node(src, need.NEED_LINK)
+    dst_parent = ns.private_dir(dst.names)
+    node.nlink += 1  # type: ignore[union-attr]
+    dst_parent.own[dst.name] = node
+    ns.hooks.metadata("link", node)
+
+
+def op_symlink(ns: Namespace, op: Op) -> None:
+    r = ns.resolve(op.path, follow=False)
+    if r.node is not None or r.parent is None:
+        raise FsError("EEXIST")
+    link = Symlink(op.target)
+    link.nlink = 1
+    ns.private_dir(r.names).own[r.name] = link
+    ns.hooks.metadata("symlink", link)
+
+
+def op_fsync(ns: Namespace, op: Op) -> None:
+    node = _existing(ns.resolve(op.path, follow=True))
+    if node.__class__ is FileInode:
+        ns.writeback(node)  # type: ignore[arg-type]
+    ns.hooks.fsync(node)
+
+
+OPERATIONS: dict[str, Callable[[Namespace, Op], None]] = {
+    "create": op_create, "write": op_write, "append": op_append, "truncate": op_truncate,
+    "open": op_open, "read": op_read, "stat": op_stat, "unlink": op_unlink, "mkdir": op_mkdir,
+    "rmdir": op_rmdir, "remove_tree": op_remove_tree, "rename": op_rename, "move": op_move,
+    "chmod": op_chmod, "chown": op_chown, "utime": op_utime, "setxattr": op_setxattr,
+    "link": op_link, "symlink": op_symlink, "fsync": op_fsync,
+}

@@ -1,0 +1,154 @@
+"""Sets of byte ranges, kept symbolic so that a 1 TiB file costs a few integers.
+
+Files track which of their bytes were written since they left the image, which pages were
+read, and which bytes await writeback; block drivers track which chunks a container owns.
+All of these are unions of half-open intervals ``[start, end)``, stored as two sorted lists of
+disjoint, non-touching intervals.  Every operation is exact integer arithmetic.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import Iterable, Iterator
+
+
+class RangeSet:
+    """A union of half-open integer intervals, normalised (sorted, disjoint, non-adjacent)."""
+
+    __slots__ = ("_starts", "_ends")
+
+    def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        for start, end in ranges:
+            self.add(start, end)
+
+    # -- queries -----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return zip(self._starts, self._ends)
+
+    def __len__(self) -> int:
+        """Number of disjoint intervals (not bytes: see ``total``)."""
+        return len(self._starts)
+
+    def __bool__(self) -> bool:
+        return bool(self._starts)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RangeSet) and self._starts == other._starts and self._ends == other._ends
+
+    def __repr__(self) -> str:
+        return f"RangeSet({list(self)})"
+
+    def copy(self) -> RangeSet:
+        new = RangeSet()
+        new._starts = self._starts.copy()
+        new._ends = self._ends.copy()
+        return new
+
+    def total(self) -> int:
+        """Number of integers covered."""
+        return sum(self._ends) - sum(self._starts)
+
+    def end(self) -> int:
+        """One past the highest covered integer (0 when empty)."""
+        return self._ends[-1] if self._ends else 0
+
+    def overlap(self, start: int, end: int) -> int:
+        """How many integers of ``[start, end)`` are covered."""
+        if start >= end or not self._starts:
+            return 0
+        i = max(bisect_right(self._ends, start), 0)
+        covered = 0
+        while i < len(self._starts) and self._starts[i] < end:
+            covered += min(end, self._ends[i]) - max(start, self._starts[i])
+            i += 1
+        return covered
+
+    def covers(self, start: int, end: int) -> bool:
+        """True when every integer of ``[start, end)`` is in the set."""
+        if start >= end:
+            return True
+        i = bisect_right(self._starts, start) - 1
+        return i >= 0 and self._ends[i] >= end
+
+    def gaps(self, start: int, end: int) -> RangeSet:
+        """The parts of ``[start, end)`` not in the set."""
+        out = RangeSet()
+        cursor = start
+        i = max(bisect_right(self._ends, start), 0)
+        while i < len(self._starts) and self._starts[i] < end:
+            if self._starts[i] > cursor:
+                out._append(cursor, self._starts[i])
+            cursor = max(cursor, self._ends[i])
+            i += 1
+        if cursor < end:
+            out._append(cursor, end)
+        return out
+
+    def units(self, unit: int) -> RangeSet:
+        """The set of unit indices (blocks, chunks, pages) that intersect the set."""
+        out = RangeSet()
+        for start, end in self:
+            out.add(start // unit, -(-end // unit))
+        return out
+
+    def count_units(self, unit: int) -> int:
+        """How many distinct ``unit``-sized aligned blocks intersect the set."""
+        return self.units(unit).total()
+
+    # -- updates -----------------------------------------------------------------------
+    def _append(self, start: int, end: int) -> None:
+        self._starts.append(start)
+        self._ends.append(end)
+
+    def add(self, start: int, end: int) -> None:
+        """Union with ``[start, end)``."""
+        if start >= end:
+            return
+        starts, ends = self._starts, self._ends
+        # Fast path: appending at or after the end (logs, sequential writes).
+        if not starts or start > ends[-1]:
+            starts.append(start)
+            ends.append(end)
+            return
+        lo = bisect_left(ends, start)  # first interval that ends at or after start
+        hi = bisect_right(starts, end)  # intervals before hi start at or before end
+        if lo < hi:
+            start = min(start, starts[lo])
+            end = max(end, ends[hi - 1])
+        starts[lo:hi] = [start]
+        ends[lo:hi] = [end]
+
+    def update(self, other: RangeSet) -> None:
+        for start, end in other:
+            self.add(start, end)
+
+    def remove(self, start: int, end: int) -> None:
+        """Difference with ``[start, end)``."""
+        if start >= end or not self._starts:
+            return
+        starts, ends = self._starts, self._ends
+        lo = bisect_right(ends, start)  # first interval ending after start
+        hi = bisect_left(starts, end)  # intervals before hi start before end
+        if lo >= hi:
+            return
+        keep_s: list[int] = []
+        keep_e: list[int] = []
+        if starts[lo] < start:
+            keep_s.append(starts[lo])
+            keep_e.append(start)
+        if ends[hi - 1] > end:
+            keep_s.append(end)
+            keep_e.append(ends[hi - 1])
+        starts[lo:hi] = keep_s
+        ends[lo:hi] = keep_e
+
+    def truncate(self, size: int) -> None:
+        """Drop everything at or beyond ``size`` (what ``truncate(2)`` does to data)."""
+        if self._ends and self._ends[-1] > size:
+            self.remove(size, self._ends[-1])
+
+    def clear(self) -> None:
+        self._starts.clear()
+        self._ends.clear()

@@ -1,0 +1,102 @@
+"""One run end to end: inputs in, the SPEC section 6 result record out.
+
+This is the layer that reads the clock and the process's memory (the model does neither):
+``sim_seconds`` is the wall time of loading, replaying and accounting; ``sim_peak_rss_bytes``
+is the process's peak resident set (``ru_maxrss``, since psutil exposes no peak on Linux),
+never below the current RSS that psutil reports.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import psutil
+
+from .costmodel import CostModel
+from .harness import check_workload, simulate
+from .image import Image
+from .imagetree import ImageTree
+from .inputs import load_image, load_workload
+from .namespace import Namespace
+from .trace import Op
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Cell:
+    """What one run is: the axes of a campaign cell."""
+
+    driver: str
+    image: str
+    workload: str
+    options: dict[str, Any] = field(default_factory=dict)
+    containers: int = 1
+    seed: int = 0
+
+
+@dataclass
+class Prepared:
+    """A cell's inputs, loaded and validated before any work starts."""
+
+    driver: Any
+    image: Image
+    tree: ImageTree
+    ops: list[Op]
+
+
+def prepare(cell: Cell) -> Prepared:
+    from drivers import make_driver
+
+    driver = make_driver(cell.driver, cell.options)
+    image = load_image(cell.image, cell.seed)
+    tree = ImageTree.build(image)
+    ops = load_workload(cell.workload, tree, cell.seed)
+    check_workload(ops, cell.containers, cell.workload)
+    limit = driver.layer_limit()
+    if limit is not None and tree.depth > limit:
+        from .errors import BadInput
+
+        raise BadInput(f"{cell.image}: {tree.depth} layers exceed driver {cell.driver}'s limit of {limit}")
+    return Prepared(driver, image, tree, ops)
+
+
+def peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return max(peak, psutil.Process().memory_info().rss)
+
+
+def run_cell(cell: Cell, cost: CostModel | None = None) -> dict[str, Any]:
+    """Simulate one cell; the record ``layerbench run --json`` prints."""
+    start = time.perf_counter()
+    prepared = prepare(cell)
+    metrics = simulate(prepared.driver, prepared.image, prepared.ops, cell.containers, cost, prepared.tree)
+    metrics["sim_seconds"] = time.perf_counter() - start
+    metrics["sim_peak_rss_bytes"] = peak_rss_bytes()
+    return record(cell, prepared.driver.options, metrics, backend="sim")
+
+
+def record(cell: Cell, options: Mapping[str, Any], metrics: dict[str, Any], backend: str) -> dict[str, Any]:
+    return {"schema": SCHEMA_VERSION, "driver": cell.driver, "options": dict(options), "image": cell.image,
+            "workload": cell.workload, "containers": cell.containers, "seed": cell.seed,
+            "backend": backend, "metrics": metrics}
+
+
+def view_cell(cell: Cell, container: int = 0) -> dict[str, dict[str, Any]]:
+    """The view of one container after the workload (``layerbench view``)."""
+    from .harness import Run
+    from .view import view_of
+
+    prepared = prepare(cell)
+    if not 0 <= container < cell.containers:
+        from .errors import BadInput
+
+        raise BadInput(f"--container {container}: only {cell.containers} container(s) run")
+    run = Run(prepared.driver, prepared.image, cell.containers, prepared.tree)
+    for op in prepared.ops:
+        run.apply(op)
+    ns: Namespace = run.namespace(container)
+    return view_of(ns)

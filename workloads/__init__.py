@@ -1,0 +1,1 @@
+"""Workload generators, image builders and importers, trace recording and replay."""
