@@ -52,10 +52,20 @@ class _DiffWalk:
         self.entries: list[Entry] = []
         self.changes: list[Change] = []
         self.links: dict[int, str] = {}  # id(inode) -> first path in this layer
+        self.paths: set[str] = set()  # leaf paths already in the layer
         self.walked = 0
 
     def run(self) -> None:
         self._private_dir(self.ns.root, "/", relocated=False)
+        # A hard-linked image file made private through one name changed under all its
+        # names; the names the container never touched are not in its private dirs.
+        for image_file, inode in self.ns.promoted.items():
+            if id(inode) not in self.links:
+                continue
+            for path in self.ns.tree.link_names.get(image_file, ()):
+                if path not in self.paths and self.ns.exists(path) is inode:
+                    self.changes.append(Change(path, "C"))
+                    self._leaf(path, inode)
 
     def _private_dir(self, d: Dir, path: str, relocated: bool) -> None:
         base = d.base
@@ -102,6 +112,7 @@ class _DiffWalk:
             self._leaf(path, node)
 
     def _leaf(self, path: str, node: Node) -> None:
+        self.paths.add(path)
         if node.__class__ in (Symlink, ImageSymlink):
             self.entries.append(Entry(path, "symlink", mode=0o777, uid=node.uid, gid=node.gid,
                                       target=node.target))  # type: ignore[union-attr]

@@ -77,6 +77,7 @@ class ImageTree:
     root: ImageDir
     level_stats: list[TreeStats] = field(default_factory=list)  # the view after layer k
     layer_kinds: list[dict[str, str]] = field(default_factory=list)  # per layer: path -> kind
+    link_names: dict[ImageFile, list[str]] = field(default_factory=dict)  # hard-linked inodes' names
 
     @property
     def depth(self) -> int:
@@ -199,7 +200,12 @@ class _Builder:
                                          self.symlinks, self.links))
         self.root.stack = tuple(range(len(self.image.layers) - 1, -1, -1))
         self._compute_stacks()
-        return ImageTree(self.image, self.root, level_stats, self.layer_kinds)
+        tree = ImageTree(self.image, self.root, level_stats, self.layer_kinds)
+        if self.links != self.files:  # some visible inode has several names: index them
+            for path, node in tree.walk():
+                if isinstance(node, ImageFile) and node.nlink > 1:
+                    tree.link_names.setdefault(node, []).append(path)
+        return tree
 
     def _apply(self, e, k: int, where: str, layer_inodes: dict[str, ImageFile]) -> None:
         parent = self._parent_dir(e.path, k, where)
