@@ -26,7 +26,8 @@ class Param:
         try:
             value = kind(text) if not isinstance(text, kind) or isinstance(text, bool) else text
         except (TypeError, ValueError):
-            raise BadInput(f"{where}: parameter '{self.name}' takes a {kind.__name__}, not {text!r}") from None
+            noun = {int: "an integer", float: "a number"}.get(kind, "a string")
+            raise BadInput(f"{where}: parameter '{self.name}' takes {noun}, not {text!r}") from None
         if isinstance(value, (int, float)):
             if self.minimum is not None and value < self.minimum:
                 raise BadInput(f"{where}: parameter '{self.name}' = {value} must be >= {self.minimum}")

@@ -1,0 +1,87 @@
+"""The command line: JSON shapes, exit codes, one-line errors (SPEC section 6)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from simulator.metrics import METRIC_KEYS
+
+
+def layerbench(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_run_json_has_the_spec_shape():
+    p = layerbench("run", "--driver", "overlay", "--opt", "metacopy=on", "--image", "demo", "--workload", "demo",
+                   "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert set(out) == {"schema", "driver", "options", "image", "workload", "containers", "seed", "backend",
+                        "metrics"}
+    assert out["options"]["metacopy"] is True and out["backend"] == "sim"
+    assert list(out["metrics"]) == list(METRIC_KEYS)
+    assert out["metrics"]["ops"] == 10
+
+
+def test_run_prints_drivers_side_by_side():
+    p = layerbench("run", "--driver", "overlay", "--driver", "vfs", "--image", "demo", "--workload", "demo")
+    assert p.returncode == 0, p.stderr
+    header = next(line for line in p.stdout.splitlines() if line.startswith("metric"))
+    assert header.split() == ["metric", "overlay", "vfs"]
+    assert "copyup_bytes" in p.stdout and "MiB" in p.stdout
+
+
+def test_view_prints_the_tree(tmp_path):
+    p = layerbench("view", "--driver", "vfs", "--image", "demo", "--workload", "demo", "--json")
+    assert p.returncode == 0, p.stderr
+    view = json.loads(p.stdout)
+    assert view["/app/assets"]["type"] == "dir" and "/app/static" not in view
+    assert view["/var/log/app.log"] == {"type": "file", "size": 2097152 + 200, "mode": 0o644}
+    assert "/etc/passwd" not in view
+
+
+def test_listings():
+    p = layerbench("drivers", "--json")
+    drivers = {d["name"]: d for d in json.loads(p.stdout)}
+    assert {"overlay", "vfs"} <= set(drivers)
+    opts = {o["name"]: o["default"] for o in drivers["overlay"]["options"]}
+    assert opts == {"metacopy": False, "redirect_dir": False, "index": False, "max_layers": 128, "block_size": 4096}
+    assert "demo" in {w["name"] for w in json.loads(layerbench("workloads", "--json").stdout)}
+    assert "random" in {w["name"] for w in json.loads(layerbench("images", "--json").stdout)}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "--driver", "nope", "--image", "demo", "--workload", "demo"], "unknown driver 'nope'"),
+    (["run", "--driver", "overlay", "--opt", "metacopy=maybe", "--image", "demo", "--workload", "demo"],
+     "option 'metacopy' takes true or false"),
+    (["run", "--driver", "overlay", "--opt", "colour=red", "--image", "demo", "--workload", "demo"],
+     "unknown option 'colour'"),
+    (["run", "--driver", "overlay", "--opt", "max_layers=501", "--image", "demo", "--workload", "demo"],
+     "must be <= 500"),
+    (["run", "--driver", "overlay", "--image", "nosuch.json", "--workload", "demo"], "no such image file"),
+    (["run", "--driver", "overlay", "--image", "demo", "--workload", "nosuch.jsonl"], "no such trace file"),
+    (["run", "--driver", "overlay", "--image", "demo", "--workload", "demo", "--containers", "0"],
+     "--containers 0"),
+    (["run", "--driver", "overlay", "--image", "random:layers=x", "--workload", "demo"], "takes an integer"),
+    (["run", "--driver", "overlay", "--image", "random:colour=1", "--workload", "demo"], "unknown parameter"),
+    (["run", "--image", "demo", "--workload", "demo"], "--driver"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, fragment):
+    p = layerbench(*args)
+    assert p.returncode == 2
+    assert p.stdout == ""
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in p.stderr
+
+
+def test_trace_for_a_missing_container_is_refused(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"op": "stat", "path": "/etc"}\n{"op": "stat", "path": "/etc", "container": 3}\n')
+    p = layerbench("run", "--driver", "vfs", "--image", "demo", "--workload", str(trace), "--containers", "2")
+    assert p.returncode == 2
+    assert "operation 2 (stat) names container 3" in p.stderr
