@@ -1,6 +1,7 @@
 """Reading what the user points at: image and workload specifications (SPEC section 6).
 
-``IMAGE`` is an image JSON file or a built-in ``NAME[:k=v,...]``; ``WORKLOAD`` is a trace
+``IMAGE`` is an image JSON file, an OCI image layout directory, a ``docker save`` tar, a
+plain directory (one layer), or a built-in ``NAME[:k=v,...]``; ``WORKLOAD`` is a trace
 file (``.jsonl``) or a built-in.  This is the I/O layer between the command line (or a
 notebook) and the pure model: it reads files and turns every problem into ``BadInput``
 naming the file, line or key at fault.
@@ -61,14 +62,37 @@ def _looks_like_file(spec: str) -> bool:
     return "/" in spec or spec.endswith((".json", ".jsonl", ".tar")) or Path(spec).exists()
 
 
+def _import_image(spec: str) -> Image | None:
+    """Directories and tars: an OCI layout (``DIR`` or ``DIR:TAG``), a plain directory (one
+    layer), a ``docker save`` or OCI layout tar.  None for anything else (an image JSON)."""
+    path = Path(spec)
+    tag = None
+    if not path.exists() and ":" in spec:
+        head, _, tail = spec.rpartition(":")
+        if Path(head).is_dir() and (Path(head) / "oci-layout").is_file():
+            path, tag = Path(head), tail
+    if path.is_dir():
+        from workloads.oci import OCI_LAYOUT_FILE, load_oci_dir
+
+        if (path / OCI_LAYOUT_FILE).is_file():
+            return load_oci_dir(path, tag)
+        from workloads.dirimport import load_dir
+
+        return load_dir(path)
+    if path.suffix == ".tar":
+        if not path.is_file():
+            raise BadInput(f"{spec}: no such image tar")
+        from workloads.oci import load_image_tar
+
+        return load_image_tar(path)
+    return None
+
+
 def load_image(spec: str, seed: int = 0) -> Image:
     """An image from a file or a built-in generator spec."""
     if _looks_like_file(spec):
-        path = Path(spec)
-        if path.is_dir() or path.suffix == ".tar":
-            raise BadInput(f"{spec}: importing directories, OCI layouts and docker-save tars is not "
-                           f"available in this version; give an image JSON file")
-        return load_image_json(path)
+        imported = _import_image(spec)
+        return imported if imported is not None else load_image_json(spec)
     from workloads.builtin import IMAGES
     from workloads.registry import parse_spec
 
