@@ -1,0 +1,76 @@
+"""Real-kernel backends: the same cell on the real thing, for checking the simulator.
+
+``run_real`` and ``view_real`` mirror ``simulator.runner.run_cell`` and ``view_cell``: the
+same inputs, validated the same way before any work, and the same record shape with
+``backend: "real"``.  Only the overlay driver has a real backend so far.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from simulator.errors import BackendUnavailable, BadInput
+from simulator.metrics import METRIC_KEYS
+from simulator.runner import Cell, Prepared, prepare, record
+from simulator.trace import WRITE_OPS
+
+from .replay import ReplayResult, replay
+
+REAL_DRIVERS = ("overlay",)
+
+
+def _prepared(cell: Cell) -> Prepared:
+    prepared = prepare(cell)  # bad input first: exit 2 beats exit 3
+    if cell.driver not in REAL_DRIVERS:
+        raise BackendUnavailable(f"no real backend for driver {cell.driver} yet")
+    for i, op in enumerate(prepared.ops, 1):
+        if op.kind == "commit":
+            raise BadInput(f"{cell.workload}: operation {i} is a commit, which the real {cell.driver} "
+                           f"backend does not support (use --backend sim)")
+    return prepared
+
+
+def _written_estimate(prepared: Prepared) -> int:
+    return sum(op.size if op.kind == "create" else op.length for op in prepared.ops if op.kind in WRITE_OPS)
+
+
+def run_real(cell: Cell) -> dict[str, Any]:
+    """Run ``cell`` on the real kernel; the record ``layerbench run --backend real`` prints."""
+    from .overlay import overlay_session, upper_stats
+
+    start = time.perf_counter()
+    prepared = _prepared(cell)
+    metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+    totals = ReplayResult()
+    space: dict[str, int] = {}
+    with overlay_session(prepared.image, prepared.driver.options, _written_estimate(prepared)) as session:
+        for c in range(cell.containers):
+            root = session.start(c)
+            result = replay(root, [op for op in prepared.ops if op.container == c])
+            for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
+                setattr(totals, key, getattr(totals, key) + getattr(result, key))
+            session.scratch.umount(f"c/{c}/m")  # the upperdir is final once unmounted
+            for key, value in upper_stats(session.path(c, "u")).items():
+                space[key] = space.get(key, 0) + value
+    metrics.update(ops=totals.ops, failed_ops=totals.failed_ops, written_bytes=totals.written_bytes,
+                   read_bytes=totals.read_bytes)
+    for key in ("container_files", "container_data_bytes", "container_alloc_bytes", "whiteouts", "opaque_dirs"):
+        metrics[key] = space.get(key, 0)
+    metrics["metacopy_files"] = space.get("metacopy_files", 0)
+    metrics["redirect_dirs"] = space.get("redirect_dirs", 0)
+    metrics["sim_seconds"] = time.perf_counter() - start  # wall time of the whole real run
+    return record(cell, prepared.driver.options, metrics, backend="real")
+
+
+def view_real(cell: Cell, container: int = 0) -> dict[str, dict[str, Any]]:
+    """Container ``container``'s view after the workload, read from the real mount."""
+    from .overlay import overlay_session, tree_view
+
+    prepared = _prepared(cell)
+    if not 0 <= container < cell.containers:
+        raise BadInput(f"--container {container}: only {cell.containers} container(s) run")
+    with overlay_session(prepared.image, prepared.driver.options, _written_estimate(prepared)) as session:
+        root = session.start(container)  # containers are independent: replay only this one
+        replay(root, [op for op in prepared.ops if op.container == container])
+        return tree_view(root)
