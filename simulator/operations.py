@@ -123,7 +123,12 @@ def remove_tree(ns: Namespace, names: list[str], name: str, node: Node) -> None:
 
 
 def op_remove_tree(ns: Namespace, op: Op) -> None:
-    r = ns.resolve(op.path, follow=False)
+    try:
+        r = ns.resolve(op.path, follow=False)
+    except FsError as exc:
+        if exc.args[0] in ("ENOENT", "ENOTDIR"):  # coreutils rm -f: ignorable_missing (rm 9.1
+            return  # here: 'rm -rf file/x' and 'rm -rf missing/x' exit 0; ELOOP fails)
+        raise
     if r.node is None:
         return  # rm -f: a missing operand is not an error
     if r.parent is None:

@@ -51,9 +51,10 @@ def random_image(rng: np.random.Generator, layers: int = 3, entries: int = 12, n
                 entry = Entry(path, "symlink", mode=0o777, target=str(rng.choice(["a", "../b", "/etc", "x/y"])))
             else:
                 entry = Entry(path, "file", size=int(rng.choice(SIZES)), mode=int(rng.choice(MODES)))
-                layer_files.append(path)
             if entry.type != "dir" and path in dirs:
                 continue  # keep later layers from turning a directory into a file (simpler cases)
+            if entry.type == "file":
+                layer_files.append(path)  # only now: a skipped entry must not become a link target
             if entry.type in ("file", "hardlink", "symlink"):
                 files.add(path)
             if entry.type != "dir":

@@ -2,7 +2,9 @@
 
 ``run_real`` and ``view_real`` mirror ``simulator.runner.run_cell`` and ``view_cell``: the
 same inputs, validated the same way before any work, and the same record shape with
-``backend: "real"``.  Only the overlay driver has a real backend so far.
+``backend: "real"``.  Only the overlay driver has a real backend so far.  The record's
+``sim_seconds`` is the wall time of the whole real run; metrics the kernel does not expose
+are null.  Two extra keys say what the upperdirs hold: ``metacopy_files``, ``redirect_dirs``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from simulator.trace import WRITE_OPS
 from .replay import ReplayResult, replay
 
 REAL_DRIVERS = ("overlay",)
+UPPER_KEYS = ("container_files", "container_data_bytes", "container_alloc_bytes", "whiteouts", "opaque_dirs",
+              "metacopy_files", "redirect_dirs")
 
 
 def _prepared(cell: Cell) -> Prepared:
@@ -37,39 +41,45 @@ def _written_estimate(prepared: Prepared) -> int:
 
 def run_real(cell: Cell) -> dict[str, Any]:
     """Run ``cell`` on the real kernel; the record ``layerbench run --backend real`` prints."""
-    from .overlay import overlay_session, upper_stats
-
     start = time.perf_counter()
     prepared = _prepared(cell)
-    metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+    metrics = measure_prepared(prepared, cell.containers)
+    metrics["sim_seconds"] = time.perf_counter() - start
+    return record(cell, prepared.driver.options, metrics, backend="real")
+
+
+def measure_prepared(prepared: Prepared, containers: int) -> dict[str, Any]:
+    """The metrics of already validated inputs (the tests shrink failing traces with it)."""
+    from .overlay import overlay_session, upper_stats
+
     totals = ReplayResult()
-    space: dict[str, int] = {}
+    space = dict.fromkeys(UPPER_KEYS, 0)
     with overlay_session(prepared.image, prepared.driver.options, _written_estimate(prepared)) as session:
-        for c in range(cell.containers):
+        for c in range(containers):
             root = session.start(c)
             result = replay(root, [op for op in prepared.ops if op.container == c])
             for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
                 setattr(totals, key, getattr(totals, key) + getattr(result, key))
             session.scratch.umount(f"c/{c}/m")  # the upperdir is final once unmounted
             for key, value in upper_stats(session.path(c, "u")).items():
-                space[key] = space.get(key, 0) + value
+                space[key] += value
+    metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     metrics.update(ops=totals.ops, failed_ops=totals.failed_ops, written_bytes=totals.written_bytes,
-                   read_bytes=totals.read_bytes)
-    for key in ("container_files", "container_data_bytes", "container_alloc_bytes", "whiteouts", "opaque_dirs"):
-        metrics[key] = space.get(key, 0)
-    metrics["metacopy_files"] = space.get("metacopy_files", 0)
-    metrics["redirect_dirs"] = space.get("redirect_dirs", 0)
-    metrics["sim_seconds"] = time.perf_counter() - start  # wall time of the whole real run
-    return record(cell, prepared.driver.options, metrics, backend="real")
+                   read_bytes=totals.read_bytes, **space)
+    return metrics
 
 
 def view_real(cell: Cell, container: int = 0) -> dict[str, dict[str, Any]]:
     """Container ``container``'s view after the workload, read from the real mount."""
-    from .overlay import overlay_session, tree_view
-
     prepared = _prepared(cell)
     if not 0 <= container < cell.containers:
         raise BadInput(f"--container {container}: only {cell.containers} container(s) run")
+    return view_prepared(prepared, container)
+
+
+def view_prepared(prepared: Prepared, container: int = 0) -> dict[str, dict[str, Any]]:
+    from .overlay import overlay_session, tree_view
+
     with overlay_session(prepared.image, prepared.driver.options, _written_estimate(prepared)) as session:
         root = session.start(container)  # containers are independent: replay only this one
         replay(root, [op for op in prepared.ops if op.container == container])

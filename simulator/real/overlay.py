@@ -19,6 +19,13 @@ drops the rest silently (REAL_KERNEL.md section 1, pitfall 1); 500 layers need ~
 diff/apply round trip (and metacopy/redirect files need moby's naive differ), which this
 backend does not do yet.  A workload with a commit is refused before any work (BadInput).
 
+A whiteout that hides nothing (no visible entry of that name in the layers below, after
+the layer's own opaque dirs) is not written: the image model says it does nothing, but
+overlayfs passes readdir of a directory that only one layer has straight to that layer
+(``ovl_dir_is_real``), so the whiteout would show up as a name that lstat cannot find
+(measured on kernel 6.18 here: a layer-2 dir /x/c/b holding whiteouts c and etc, nothing
+below it, listed both; lstat gave ENOENT).  Docker writes such whiteouts as they come.
+
 Metrics: ``container_*``, ``whiteouts`` and ``opaque_dirs`` come from walking each upperdir
 (like REAL_KERNEL's ovlstat.py); ops and bytes from the replay.  ``device_write_bytes`` is
 null: /proc/self/io ``write_bytes`` counts block-device writeback, and a tmpfs has none
@@ -164,7 +171,7 @@ class _MergedDirs:
 
     def _node(self, path: str) -> dict[str, Any] | None:
         node = self.root
-        for name in components(path):
+        for name in components(path) if path != "/" else ():
             child = node["children"].get(name) if node else None
             if not isinstance(child, dict):
                 return None
@@ -175,12 +182,20 @@ class _MergedDirs:
         node = self._node(path)
         return node["attrs"] if node else (DEFAULT_DIR_MODE, 0, 0)
 
-    def apply(self, layer: Layer) -> None:
-        for e in layer.entries:  # opaque dirs hide their lower contents first
+    def visible(self, path: str) -> bool:
+        parent = self._node(path.rsplit("/", 1)[0] or "/")
+        return parent is not None and path.rsplit("/", 1)[1] in parent["children"]
+
+    def clear_opaque(self, layer: Layer) -> None:
+        """A layer's opaque dirs hide their lower contents before its entries apply."""
+        for e in layer.entries:
             if e.type == "dir" and e.opaque:
                 node = self._node(e.path)
                 if node:
                     node["children"].clear()
+
+    def apply(self, layer: Layer) -> None:
+        """The layer's entries, after ``clear_opaque``."""
         for e in layer.entries:
             parent = self.root
             for name in components(e.path)[:-1]:
@@ -210,6 +225,7 @@ def materialize_layer(layer: Layer, dest: str, below: _MergedDirs) -> None:
     """Write ``layer`` under ``dest`` as overlay's on-disk form of a lower layer."""
     explicit = {e.path: e for e in layer.entries if e.type == "dir"}
     made: set[str] = {"/"}
+    below.clear_opaque(layer)
     os.mkdir(dest, 0o755)
 
     def ensure_dir(path: str) -> None:
@@ -228,6 +244,8 @@ def materialize_layer(layer: Layer, dest: str, below: _MergedDirs) -> None:
         made.add(path)
 
     for e in layer.entries:
+        if e.type == "whiteout" and not below.visible(e.path):
+            continue  # hides nothing; written, it would show in readdir (see module docstring)
         ensure_dir(e.path.rsplit("/", 1)[0] or "/")
         real = dest + e.path
         if e.type == "dir":

@@ -75,12 +75,11 @@ def write_fill(fd: int, length: int, offset: int | None = None) -> int:
 
 def _read(fd: int, offset: int, length: int) -> int:
     done = 0
-    while done < length:
+    while True:  # at least one call: read(2) of 0 bytes still fails on a directory (EISDIR)
         data = os.pread(fd, min(CHUNK, length - done), offset + done)
-        if not data:
-            break
         done += len(data)
-    return done
+        if not data or done >= length:
+            return done
 
 
 def _rm_rf(path: str) -> None:
