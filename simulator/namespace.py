@@ -71,7 +71,35 @@ class Namespace:
         return node
 
     def resolve(self, path: str, follow: bool) -> Resolved:
-        """Walk ``path``; raise ENOENT/ENOTDIR/ELOOP for a missing or bad intermediate."""
+        """Walk ``path``; raise ENOENT/ENOTDIR/ELOOP for a missing or bad intermediate.
+
+        The common case (no symbolic link on the way) takes one dictionary probe per
+        component; a link anywhere sends the walk to ``_resolve_links``.
+        """
+        parts = path[1:].split("/")
+        last = len(parts) - 1
+        d: DirNode = self.root
+        child = self.child
+        for i in range(last):
+            node = child(d, parts[i])
+            cls = node.__class__
+            if cls is ImageDir or cls is Dir:
+                d = node  # type: ignore[assignment]
+            elif node is None:
+                raise FsError("ENOENT")
+            elif cls in LINK_TYPES:
+                return self._resolve_links(path, follow)
+            else:
+                raise FsError("ENOTDIR")
+        name = parts[last]
+        node = child(d, name)
+        if follow and node is not None and node.__class__ in LINK_TYPES:
+            return self._resolve_links(path, follow)
+        del parts[last]
+        return self._counted(Resolved(parts, d, name, node))
+
+    def _resolve_links(self, path: str, follow: bool) -> Resolved:
+        """The general walk: symbolic links (relative, absolute, with ``..``) and loops."""
         todo = path[1:].split("/")
         todo.reverse()
         chain: list[DirNode] = [self.root]
@@ -210,7 +238,10 @@ class Namespace:
         self.hooks.metadata("unlink" if node.__class__ not in DIR_TYPES else "rmdir", node)
 
     def new_dir(self, parent: Dir, name: str, mode: int) -> Dir:
-        d = Dir(mode, 0, 0, None, opaque=self._lower_has(parent, name))
+        # Opaque where a lower entry of that name is hidden; overlay with index, metacopy or
+        # redirect_dir also marks every new directory of a merged parent (``opaque_new_dirs``).
+        opaque = self._lower_has(parent, name) or (self.hooks.opaque_new_dirs and parent.base is not None)
+        d = Dir(mode, 0, 0, None, opaque=opaque)
         parent.own[name] = d
         self.hooks.metadata("mkdir", d)
         return d
