@@ -11,10 +11,12 @@ from typing import Any, Callable, Mapping
 from simulator.errors import BadInput
 
 from .base import BaseDriver, BaseMount, GraphDriver
+from .devicemapper import DevicemapperDriver
 from .overlay import OverlayDriver
 from .vfs import VfsDriver
 
 REGISTRY: dict[str, type[BaseDriver]] = {
+    "devicemapper": DevicemapperDriver,
     "overlay": OverlayDriver,
     "vfs": VfsDriver,
 }

@@ -1,0 +1,258 @@
+"""devicemapper: Docker's dm-thin driver; every layer and container is a thin snapshot.
+
+Layout modelled (moby ``daemon/graphdriver/devmapper/deviceset.go``; DRIVERS.md section 3)::
+
+    thin pool (data_block_size = chunk_size, skip_block_zeroing)
+      base device   mkfs.<fs> on base_size bytes            (image_physical_bytes)
+      └ layer 0     snapshot of base, layer 0 untarred in   (image_physical_bytes)
+        └ layer k   snapshot of layer k-1                   (image_physical_bytes)
+          └ container c   snapshot of the top layer         (container_physical_bytes)
+
+Each device carries its own filesystem, laid out on its address space as (byte offsets;
+a flattened, single-group picture of mkfs's defaults)::
+
+    block 0..7       superblock and allocation headers (ext4: GDT, bitmaps; xfs: AG0 headers
+                     and btree roots)
+    INODE_START ...  inode i at INODE_START + i * inode_size
+    DATA_START ...   directory blocks and file data, each starting on a 4 KiB fs block, in
+                     image build order (small files share a chunk, as on a real fs)
+    base_size / 2    ext4 journal / xfs log (mkfs puts it in the middle of the device)
+
+File operations become fs block writes (``ThinFs``), and those become chunk writes on the
+container's thin device (``drivers.thinpool``): the first write into a chunk still shared
+with the image allocates a chunk, copying it unless the batch covers it whole.  Data is
+allocated at writeback (SPEC section 5; ext4/xfs delalloc); metadata blocks dirtied since
+the last commit point go to the journal/log and then home at the next fsync, commit or at
+the end.  Deleting a file frees nothing in the pool: Docker's loop-lvm mounts without
+``discard`` (DRIVERS.md section 3: "freed blocks may not be returned").
+
+Findings and sources:
+* REAL_KERNEL.md 4a (reflinked guest images, the dm-thin emulation measured here): mount +
+  umount of an ext4 device unshares 4096 B (the superblock); of xfs 2105344 B = 2 MiB of
+  log blocks cleared ahead of the head (fs/xfs/xfs_log_recover.c xlog_clear_stale_blocks
+  clears up to XLOG_MAX_ICLOGS * XLOG_MAX_RECORD_BSIZE = 8 * 256 KiB) + 8 KiB.  A 1-byte
+  overwrite on ext4 without journal unshares 12288 B: data block + inode block + superblock.
+* REAL_KERNEL.md 4b: qcow2 chains allocate one 64 KiB cluster per sub-cluster write, as
+  dm-thin does; ``tests/test_qcow2_chain.py`` checks our chunk counts against qemu-img.
+* Lookups cost one btree walk at any depth (thin-provisioning.rst), page cache is per
+  container (Docker docs: "each launched container loads one or more copies of its files
+  into memory"), commit uses the naive diff (moby ``NewNaiveDiffDriver``).
+Simplifications: one block per directory; the allocator never reuses freed blocks; the
+journal's home writes happen at each commit point, not at checkpoint; a truncate does not
+zero the partial tail block.
+"""
+
+from __future__ import annotations
+
+from simulator.errors import BadInput
+from simulator.imagetree import ImageDir, ImageFile
+from simulator.metrics import Space
+from simulator.nodes import Dir, FileInode
+from simulator.ranges import RangeSet
+from simulator.units import GiB, round_up
+from simulator.viewstats import private_inodes
+
+from .base import BaseDriver, BaseMount
+from .options import Option
+from .thinfs import FS_BLOCK, FileMap, Geometry, ThinFs, build_layer, mkfs
+from .thinpool import (DM_THIN_CHUNK_STEP, DM_THIN_MAX_CHUNK, DM_THIN_MIN_CHUNK, DOCKER_DEFAULT_CHUNK,
+                       REFERENCE_CHUNK_4K, ThinDevice, chunk_physical_bytes)
+
+DOCKER_DEFAULT_BASE_SIZE = 10 * GiB  # moby deviceset.go defaultBaseFsSize (dm.basesize)
+MIN_BASE_SIZE = 1 * GiB  # the journal/log and inode region must fit (our limit)
+MAX_BASE_SIZE = 1 << 50  # symbolic anyway; 1 PiB keeps offsets sane
+NAMESPACE_OPS = ("create", "mkdir", "unlink", "rmdir", "rename", "link", "symlink")
+INODE_ALLOC_OPS = ("create", "mkdir", "unlink", "rmdir", "symlink")
+
+
+class DevicemapperMount(BaseMount):
+    """A container: a thin snapshot of the image's top device with its own filesystem."""
+
+    def __init__(self, driver: DevicemapperDriver, id: str, tree) -> None:
+        super().__init__(driver, id, tree)
+        layers = tree.image.layers
+        top = driver.layer_fs[layers[-1].id] if layers else driver.base
+        self.fs = top.snapshot(id, on_cost=self._charge)
+        self.dirs: dict[Dir, int] = {}  # container-made directory -> its dir block
+        self.inodes: dict[object, int] = {}  # container-made dir/symlink -> fs inode
+        self._ctx: list = [None, None]  # parents of the last two lookups (rename: src, dst)
+        self.fs.mount()
+
+    # -- accounting sink --
+    def _charge(self, cost, chunk: int) -> None:
+        copied = cost.copied_chunks * chunk
+        self.tally.device_write_bytes += cost.bytes_written + copied
+        self.tally.copyup_bytes += copied
+        self.tally.cow_copy_bytes += copied
+
+    # -- where things are --
+    def _dir_location(self, d) -> tuple[int, int]:
+        """(fs inode, dir block) of a directory of this container's view."""
+        if d is None:
+            return self.fs.layout.root
+        if d.__class__ is Dir and d.base is None:
+            return self.inodes[d], self.dirs[d]
+        base = d.base if d.__class__ is Dir else d
+        return self.fs.layout.dir(base.path)
+
+    def _inode_of(self, node) -> int:
+        if node.__class__ is FileInode:
+            return self._filemap(node).ino
+        if node.__class__ is ImageFile:
+            return self.fs.layout.file(node.ino).ino
+        if node.__class__ is Dir or node.__class__ is ImageDir:
+            return self._dir_location(node)[0]
+        ino = self.inodes.get(node)  # a symlink this container made
+        if ino is None:  # an image symlink: a fast symlink next to its directory's inode
+            ino = self._dir_location(self._ctx[-1])[0]
+        return ino
+
+    def _filemap(self, inode: FileInode) -> FileMap:
+        fm = inode.drv
+        if fm is None:
+            if inode.origin is not None:
+                rec = self.fs.layout.file(inode.origin.ino)
+                fm = FileMap(rec.ino, rec)
+            else:
+                fm = FileMap(self.fs.new_inode())
+            inode.drv = fm
+        return fm
+
+    # -- hooks --
+    def lookup(self, parent, name: str) -> int:
+        self._ctx = [self._ctx[-1], parent]
+        return 1  # one btree whatever the depth (thin-provisioning.rst)
+
+    def meta_copy_up(self, node) -> None:
+        if node.__class__ is Dir:
+            self._ctx = [self._ctx[-1], node]  # remove_tree empties it next
+
+    def copy_up(self, inode: FileInode, need: str) -> None:
+        self._filemap(inode)  # block-level: nothing is copied per file
+
+    def write(self, inode: FileInode, offset: int, length: int) -> None:
+        self.fs.dirty_inode(self._filemap(inode).ino)  # file_update_time: mtime, ctime
+
+    def writeback(self, inode: FileInode, ranges: RangeSet) -> None:
+        fm = self._filemap(inode)
+        self.fs.write_file(fm, ranges, inode.size)
+
+    def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
+        fm = self._filemap(inode)
+        if fm.cut(round_up(new_size, FS_BLOCK)):
+            self.fs.dirty_alloc()
+        self.fs.dirty_inode(fm.ino)
+
+    def fsync(self, node) -> None:
+        self.tally.fsyncs += 1
+        self.fs.commit()
+
+    def metadata(self, op: str, node) -> None:
+        self.tally.metadata_ops += 1
+        fs = self.fs
+        if op == "create" and node.__class__ is FileInode:
+            self._filemap(node)
+        elif op == "mkdir":
+            self.inodes[node] = fs.new_inode()
+            self.dirs[node] = fs.new_dir_block()
+            fs.dirty_block(self.dirs[node])
+            fs.dirty_alloc()
+        elif op == "symlink":
+            self.inodes[node] = fs.new_inode()
+        fs.dirty_inode(self._inode_of(node))
+        if op in NAMESPACE_OPS:
+            fs.dirty_block(self._dir_location(self._ctx[-1])[1])
+            if op == "rename":
+                fs.dirty_block(self._dir_location(self._ctx[-2])[1])
+        if op in INODE_ALLOC_OPS:
+            fs.dirty_ialloc()
+
+    def remove(self, node, last_link: bool) -> None:
+        if last_link and node.__class__ in (FileInode, ImageFile) and node.size:
+            self.fs.dirty_alloc()  # blocks freed in the fs; the pool keeps them (no discard)
+
+    def cache_key(self, node) -> object:
+        if node.__class__ is FileInode and node.origin is not None:
+            node = node.origin  # the same file of this container's fs, before or after a change
+        return (self.id, node)  # no sharing: each container has its own fs and inodes
+
+    # -- state at the end --
+    def sync(self) -> None:
+        self.fs.commit()
+
+    def space(self) -> Space:
+        self.sync()
+        chunk = self.fs.chunk
+        dev = self.fs.device
+        chunks = dev.own_chunks()
+        return Space(whiteouts=None, opaque_dirs=None, container_files=len(private_inodes(self.ns)),
+                     container_data_bytes=dev.written.total(),
+                     container_alloc_bytes=chunks * chunk, image_physical_bytes=0,
+                     container_physical_bytes=chunk_physical_bytes(chunks, chunk),
+                     page_cache_bytes=0, cow_blocks=chunks)
+
+
+class DevicemapperDriver(BaseDriver):
+    name = "devicemapper"
+    summary = "Docker devicemapper: dm-thin snapshots, block (chunk) copy-on-write, own fs per container"
+    mount_class = DevicemapperMount
+    OPTIONS = (
+        Option("chunk_size", DOCKER_DEFAULT_CHUNK,
+               "thin pool data block, bytes (64 KiB..1 GiB in 64 KiB steps; 4096 for reference checks)",
+               minimum=DM_THIN_MIN_CHUNK, maximum=DM_THIN_MAX_CHUNK, multiple_of=DM_THIN_CHUNK_STEP,
+               also=(REFERENCE_CHUNK_4K,)),
+        Option("base_size", DOCKER_DEFAULT_BASE_SIZE, "size of the base device and its filesystem, bytes",
+               minimum=MIN_BASE_SIZE, maximum=MAX_BASE_SIZE, multiple_of=FS_BLOCK),
+        Option("fs", "xfs", "filesystem on the thin devices", choices=("xfs", "ext4")),
+    )
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.geometry = Geometry.make(str(self.options["fs"]), int(self.options["base_size"]))
+        self.chunk = int(self.options["chunk_size"])
+        self.base = mkfs(self.geometry, self.chunk)  # the base device, before any layer
+        self.layer_fs: dict[str, ThinFs] = {}
+
+    @property
+    def block_size(self) -> int:
+        return FS_BLOCK
+
+    def create(self, id: str, parent: str | None, layer=None) -> None:
+        super_counting, self.counting = self.counting, False  # our own device accounting below
+        try:
+            super().create(id, parent, layer)
+        finally:
+            self.counting = super_counting
+        origin = self.layer_fs[parent] if parent is not None else self.base
+        on_cost = self._charge_layer if self.counting else None
+        fs = origin.snapshot(id, on_cost=on_cost)
+        try:
+            build_layer(fs, self.images[id].layers[-1])
+        except BadInput as e:
+            self.remove(id)
+            raise BadInput(f"layer {id!r}: {e}") from None
+        self.layer_fs[id] = fs
+
+    def _charge_layer(self, cost, chunk: int) -> None:
+        self.tally.device_write_bytes += cost.bytes_written + cost.copied_chunks * chunk
+
+    def remove(self, id: str) -> None:
+        super().remove(id)
+        self.layer_fs.pop(id, None)  # dm-thin delete: the device's blocks go back to the pool
+
+    def commit(self, id: str, layer_id: str, new_id: str):
+        mount = self.containers.get(id)
+        if mount is not None:
+            mount.ns.flush()
+            mount.sync()
+        return super().commit(id, layer_id, new_id)
+
+    def image_bytes(self) -> int:
+        chunks = self.base.device.own_chunks() + sum(fs.device.own_chunks() for fs in self.layer_fs.values())
+        return chunk_physical_bytes(chunks, self.chunk)
+
+    def status(self) -> list[tuple[str, str]]:
+        return super().status() + [("Pool Blocksize", str(self.chunk)),
+                                   ("Base Device Size", str(self.options["base_size"])),
+                                   ("Backing Filesystem", str(self.options["fs"]))]
+

@@ -1,0 +1,378 @@
+"""The filesystem on a thin device: where files, inodes and the journal sit, and which
+4 KiB fs blocks each operation writes.  Pure arithmetic over byte offsets of the device.
+
+The picture is mkfs's defaults flattened into one allocation group (see the layout drawn in
+``drivers/devicemapper.py``).  Names and numbers:
+
+* ext4: ``mke2fs.conf`` inode_ratio 16384 and inode_size 256; Docker runs ``mkfs.ext4 -E
+  nodiscard,lazy_itable_init=0,lazy_journal_init=0`` [U: moby deviceset.go createFilesystem,
+  from memory; LXD's LVM backend uses the same flags], so mkfs writes the whole inode table
+  and journal.  Journal size: e2fsprogs ``ext2fs_default_journal_size``.  jbd2 journals
+  whole metadata blocks: per commit a descriptor block per 255 tags, the blocks, a commit
+  block.
+* xfs: 512-byte inodes in chunks of 64 (mkfs.xfs v5 defaults); AG headers (SB, AGF, AGI,
+  AGFL) share block 0, btree roots follow (bnobt, cntbt, inobt, finobt).  mkfs zeroes the
+  log.  Delayed logging writes log items, not blocks: a record header plus an item per
+  dirtied buffer or inode [U: XFS_LOG_ITEM_BYTES is not calibrated].
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from simulator.errors import BadInput
+from simulator.image import Layer
+from simulator.ranges import RangeSet
+from simulator.units import KiB, MiB, ceil_div, round_up
+
+from .thinpool import ThinDevice, WriteCost
+
+FS_BLOCK = 4 * KiB  # mkfs.ext4 / mkfs.xfs default block size
+EXT4_INODE_RATIO = 16384  # mke2fs.conf: inode_ratio = 16384 (one inode per 16 KiB)
+EXT4_INODE_SIZE = 256  # mke2fs.conf: inode_size = 256
+XFS_INODE_SIZE = 512  # mkfs.xfs: isize=512 (v5 format default)
+XFS_INODE_CHUNK = 64 * XFS_INODE_SIZE  # XFS_INODES_PER_CHUNK = 64
+XFS_LOG_BYTES = 10 * MiB  # mkfs.xfs internal log for a 1-16 GiB fs [U]
+XFS_MOUNT_LOG_CLEAR = 2 * MiB  # xlog_clear_stale_blocks; REAL_KERNEL 4a: 2105344 = 2 MiB + 8 KiB
+XLOG_HEADER_BYTES = 512  # xlog_rec_header: one basic block
+XFS_LOG_ITEM_BYTES = 512  # one logged inode/buffer item with its format header [U]
+JBD2_TAGS_PER_DESCRIPTOR = (FS_BLOCK - 12) // 16  # journal_header 12 B, tag3 16 B
+ROOT_INODE = 2  # EXT2_ROOT_INO; xfs's root is its first inode
+FIRST_FREE_INODE = 12  # ext4: 11 is lost+found (xfs starts lower; immaterial here)
+
+
+def ext4_journal_blocks(fs_blocks: int) -> int:
+    """e2fsprogs lib/ext2fs/mkjournal.c ext2fs_default_journal_size (4 KiB blocks)."""
+    for limit, size in ((32768, 1024), (256 * 1024, 4096), (512 * 1024, 8192), (4096 * 1024, 16384),
+                        (8192 * 1024, 32768), (16384 * 1024, 65536), (32768 * 1024, 131072)):
+        if fs_blocks < limit:
+            return size
+    return 262144
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a freshly made filesystem keeps things on its device."""
+
+    fs: str
+    base_size: int
+    inode_size: int
+    inode_start: int
+    inode_region: int
+    data_start: int
+    log_start: int
+    log_bytes: int
+    mkfs_inode_bytes: int  # inode table bytes mkfs writes
+    alloc_blocks: tuple[int, ...]  # header blocks a block (de)allocation dirties
+    ialloc_blocks: tuple[int, ...]  # header blocks an inode (de)allocation dirties
+    header_blocks: int
+
+    @classmethod
+    def make(cls, fs: str, base_size: int) -> Geometry:
+        inodes = base_size // EXT4_INODE_RATIO
+        log_start = base_size // 2 // FS_BLOCK * FS_BLOCK  # mkfs puts the journal/log mid-device
+        if fs == "ext4":
+            # block 0 sb, 1 GDT, 2 block bitmap, 3 inode bitmap; then the inode table
+            start, size = 4 * FS_BLOCK, inodes * EXT4_INODE_SIZE
+            return cls(fs, base_size, EXT4_INODE_SIZE, start, size, round_up(start + size, FS_BLOCK),
+                       log_start, ext4_journal_blocks(base_size // FS_BLOCK) * FS_BLOCK, size,
+                       alloc_blocks=(2, 1), ialloc_blocks=(3, 1), header_blocks=4)
+        # block 0: SB/AGF/AGI/AGFL sectors; 1 bnobt, 2 cntbt, 3 inobt, 4 finobt, ... 7
+        start, size = 8 * FS_BLOCK, inodes * XFS_INODE_SIZE
+        return cls(fs, base_size, XFS_INODE_SIZE, start, size, round_up(start + size, FS_BLOCK),
+                   log_start, XFS_LOG_BYTES, XFS_INODE_CHUNK,
+                   alloc_blocks=(0, 1, 2), ialloc_blocks=(0, 3, 4), header_blocks=8)
+
+    def inode_block(self, ino: int) -> int:
+        return (self.inode_start + ino * self.inode_size) // FS_BLOCK
+
+    def log_write_bytes(self, items: int) -> int:
+        """Bytes one journal/log commit of ``items`` dirtied metadata blocks writes."""
+        if self.fs == "ext4":
+            return (items + ceil_div(items, JBD2_TAGS_PER_DESCRIPTOR) + 1) * FS_BLOCK
+        return round_up(XLOG_HEADER_BYTES + items * XFS_LOG_ITEM_BYTES, FS_BLOCK)
+
+
+@dataclass(frozen=True)
+class FileRec:
+    """An image file as laid down: its fs inode and extents ``(device offset, bytes)``."""
+
+    ino: int
+    extents: tuple[tuple[int, int], ...]
+
+
+class FileMap:
+    """A container's view of one file's blocks: sorted ``(file_off, dev_off, length)``."""
+
+    __slots__ = ("ino", "extents")
+
+    def __init__(self, ino: int, rec: FileRec | None = None):
+        self.ino = ino
+        self.extents: list[tuple[int, int, int]] = []
+        off = 0
+        for dev, length in (rec.extents if rec else ()):
+            self.extents.append((off, dev, length))
+            off += length
+
+    def map(self, start: int, end: int, out: RangeSet) -> RangeSet:
+        """Add the device ranges of file bytes ``[start, end)`` to ``out``; return the
+        unmapped parts."""
+        holes = RangeSet([(start, end)])
+        i = max(bisect_right(self.extents, (start, 1 << 62, 0)) - 1, 0)
+        while i < len(self.extents) and self.extents[i][0] < end:
+            f, d, n = self.extents[i]
+            s, e = max(start, f), min(end, f + n)
+            if s < e:
+                out.add(d + s - f, d + e - f)
+                holes.remove(s, e)
+            i += 1
+        return holes
+
+    def cut(self, limit: int) -> bool:
+        """Drop blocks at or past byte ``limit`` (truncate); True when any went."""
+        kept = [(f, d, min(n, limit - f)) for f, d, n in self.extents if f < limit]
+        changed = kept != self.extents
+        self.extents = kept
+        return changed
+
+
+@dataclass
+class FsState:
+    next_data: int
+    next_inode: int
+    log_head: int  # bytes written to the log so far (the head, modulo its size)
+    next_image_ino: int = 1  # ImageTree's file numbering, continued layer by layer
+
+
+class Layout:
+    """Image files and directories as each layer laid them down (looked up through the chain)."""
+
+    def __init__(self, parent: Layout | None = None, root: tuple[int, int] = (0, 0)):
+        self.parent = parent
+        self.root = parent.root if parent is not None else root
+        self.files: dict[int, FileRec] = {}
+        self.dirs: dict[str, tuple[int, int] | None] = {}
+
+    def file(self, ino: int) -> FileRec:
+        layout: Layout | None = self
+        while layout is not None:
+            rec = layout.files.get(ino)
+            if rec is not None:
+                return rec
+            layout = layout.parent
+        raise KeyError(ino)
+
+    def dir(self, path: str) -> tuple[int, int]:
+        if path == "/":
+            return self.root
+        layout: Layout | None = self
+        while layout is not None:
+            if path in layout.dirs:
+                found = layout.dirs[path]
+                return found if found is not None else self.root
+            layout = layout.parent
+        return self.root
+
+
+@dataclass
+class ThinFs:
+    """One thin device and the filesystem on it; writes become chunk costs."""
+
+    geometry: Geometry
+    device: ThinDevice
+    layout: Layout
+    state: FsState
+    on_cost: Callable[[WriteCost, int], None] | None = None
+    pending: set[int] = field(default_factory=set)  # metadata blocks dirtied since last commit
+
+    @property
+    def chunk(self) -> int:
+        return self.device.chunk
+
+    def snapshot(self, id: str, on_cost=None) -> ThinFs:
+        return ThinFs(self.geometry, ThinDevice(id, self.chunk, self.device), Layout(self.layout),
+                      replace(self.state), on_cost)
+
+    # -- writes --
+    def write(self, ranges: RangeSet) -> WriteCost:
+        cost = self.device.write(ranges)
+        if self.on_cost is not None:
+            self.on_cost(cost, self.chunk)
+        return cost
+
+    def log_ranges(self, nbytes: int) -> RangeSet:
+        g = self.geometry
+        out = RangeSet()
+        pos = self.state.log_head % g.log_bytes
+        while nbytes > 0:
+            n = min(nbytes, g.log_bytes - pos)
+            out.add(g.log_start + pos, g.log_start + pos + n)
+            nbytes -= n
+            pos = 0
+        return out
+
+    def mount(self) -> None:
+        """What mounting and unmounting writes: the superblock; xfs also clears the log
+        ahead of its head and leaves an unmount record (REAL_KERNEL 4a)."""
+        ranges = RangeSet([(0, FS_BLOCK)])
+        if self.geometry.fs == "xfs":
+            ranges.update(self.log_ranges(XFS_MOUNT_LOG_CLEAR))
+            self.state.log_head += FS_BLOCK
+        self.write(ranges)
+
+    def commit(self) -> None:
+        """A journal commit (fsync, sync, umount): the log write, then the home writes."""
+        if not self.pending:
+            return
+        nbytes = self.geometry.log_write_bytes(len(self.pending))
+        log = self.log_ranges(nbytes)
+        self.state.log_head += nbytes
+        self.write(log)
+        home = RangeSet()
+        for b in sorted(self.pending):
+            home.add(b * FS_BLOCK, (b + 1) * FS_BLOCK)
+        self.pending.clear()
+        self.write(home)
+
+    # -- metadata --
+    def dirty_block(self, block: int) -> None:
+        self.pending.add(block)
+
+    def dirty_inode(self, ino: int) -> None:
+        self.pending.add(self.geometry.inode_block(ino))
+
+    def dirty_alloc(self) -> None:
+        self.pending.update(self.geometry.alloc_blocks)
+
+    def dirty_ialloc(self) -> None:
+        self.pending.update(self.geometry.ialloc_blocks)
+
+    def new_inode(self) -> int:
+        ino = self.state.next_inode
+        self.state.next_inode += 1
+        return ino
+
+    # -- data --
+    def alloc(self, nbytes: int) -> list[tuple[int, int]]:
+        """Fresh fs blocks for ``nbytes`` (a multiple of FS_BLOCK), skipping the log."""
+        g, s = self.geometry, self.state
+        out: list[tuple[int, int]] = []
+        log_end = g.log_start + g.log_bytes
+        while nbytes > 0:
+            if g.log_start <= s.next_data < log_end:
+                s.next_data = log_end
+            room = g.log_start - s.next_data if s.next_data < g.log_start else nbytes
+            n = min(nbytes, room)
+            out.append((s.next_data, n))
+            s.next_data += n
+            nbytes -= n
+        return out
+
+    def new_dir_block(self) -> int:
+        return self.alloc(FS_BLOCK)[0][0] // FS_BLOCK
+
+    def write_file(self, fm: FileMap, ranges: RangeSet, size: int) -> None:
+        """Writeback of a file's dirty ``ranges``: overwrite mapped blocks in place (on the
+        fs; the pool decides about chunks), allocate the rest together (delalloc)."""
+        out = RangeSet()
+        unmapped = RangeSet()
+        for start, end in ranges.units(FS_BLOCK):
+            unmapped.update(fm.map(start * FS_BLOCK, end * FS_BLOCK, out))
+        if unmapped:
+            pieces = self.alloc(unmapped.total())
+            for f_start, f_end in unmapped:
+                while f_start < f_end:
+                    dev, n = pieces[0]
+                    take = min(n, f_end - f_start)
+                    insort(fm.extents, (f_start, dev, take))
+                    out.add(dev, dev + take)
+                    f_start += take
+                    pieces[0] = (dev + take, n - take)
+                    if pieces[0][1] == 0:
+                        pieces.pop(0)
+            self.dirty_alloc()
+            self.dirty_inode(fm.ino)
+        self.write(out)
+
+
+def mkfs(geometry: Geometry, chunk: int) -> ThinFs:
+    """The base device: what mkfs writes (headers, inode table or first inode chunk, the
+    whole journal/log, the root directory's block)."""
+    g = geometry
+    fs = ThinFs(g, ThinDevice("base", chunk), Layout(), FsState(g.data_start, FIRST_FREE_INODE, 0))
+    root_block = fs.new_dir_block()
+    fs.layout.root = (ROOT_INODE, root_block)
+    ranges = RangeSet([(0, g.header_blocks * FS_BLOCK), (g.inode_start, g.inode_start + g.mkfs_inode_bytes),
+                       (g.log_start, g.log_start + g.log_bytes),
+                       (root_block * FS_BLOCK, (root_block + 1) * FS_BLOCK)])
+    fs.write(ranges)
+    return fs
+
+
+def build_layer(fs: ThinFs, layer: Layer) -> None:
+    """Untar ``layer`` into its fresh snapshot ``fs`` (Docker's ApplyDiff): mount, write
+    each file's data, update directories and inodes, sync, unmount."""
+    layout, state = fs.layout, fs.state
+    fs.mount()
+    inodes: dict[str, int] = {}  # path -> fs inode of this layer's files (hard link targets)
+
+    def ensure_dir(path: str, fresh: bool = False) -> tuple[int, int]:
+        if path == "/" or not fresh and _has_dir(layout, path):
+            return layout.dir(path)
+        parent = path.rsplit("/", 1)[0] or "/"
+        parent_loc = ensure_dir(parent)
+        loc = (fs.new_inode(), fs.new_dir_block())
+        layout.dirs[path] = loc
+        fs.dirty_block(parent_loc[1])
+        fs.dirty_block(loc[1])
+        fs.dirty_inode(loc[0])
+        fs.dirty_alloc()
+        fs.dirty_ialloc()
+        return loc
+
+    for e in layer.entries:
+        parent = e.path.rsplit("/", 1)[0] or "/"
+        parent_loc = ensure_dir(parent)
+        if e.type == "dir":
+            ino = ensure_dir(e.path, fresh=e.opaque)[0]
+            fs.dirty_inode(ino)
+            continue
+        fs.dirty_block(parent_loc[1])
+        if e.type == "whiteout":
+            if _has_dir(layout, e.path):
+                layout.dirs[e.path] = None
+            fs.dirty_alloc()
+            fs.dirty_ialloc()
+        elif e.type == "hardlink":
+            fs.dirty_inode(inodes.get(e.target, parent_loc[0]))
+        elif e.type == "symlink":
+            fs.dirty_inode(fs.new_inode())
+            fs.dirty_ialloc()
+        else:
+            ino = inodes[e.path] = fs.new_inode()
+            extents = tuple(fs.alloc(round_up(e.size, FS_BLOCK))) if e.size else ()
+            layout.files[state.next_image_ino] = FileRec(ino, extents)
+            state.next_image_ino += 1
+            fs.dirty_inode(ino)
+            fs.dirty_ialloc()
+            if extents:
+                fs.dirty_alloc()
+                fs.write(RangeSet((d, d + n) for d, n in extents))
+    if state.next_data > fs.geometry.base_size:
+        raise BadInput(f"the image needs {state.next_data} bytes of device, more than base_size "
+                       f"{fs.geometry.base_size} (dm.basesize)")
+    fs.commit()
+
+
+def _has_dir(layout: Layout, path: str) -> bool:
+    node: Layout | None = layout
+    while node is not None:
+        if path in node.dirs:
+            return node.dirs[path] is not None
+        node = node.parent
+    return False
+
+
+__all__ = ["FS_BLOCK", "FileMap", "FileRec", "FsState", "Geometry", "Layout", "ThinFs", "build_layer", "mkfs"]

@@ -1,0 +1,118 @@
+"""dm-thin pool arithmetic: which chunks a thin device provisions, and which it must copy.
+
+A pool hands out ``chunk``-sized data blocks (dm-thin's ``data_block_size``).  Every thin
+device maps chunk indices of its own address space to pool blocks; a snapshot starts by
+sharing every mapping of its origin (one btree, metadata only: ``create_snap``).  What a
+write costs, from ``drivers/md/dm-thin.c`` (DRIVERS.md section 3):
+
+* a chunk the device already owns: written in place, nothing allocated;
+* a chunk still shared with the origin: ``break_sharing`` allocates a new block, and unless
+  the bio overwrites the whole block (``io_overwrites_block``) ``dm_kcopyd_copy`` first
+  copies the old block into it - a read-modify-write of one whole chunk;
+* a chunk no device of the chain ever mapped: ``provision_block`` allocates a block, zeroed
+  only without ``skip_block_zeroing`` - Docker's loop pool table sets it, so no copy and no
+  zeroing are modelled.
+
+dm-thin breaks sharing once: the new block is the device's own, later writes to it are in
+place.  Everything is kept as ``RangeSet`` of chunk indices, so a 1 TiB write costs a few
+integers.  A batch of writes (one writeback of a file, one journal commit) counts as one set
+of bios: dm-thin splits bios at chunk boundaries, so a chunk is overwritten whole when the
+batch covers it whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.ranges import RangeSet
+from simulator.units import GiB, KiB
+
+DM_THIN_MIN_CHUNK = 64 * KiB  # thin-provisioning.rst: data_block_size >= 128 sectors
+DM_THIN_MAX_CHUNK = 1 * GiB  # thin-provisioning.rst: data_block_size <= 2097152 sectors
+DM_THIN_CHUNK_STEP = 64 * KiB  # thin-provisioning.rst: "a multiple of 128 sectors (64KB)"
+DOCKER_DEFAULT_CHUNK = 64 * KiB  # moby deviceset.go defaultThinpBlockSize = 128 sectors
+REFERENCE_CHUNK_4K = 4 * KiB  # not real dm-thin: for checks against 4 KiB-granular references
+# thin-provisioning.rst sizing guide: metadata = 48 * data_dev_size / data_block_size bytes,
+# i.e. 48 bytes of pool metadata per data block (btree mapping entry + space-map reference).
+METADATA_BYTES_PER_CHUNK = 48
+
+
+@dataclass
+class WriteCost:
+    """What one batch of writes cost a thin device."""
+
+    new_chunks: int = 0  # pool blocks newly provisioned for the device
+    copied_chunks: int = 0  # of those, shared blocks read-modify-written by a partial write
+    bytes_written: int = 0  # bytes the bios wrote (not the copies)
+
+    def add(self, other: WriteCost) -> None:
+        self.new_chunks += other.new_chunks
+        self.copied_chunks += other.copied_chunks
+        self.bytes_written += other.bytes_written
+
+
+class ThinDevice:
+    """One thin device of the pool: the base device, an image layer or a container.
+
+    ``own`` holds the chunks this device provisioned itself; ``mapped`` every chunk it maps
+    (its own and those it still shares with its origin chain).  ``written`` records the byte
+    ranges written to it, which is what a reference (qcow2) needs to replay the same writes.
+    """
+
+    __slots__ = ("id", "chunk", "origin", "own", "mapped", "written")
+
+    def __init__(self, id: str, chunk: int, origin: ThinDevice | None = None):
+        self.id = id
+        self.chunk = chunk
+        self.origin = origin
+        self.own = RangeSet()
+        # A snapshot maps all its origin maps (create_snap shares the btree root); the origin
+        # never changes after a snapshot is taken of it (image layers are read-only).
+        self.mapped = origin.mapped.copy() if origin is not None else RangeSet()
+        self.written = RangeSet()
+
+    def shared(self) -> RangeSet:
+        """Chunks mapped by the origin chain that this device has not broken away from."""
+        return self.origin.mapped if self.origin is not None else RangeSet()
+
+    def own_chunks(self) -> int:
+        return self.own.total()
+
+    def write(self, ranges: RangeSet) -> WriteCost:
+        """Apply one batch of device writes (byte ranges); return what it cost."""
+        cost = WriteCost(bytes_written=ranges.total())
+        if not ranges:
+            return cost
+        chunk = self.chunk
+        touched = ranges.units(chunk)
+        shared = self.shared()
+        new = RangeSet()
+        for start, end in touched:
+            for s, e in self.own.gaps(start, end):
+                new.add(s, e)
+        cost.new_chunks = new.total()
+        # Only chunks at the ends of a written interval can be partly covered: the set is
+        # normalised, so an interior chunk of an interval is overwritten whole.
+        partial: set[int] = set()
+        for start, end in ranges:
+            for c in (start // chunk, (end - 1) // chunk):
+                if not ranges.covers(c * chunk, (c + 1) * chunk):
+                    partial.add(c)
+        for c in partial:
+            if new.covers(c, c + 1) and shared.covers(c, c + 1):
+                cost.copied_chunks += 1
+        self.own.update(new)
+        self.mapped.update(new)
+        self.written.update(ranges)
+        return cost
+
+
+def chunk_physical_bytes(chunks: int, chunk: int) -> int:
+    """Pool bytes for ``chunks`` data blocks: the blocks plus their pool metadata."""
+    return chunks * (chunk + METADATA_BYTES_PER_CHUNK)
+
+
+def check_chunk_size(n: int) -> bool:
+    """True for a chunk size dm-thin accepts, or the 4 KiB reference granularity."""
+    return n == REFERENCE_CHUNK_4K or (
+        DM_THIN_MIN_CHUNK <= n <= DM_THIN_MAX_CHUNK and n % DM_THIN_CHUNK_STEP == 0)
