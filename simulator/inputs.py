@@ -59,6 +59,12 @@ def load_trace(path: str | Path) -> list[Op]:
 
 
 def _looks_like_file(spec: str) -> bool:
+    name, sep, _ = spec.partition(":")
+    if sep and "/" not in name and not Path(spec).exists():
+        from workloads.builtin import IMAGES, WORKLOADS
+
+        if name in IMAGES or name in WORKLOADS:
+            return False  # a built-in NAME:k=v,..., even when a value is a path (chmod-tree:path=/usr)
     return "/" in spec or spec.endswith((".json", ".jsonl", ".tar")) or Path(spec).exists()
 
 
