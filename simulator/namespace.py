@@ -79,9 +79,17 @@ class Namespace:
         parts = path[1:].split("/")
         last = len(parts) - 1
         d: DirNode = self.root
-        child = self.child
-        for i in range(last):
-            node = child(d, parts[i])
+        for i in range(last):  # child() inlined: this loop is the simulator's hot path
+            name = parts[i]
+            if d.__class__ is Dir:
+                own = d.own  # type: ignore[union-attr]
+                if name in own:
+                    node = own[name]
+                else:
+                    base = d.base  # type: ignore[union-attr]
+                    node = base.children.get(name) if base is not None else None
+            else:
+                node = d.children.get(name)  # type: ignore[union-attr]
             cls = node.__class__
             if cls is ImageDir or cls is Dir:
                 d = node  # type: ignore[assignment]
@@ -92,11 +100,13 @@ class Namespace:
             else:
                 raise FsError("ENOTDIR")
         name = parts[last]
-        node = child(d, name)
+        node = self.child(d, name)
         if follow and node is not None and node.__class__ in LINK_TYPES:
             return self._resolve_links(path, follow)
         del parts[last]
-        return self._counted(Resolved(parts, d, name, node))
+        self.lookups += 1
+        self.depth_hist[self.hooks.lookup(d, name)] += 1
+        return Resolved(parts, d, name, node)
 
     def _resolve_links(self, path: str, follow: bool) -> Resolved:
         """The general walk: symbolic links (relative, absolute, with ``..``) and loops."""
