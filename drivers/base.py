@@ -79,6 +79,7 @@ class BaseMount:
     """A mounted container layer: its namespace and neutral cost hooks."""
 
     keeps_hardlinks: bool = True
+    opaque_new_dirs: bool = False
 
     def __init__(self, driver: BaseDriver, id: str, tree: ImageTree):
         self.driver = driver

@@ -76,6 +76,9 @@ class OverlayMount(BaseMount):
         self.metacopy = bool(opts["metacopy"])
         self.redirect_dir = bool(opts["redirect_dir"]) or self.metacopy  # metacopy=on implies it
         self.keeps_hardlinks = bool(opts["index"])
+        # fs/overlayfs/dir.c ovl_create_upper: a new dir in a merge dir is made opaque unless
+        # ovl_allow_offline_changes() (no index, metacopy or redirect_dir).
+        self.opaque_new_dirs = bool(opts["index"]) or self.redirect_dir
 
     def rename_refused(self, node) -> bool:
         if self.redirect_dir:

@@ -28,6 +28,7 @@ class StorageHooks(Protocol):
     """The per-container cost sink a driver implements (one per mounted container)."""
 
     keeps_hardlinks: bool
+    opaque_new_dirs: bool  # a new directory in a merged parent gets the opaque marker
 
     def rename_refused(self, node: DirNode | Node) -> bool:
         """True when the real driver fails this rename with EXDEV."""

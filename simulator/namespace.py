@@ -194,6 +194,10 @@ class Namespace:
                 inode.nlink = 1
             parent.own[name] = inode
             node = inode
+        elif name not in parent.own:
+            # Another image name of an already promoted inode (index=on): the kernel links it
+            # up (ovl_link_up) into this directory before the change.
+            parent.own[name] = node  # type: ignore[assignment]
         inode = node  # type: ignore[assignment]
         if inode.origin is not None:
             self.hooks.copy_up(inode, why)

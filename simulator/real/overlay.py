@@ -244,9 +244,9 @@ def materialize_layer(layer: Layer, dest: str, below: _MergedDirs) -> None:
         made.add(path)
 
     for e in layer.entries:
+        ensure_dir(e.path.rsplit("/", 1)[0] or "/")  # a tar extractor makes them for a whiteout too
         if e.type == "whiteout" and not below.visible(e.path):
             continue  # hides nothing; written, it would show in readdir (see module docstring)
-        ensure_dir(e.path.rsplit("/", 1)[0] or "/")
         real = dest + e.path
         if e.type == "dir":
             ensure_dir(e.path)
