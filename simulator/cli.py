@@ -48,7 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
                        ("images", "built-in image builders")):
         listing = sub.add_parser(name, help=f"list the {what} with their options")
         listing.add_argument("--json", action="store_true", help="print JSON only")
+    _trace_arguments(sub)
     return parser
+
+
+def _trace_arguments(sub) -> None:
+    """``trace record`` and ``trace convert`` (SPEC section 6)."""
+    trace = sub.add_parser("trace", help="record a real program's file operations as a trace")
+    tsub = trace.add_subparsers(dest="trace_command", required=True, parser_class=_Parser)
+    rec = tsub.add_parser("record", help="run COMMAND under strace and write its operations under --root")
+    rec.add_argument("--root", default=".", help="directory whose operations are kept (default: .); "
+                     "the command runs there")
+    rec.add_argument("--output", help="trace file to write (default: stdout)")
+    rec.add_argument("--log", help="keep the strace log in this file")
+    rec.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    conv = tsub.add_parser("convert", help="convert an existing 'strace -f -y -X raw' log")
+    conv.add_argument("log", metavar="STRACE_LOG")
+    conv.add_argument("--root", default=".", help="directory whose operations are kept (default: .)")
+    conv.add_argument("--output", help="trace file to write (default: stdout)")
+    conv.add_argument("--image", help="ROOT before the run, as any IMAGE (default: ROOT as it is now)")
+    conv.add_argument("--cwd", help="the traced program's first working directory (default: ROOT)")
+    conv.add_argument("--umask", default="022", help="the traced program's first umask, octal (default 022)")
 
 
 def _cell(args: argparse.Namespace, driver: str):
@@ -151,8 +171,39 @@ def cmd_builtins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from workloads.strace import convert_log, record, summary
+
+    from .trace import dump_trace
+
+    if args.trace_command == "record":
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        rec = record(cmd, args.root, args.log)
+        conversion, code = rec.conversion, rec.returncode
+    else:
+        from .inputs import load_image
+
+        try:
+            umask = int(args.umask, 8)
+        except ValueError:
+            raise BadInput(f"--umask {args.umask!r}: not an octal number") from None
+        image = load_image(args.image) if args.image else None
+        conversion, code = convert_log(args.log, args.root, image, args.cwd, umask), 0
+    text = dump_trace(conversion.ops)
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    print(f"layerbench: trace: {summary(conversion)}", file=sys.stderr)
+    if code:
+        print(f"layerbench: trace: the command exited with status {code}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "view": cmd_view, "drivers": cmd_drivers, "workloads": cmd_builtins,
-            "images": cmd_builtins}
+            "images": cmd_builtins, "trace": cmd_trace}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,615 @@
+"""Turning the system calls of a real program (``workloads.strace_parse``) into SPEC section 4
+operations on the part of the file system under one directory, ROOT.
+
+Paths come from strace's ``-y`` annotations (the kernel's path of every descriptor and of
+``AT_FDCWD``) joined with the name argument and normalised lexically; a path under ROOT
+becomes ``/rel/path``; calls on paths outside ROOT, and on ROOT itself, are dropped.
+
+A *shadow* replay of the emitted operations (the vfs driver over the image of ROOT as it was
+before the run) answers what strace cannot: whether ``open(O_CREAT)`` without ``O_TRUNC``
+created the file, a file's size for ``O_APPEND``, and what ``chown(-1)`` keeps.  It also checks
+every operation: one that succeeds in the model but failed for real (or the reverse) is not
+written, and counts as a *mismatch* (the tests require none).  Succeeding calls:
+
+======================================================  =========================================
+system call                                             operation
+======================================================  =========================================
+open/openat/openat2/creat with O_TRUNC (write access)   ``create`` size 0, mode & ~umask
+... with O_CREAT on a missing file                      ``create`` size 0, mode & ~umask
+... write access otherwise                              ``open`` w / rw
+... read only (also O_DIRECTORY, O_PATH)                ``open`` r
+write/writev/pwrite64/pwritev(2), sendfile/copy_file_   ``write`` at the tracked offset (pread/pwrite:
+range (out side)                                        the given one); ``append`` on O_APPEND fds
+read/readv/pread64/preadv(2), sendfile (in side)        ``read`` (bytes returned; EOF reads dropped)
+truncate, ftruncate, fallocate(mode 0, growing)         ``truncate``
+fsync, fdatasync                                        ``fsync``
+stat, lstat, newfstatat, statx, access, faccessat(2),   ``stat``
+readlink(at), getxattr family, execve(at)
+mkdir(at), rmdir, unlink(at) (AT_REMOVEDIR: rmdir)      ``mkdir`` (mode & ~umask), ``rmdir``, ``unlink``
+rename(at)(2) (flags 0 or NOREPLACE)                    ``rename``; moved out of ROOT: ``unlink``
+                                                        or ``remove_tree``
+link(at), symlink(at)                                   ``link``, ``symlink``
+chmod, fchmod(at), chown, lchown, fchown(at)            ``chmod``, ``chown`` (-1 keeps the old id)
+utime(s), utimensat, futimesat                          ``utime``
+setxattr, lsetxattr, fsetxattr                          ``setxattr`` name, size
+======================================================  =========================================
+
+Consecutive operations that one operation expresses are merged (``create`` + writes at its
+end, contiguous writes or reads, ``open`` followed by a write or read of the same file).
+A call that *failed* becomes an operation that fails the same way in the model:
+
+=================================================  ========================================
+failed call (errno)                                operation (fails because ...)
+=================================================  ========================================
+open-like/followed stat, ENOENT or ELOOP           ``open`` r (the path does not resolve)
+lstat-like (no follow), ENOENT                     ``stat`` (negative lookup)
+open(O_CREAT|O_EXCL), EEXIST                       ``mkdir`` (the name exists)
+open for write, EISDIR                             ``open`` w (a directory)
+any open/stat, ENOTDIR with the last component     ``rmdir`` (not a directory; with the
+a non-directory; O_NOFOLLOW on a symlink, ELOOP    last component a symlink, ENOTDIR too)
+... ENOTDIR in an intermediate component           ``open`` r
+renameat2(RENAME_NOREPLACE), EEXIST                ``mkdir`` of the destination
+mkdir, rmdir, unlink, rename, link, symlink,       the same operation (EEXIST, ENOENT,
+chmod, chown, utime, truncate, setxattr            ENOTEMPTY, EISDIR, ENOTDIR, EINVAL, EBUSY)
+=================================================  ========================================
+
+Dropped and counted by reason (``Conversion.dropped``): errnos the model has no cause for
+(EACCES, EPERM, EROFS, ENOSPC, ETXTBSY, ENODATA, EAGAIN, EINTR, restarted calls, ...); failed
+descriptor I/O; I/O on a descriptor whose file was unlinked (the model has no anonymous
+inodes) or whose position is unknown (inherited from outside the trace); RENAME_EXCHANGE,
+O_TMPFILE, mknod; renames into ROOT from outside (their contents are unknown).  Not seen at
+all: writes through ``mmap``, and calls of programs started outside strace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from simulator.errors import BadInput
+from simulator.image import Image
+from simulator.nodes import DIR_TYPES
+from simulator.trace import Op
+
+from .strace_parse import Call, fd_arg, int_arg, str_arg
+
+# Linux x86_64 open(2) flags (include/uapi/asm-generic/fcntl.h)
+O_ACCMODE, O_WRONLY, O_RDWR = 0o3, 0o1, 0o2
+O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
+O_DIRECTORY, O_NOFOLLOW, O_PATH, O_TMPFILE = 0o200000, 0o400000, 0o10000000, 0o20200000
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW, AT_REMOVEDIR, AT_EMPTY_PATH = 0x100, 0x200, 0x1000  # linux/fcntl.h
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # linux/fs.h
+CLONE_FS, CLONE_FILES = 0x200, 0x400  # linux/sched.h
+F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030  # fcntl.h
+DEFAULT_UMASK = 0o022  # what a login shell sets on Debian (/etc/login.defs UMASK)
+UNCHANGED_ID = 0xFFFFFFFF  # chown(2): (uid_t)-1 keeps the id
+
+FOLLOWING_STATS = {"stat": 0, "access": 0, "getxattr": 0, "listxattr": 0, "execve": 0}  # name arg index
+NOFOLLOW_STATS = {"lstat": 0, "readlink": 0, "lgetxattr": 0, "llistxattr": 0}
+AT_STATS = {"newfstatat": 3, "fstatat64": 3, "statx": 2, "faccessat": None, "faccessat2": 3,
+            "readlinkat": -1, "execveat": 4}  # index of the flags argument; -1: never follows
+READS = {"read", "readv", "pread64", "preadv", "preadv2"}
+WRITES = {"write", "writev", "pwrite64", "pwritev", "pwritev2"}
+POSITIONED = {"pread64", "preadv", "preadv2", "pwrite64", "pwritev", "pwritev2"}
+IGNORED_ERRNOS = {"ERESTARTSYS", "ERESTARTNOINTR", "ERESTARTNOHAND", "ERESTART_RESTARTBLOCK"}
+MODELLED_ERRNOS = {"ENOENT", "EEXIST", "EISDIR", "ENOTDIR", "ENOTEMPTY", "ELOOP", "EINVAL", "EBUSY", "EXDEV"}
+
+
+class Desc:
+    """An open file description: its offset (None = unknown) and O_APPEND."""
+
+    __slots__ = ("pos", "append")
+
+    def __init__(self, pos: int | None, append: bool):
+        self.pos, self.append = pos, append
+
+
+class Fs:
+    """What CLONE_FS shares: the working directory and the umask."""
+
+    __slots__ = ("cwd", "umask")
+
+    def __init__(self, cwd: str, umask: int):
+        self.cwd, self.umask = cwd, umask
+
+
+@dataclass
+class Proc:
+    fds: dict[int, Desc]
+    fs: Fs
+
+
+@dataclass
+class Conversion:
+    """The operations, and an account of every call that did not become one."""
+
+    ops: list[Op] = field(default_factory=list)
+    failing: list[bool] = field(default_factory=list)  # per op: it fails (as the real call did)
+    calls_in_root: int = 0
+    failed_calls: int = 0  # failed calls under ROOT that became failing operations
+    dropped: Counter = field(default_factory=Counter)  # reason -> calls
+    mismatches: list[str] = field(default_factory=list)  # calls the model disagrees with
+
+    @property
+    def failed_ops(self) -> int:
+        return sum(self.failing)
+
+
+class Converter:
+    def __init__(self, root: str, image: Image, cwd: str | None = None, umask: int = DEFAULT_UMASK):
+        from drivers import make_driver
+        from simulator.harness import Run
+
+        self.root = os.path.normpath(root)
+        self.run = Run(make_driver("vfs"), image, 1)
+        self.ns = self.run.namespace(0)
+        self.result = Conversion()
+        self.initial = Proc({}, Fs(os.path.normpath(cwd or root), umask))
+        self.procs: dict[int, Proc] = {}
+        self.children: dict[int, tuple[int, int]] = {}  # child pid -> (parent pid, clone flags)
+
+    # -- processes ------------------------------------------------------------------------
+    def proc(self, pid: int) -> Proc:
+        p = self.procs.get(pid)
+        if p is None:
+            parent, flags = self.children.get(pid, (None, 0))
+            base = self.procs.get(parent, self.initial) if parent is not None else self.initial
+            p = Proc(base.fds if flags & CLONE_FILES else dict(base.fds),
+                     base.fs if flags & CLONE_FS else Fs(base.fs.cwd, base.fs.umask))
+            self.procs[pid] = p
+        return p
+
+    # -- paths ----------------------------------------------------------------------------
+    def rel(self, path: str | None) -> str | None:
+        """``/root/a/b`` -> ``/a/b``; None outside ROOT (or ROOT itself, or deleted)."""
+        if path is None or path.endswith(" (deleted)"):
+            return None
+        path = os.path.normpath(path)
+        if not path.startswith(self.root + "/"):
+            return None
+        return path[len(self.root):]
+
+    def at(self, call: Call, dirfd: str | None, name_arg: str) -> str | None:
+        name = str_arg(name_arg)
+        if name is None:
+            return None
+        p = self.proc(call.pid)
+        if name.startswith("/"):
+            return self.rel(name)
+        base = p.fs.cwd
+        if dirfd is not None:
+            fd, fd_path = fd_arg(dirfd)
+            if fd_path is not None:
+                base = fd_path
+                if fd == AT_FDCWD:
+                    p.fs.cwd = fd_path
+        return self.rel(os.path.join(base, name) if name else base)
+
+    # -- emitting -------------------------------------------------------------------------
+    def emit(self, call: Call, op: Op) -> None:
+        """Check ``op`` in the shadow against the real outcome, then keep (or merge) it."""
+        fails = call.failed
+        ok = self.run.apply(op)
+        if ok == fails:
+            self.result.mismatches.append(f"line {call.line}: {call.name} {'failed' if fails else 'succeeded'} "
+                                          f"({call.errno or call.ret}) but {op.to_dict()} "
+                                          f"{'succeeds' if ok else 'fails'} in the model")
+            return
+        if fails:
+            self.result.failed_calls += 1
+        elif self._merge(op):
+            return
+        self.result.ops.append(op)
+        self.result.failing.append(fails)
+
+    def _merge(self, op: Op) -> bool:
+        ops = self.result.ops
+        if not ops or self.result.failing[-1] or ops[-1].path != op.path:
+            return False
+        prev = ops[-1]
+        new = None
+        if prev.kind == "open" and prev.access != "r" and op.kind in ("write", "append", "truncate"):
+            new = op
+        elif prev.kind == "open" and op.kind == "read":
+            new = op
+        elif prev.kind == "create" and op.kind in ("write", "append") and (op.kind == "append" or op.offset == prev.size):
+            new = Op("create", prev.path, size=prev.size + op.length, mode=prev.mode)
+        elif prev.kind == op.kind == "write" and op.offset == prev.offset + prev.length:
+            new = Op("write", prev.path, offset=prev.offset, length=prev.length + op.length)
+        elif prev.kind == op.kind == "append":
+            new = Op("append", prev.path, length=prev.length + op.length)
+        elif prev.kind == op.kind == "read" and op.offset == prev.offset + prev.length:
+            new = Op("read", prev.path, offset=prev.offset, length=prev.length + op.length)
+        if new is None:
+            return False
+        ops[-1] = new
+        return True
+
+    def drop(self, reason: str) -> None:
+        self.result.dropped[reason] += 1
+
+    def node(self, path: str, follow: bool = True):
+        return self.ns.exists(path, follow=follow)
+
+    # -- the dispatch ---------------------------------------------------------------------
+    def convert(self, calls: Iterable[Call]) -> Conversion:
+        calls = list(calls)
+        for c in calls:
+            if c.name in ("clone", "clone3", "fork", "vfork") and c.ret and c.ret > 0:
+                self.children[c.ret] = (c.pid, _clone_flags(c))
+        for c in calls:
+            if c.errno in IGNORED_ERRNOS:
+                continue
+            handler = getattr(self, "_" + c.name, None)
+            if handler is not None:
+                handler(c)
+            elif c.name in READS or c.name in WRITES:
+                self._io(c)
+            elif c.name in FOLLOWING_STATS or c.name in NOFOLLOW_STATS:
+                follow = c.name in FOLLOWING_STATS
+                self._lookup(c, self.at(c, None, c.args[0]), follow)
+            elif c.name in AT_STATS:
+                self._at_stat(c)
+        return self.result
+
+    def path_call(self, c: Call, path: str | None) -> bool:
+        """Count a call on ``path``; False (and dropped) when it cannot become an operation."""
+        if path is None:
+            return False
+        self.result.calls_in_root += 1
+        if c.failed and c.errno not in MODELLED_ERRNOS:
+            self.drop(f"errno {c.errno}")
+            return False
+        return True
+
+    def _fail_lookup(self, c: Call, path: str, follow: bool, directory: bool = False) -> None:
+        """A failed open or stat: the operation that fails the same way (module table)."""
+        last = self.node(path, follow=False)
+        if c.errno == "EEXIST":
+            op = Op("mkdir", path)
+        elif c.errno == "EISDIR":
+            op = Op("open", path, access="w")
+        elif c.errno in ("ENOTDIR", "ELOOP") and last is not None and (c.errno == "ELOOP" or directory or
+                                                                     last.__class__ not in DIR_TYPES):
+            op = Op("rmdir", path)
+        elif follow or c.errno != "ENOENT":
+            op = Op("open", path, access="r")
+        else:
+            op = Op("stat", path)
+        self.emit(c, op)
+
+    def _lookup(self, c: Call, path: str | None, follow: bool) -> None:
+        if not self.path_call(c, path):
+            return
+        assert path is not None
+        if c.failed:
+            self._fail_lookup(c, path, follow)
+        else:
+            self.emit(c, Op("stat", path))
+
+    def _at_stat(self, c: Call) -> None:
+        idx = AT_STATS[c.name]
+        if len(c.args) < 2:
+            return
+        flags = int_arg(c.args[idx]) if idx is not None and idx >= 0 and len(c.args) > idx else 0
+        if str_arg(c.args[1]) == "" and flags & AT_EMPTY_PATH:
+            return  # fstat of a descriptor: no lookup
+        follow = idx != -1 and not flags & AT_SYMLINK_NOFOLLOW
+        self._lookup(c, self.at(c, c.args[0], c.args[1]), follow)
+
+    # -- open -----------------------------------------------------------------------------
+    def _open(self, c: Call) -> None:
+        self._do_open(c, None, c.args[0], int_arg(c.args[1]), int_arg(c.args[2]) if len(c.args) > 2 else 0)
+
+    def _openat(self, c: Call) -> None:
+        self._do_open(c, c.args[0], c.args[1], int_arg(c.args[2]), int_arg(c.args[3]) if len(c.args) > 3 else 0)
+
+    def _openat2(self, c: Call) -> None:
+        how = c.args[2]
+        flags = re.search(r"flags=([0-9a-fx|]+)", how)
+        mode = re.search(r"mode=([0-9a-fx]+)", how)
+        self._do_open(c, c.args[0], c.args[1], int_arg(flags.group(1)) if flags else 0,
+                      int_arg(mode.group(1)) if mode else 0)
+
+    def _creat(self, c: Call) -> None:
+        self._do_open(c, None, c.args[0], O_CREAT | O_WRONLY | O_TRUNC, int_arg(c.args[1]))
+
+    def _do_open(self, c: Call, dirfd: str | None, name: str, flags: int, mode: int) -> None:
+        path = self.at(c, dirfd, name)
+        proc = self.proc(c.pid)
+        if not self.path_call(c, path):
+            return
+        assert path is not None
+        if flags & O_TMPFILE == O_TMPFILE:
+            self.drop("O_TMPFILE")
+            return
+        if c.failed:
+            self._fail_lookup(c, path, not flags & O_NOFOLLOW, bool(flags & O_DIRECTORY))
+            return
+        access = flags & O_ACCMODE
+        if flags & O_PATH or access == 0 and not flags & O_CREAT:
+            op = Op("open", path, access="r")
+        else:
+            existing = self.node(path)
+            perm = mode & 0o7777 & ~proc.fs.umask
+            if existing is None or (flags & O_TRUNC and access):
+                op = Op("create", path, size=0, mode=perm)
+            else:
+                op = Op("open", path, access={0: "r", O_WRONLY: "w"}.get(access, "rw"))
+        self.emit(c, op)
+        if c.ret is not None and c.ret >= 0:
+            proc.fds[c.ret] = Desc(0, bool(flags & O_APPEND))
+
+    # -- descriptors ----------------------------------------------------------------------
+    def _close(self, c: Call) -> None:
+        self.proc(c.pid).fds.pop(fd_arg(c.args[0])[0], None)
+
+    def _dup(self, c: Call) -> None:
+        if not c.failed and c.ret is not None:
+            fds = self.proc(c.pid).fds
+            desc = fds.get(fd_arg(c.args[0])[0])
+            if desc is None:
+                fds.pop(c.ret, None)
+            else:
+                fds[c.ret] = desc
+
+    _dup2 = _dup3 = _dup
+
+    def _fcntl(self, c: Call) -> None:
+        if int_arg(c.args[1]) in (F_DUPFD, F_DUPFD_CLOEXEC):
+            self._dup(c)
+
+    def _lseek(self, c: Call) -> None:
+        desc = self.proc(c.pid).fds.get(fd_arg(c.args[0])[0])
+        if desc is not None and not c.failed:
+            desc.pos = c.ret
+
+    def _chdir(self, c: Call) -> None:
+        if not c.failed:
+            name = str_arg(c.args[0]) or ""
+            fs = self.proc(c.pid).fs
+            fs.cwd = os.path.normpath(os.path.join(fs.cwd, name))
+
+    def _fchdir(self, c: Call) -> None:
+        path = fd_arg(c.args[0])[1]
+        if not c.failed and path is not None:
+            self.proc(c.pid).fs.cwd = path
+
+    def _umask(self, c: Call) -> None:
+        self.proc(c.pid).fs.umask = int_arg(c.args[0]) & 0o777
+
+    def fd_path(self, c: Call, arg: str) -> tuple[str | None, Desc | None]:
+        fd, path = fd_arg(arg)
+        if path is not None and path.endswith(" (deleted)") and path[:-10].startswith(self.root + "/"):
+            self.result.calls_in_root += 1
+            self.drop("I/O on an unlinked file")
+            return None, None
+        return self.rel(path), self.proc(c.pid).fds.get(fd)
+
+    def _io(self, c: Call) -> None:
+        path, desc = self.fd_path(c, c.args[0])
+        positioned = c.name in POSITIONED
+        self._data(c, path, desc, c.name in WRITES, int_arg(c.args[3]) if positioned else None)
+
+    def _data(self, c: Call, path: str | None, desc: Desc | None, write: bool, offset: int | None,
+              count_call: bool = True) -> None:
+        if path is None:
+            return
+        if count_call:
+            self.result.calls_in_root += 1
+        if c.failed:
+            self.drop(f"failed descriptor I/O ({c.errno})")
+            return
+        n = c.ret or 0
+        if offset is None:
+            if desc is None or (desc.pos is None and not (write and desc.append)):
+                if desc is not None and n:
+                    desc.pos = None
+                self.drop("descriptor of unknown position")
+                return
+            offset = desc.pos
+        if write and desc is not None and desc.append and c.name not in POSITIONED:
+            if n:
+                self.emit(c, Op("append", path, length=n))
+            node = self.node(path)
+            desc.pos = node.size if node is not None and hasattr(node, "size") else None
+            return
+        if n:
+            assert offset is not None
+            self.emit(c, Op("write" if write else "read", path, offset=offset, length=n))
+        if desc is not None and c.name not in POSITIONED and desc.pos is not None:
+            desc.pos += n
+
+    def _sendfile(self, c: Call) -> None:
+        out_path, out_desc = self.fd_path(c, c.args[0])
+        in_path, in_desc = self.fd_path(c, c.args[1])
+        m = re.match(r"\[(\d+)\]", c.args[2])
+        self._data(c, in_path, in_desc, False, int(m.group(1)) if m else None)
+        self._data(c, out_path, out_desc, True, None, count_call=in_path is None)
+
+    _sendfile64 = _sendfile
+
+    def _copy_file_range(self, c: Call) -> None:
+        out_path, out_desc = self.fd_path(c, c.args[2])
+        in_path, in_desc = self.fd_path(c, c.args[0])
+        m_in, m_out = re.match(r"\[(\d+)\]", c.args[1]), re.match(r"\[(\d+)\]", c.args[3])
+        self._data(c, in_path, in_desc, False, int(m_in.group(1)) if m_in else None)
+        self._data(c, out_path, out_desc, True, int(m_out.group(1)) if m_out else None,
+                   count_call=in_path is None)
+
+    def _fd_op(self, c: Call, make) -> None:
+        path, _ = self.fd_path(c, c.args[0])
+        if self.path_call(c, path):
+            self.emit(c, make(path))
+
+    def _ftruncate(self, c: Call) -> None:
+        self._fd_op(c, lambda p: Op("truncate", p, size=int_arg(c.args[1])))
+
+    def _fsync(self, c: Call) -> None:
+        self._fd_op(c, lambda p: Op("fsync", p))
+
+    _fdatasync = _fsync
+
+    def _fallocate(self, c: Call) -> None:
+        path, _ = self.fd_path(c, c.args[0])
+        if path is None or int_arg(c.args[1]) != 0:
+            return  # KEEP_SIZE, PUNCH_HOLE...: the visible size does not change
+        node = self.node(path)
+        end = int_arg(c.args[2]) + int_arg(c.args[3])
+        if self.path_call(c, path) and (c.failed or node is not None and end > getattr(node, "size", end)):
+            self.emit(c, Op("truncate", path, size=end))
+
+    def _fchmod(self, c: Call) -> None:
+        self._fd_op(c, lambda p: Op("chmod", p, mode=int_arg(c.args[1]) & 0o7777))
+
+    def _fchown(self, c: Call) -> None:
+        self._fd_op(c, lambda p: self._chown_op(p, c.args[1], c.args[2]))
+
+    def _fsetxattr(self, c: Call) -> None:
+        self._fd_op(c, lambda p: Op("setxattr", p, name=str_arg(c.args[1]) or "user.x", size=int_arg(c.args[3])))
+
+    # -- path operations ------------------------------------------------------------------
+    def _simple(self, c: Call, path: str | None, make) -> None:
+        if self.path_call(c, path):
+            self.emit(c, make(path))
+
+    def _mkdir(self, c: Call, dirfd: str | None = None, args: tuple[str, ...] | None = None) -> None:
+        name, mode = args or c.args
+        umask = self.proc(c.pid).fs.umask
+        self._simple(c, self.at(c, dirfd, name), lambda p: Op("mkdir", p, mode=int_arg(mode) & 0o7777 & ~umask))
+
+    def _mkdirat(self, c: Call) -> None:
+        self._mkdir(c, c.args[0], c.args[1:3])
+
+    def _rmdir(self, c: Call) -> None:
+        self._simple(c, self.at(c, None, c.args[0]), lambda p: Op("rmdir", p))
+
+    def _unlink(self, c: Call) -> None:
+        self._simple(c, self.at(c, None, c.args[0]), lambda p: Op("unlink", p))
+
+    def _unlinkat(self, c: Call) -> None:
+        kind = "rmdir" if int_arg(c.args[2]) & AT_REMOVEDIR else "unlink"
+        self._simple(c, self.at(c, c.args[0], c.args[1]), lambda p: Op(kind, p))
+
+    def _truncate(self, c: Call) -> None:
+        self._simple(c, self.at(c, None, c.args[0]), lambda p: Op("truncate", p, size=int_arg(c.args[1])))
+
+    def _chmod(self, c: Call, dirfd: str | None = None, args: tuple[str, ...] | None = None) -> None:
+        name, mode = (args or c.args)[:2]
+        self._simple(c, self.at(c, dirfd, name), lambda p: Op("chmod", p, mode=int_arg(mode) & 0o7777))
+
+    def _fchmodat(self, c: Call) -> None:
+        self._chmod(c, c.args[0], c.args[1:3])
+
+    def _chown_op(self, path: str, uid: str, gid: str) -> Op:
+        node = self.node(path)
+        u, g = int_arg(uid) & 0xFFFFFFFF, int_arg(gid) & 0xFFFFFFFF
+        old_u, old_g = (getattr(node, "uid", 0), getattr(node, "gid", 0)) if node is not None else (0, 0)
+        return Op("chown", path, uid=old_u if u == UNCHANGED_ID else u, gid=old_g if g == UNCHANGED_ID else g)
+
+    def _chown(self, c: Call) -> None:
+        self._simple(c, self.at(c, None, c.args[0]), lambda p: self._chown_op(p, c.args[1], c.args[2]))
+
+    _lchown = _chown
+
+    def _fchownat(self, c: Call) -> None:
+        path = self.at(c, c.args[0], c.args[1])
+        if str_arg(c.args[1]) == "":
+            path = self.rel(fd_arg(c.args[0])[1])
+        self._simple(c, path, lambda p: self._chown_op(p, c.args[2], c.args[3]))
+
+    def _utimensat(self, c: Call) -> None:
+        path = self.at(c, c.args[0], c.args[1]) if str_arg(c.args[1]) else self.rel(fd_arg(c.args[0])[1])
+        self._simple(c, path, lambda p: Op("utime", p))
+
+    _futimesat = _utimensat
+
+    def _utime(self, c: Call) -> None:
+        self._simple(c, self.at(c, None, c.args[0]), lambda p: Op("utime", p))
+
+    _utimes = _utime
+
+    def _setxattr(self, c: Call) -> None:
+        self._simple(c, self.at(c, None, c.args[0]),
+                     lambda p: Op("setxattr", p, name=str_arg(c.args[1]) or "user.x", size=int_arg(c.args[3])))
+
+    _lsetxattr = _setxattr
+
+    def _symlink(self, c: Call, dirfd: str | None = None, args: tuple[str, ...] | None = None) -> None:
+        target, name = args or c.args
+        text = str_arg(target) or ""
+        self._simple(c, self.at(c, dirfd, name), lambda p: Op("symlink", p, target=text))
+
+    def _symlinkat(self, c: Call) -> None:
+        self._symlink(c, c.args[1], (c.args[0], c.args[2]))
+
+    def _two(self, c: Call, kind: str, src: str | None, dst: str | None, flags: int = 0) -> None:
+        if src is None and dst is None:
+            return
+        self.result.calls_in_root += 1
+        if c.failed and c.errno not in MODELLED_ERRNOS:
+            self.drop(f"errno {c.errno}")
+        elif flags & RENAME_EXCHANGE or flags & ~RENAME_NOREPLACE:
+            self.drop("renameat2 flags other than RENAME_NOREPLACE")
+        elif src is None:
+            self.drop(f"{kind} from outside the root into it")
+        elif dst is None:
+            if kind == "rename" and not c.failed:
+                node = self.node(src, follow=False)
+                is_dir = node.__class__ in DIR_TYPES
+                self.emit(c, Op("remove_tree" if is_dir else "unlink", src))
+            else:
+                self.drop(f"{kind} out of the root")
+        elif c.failed and c.errno == "EEXIST" and flags & RENAME_NOREPLACE:
+            self.emit(c, Op("mkdir", dst))
+        else:
+            self.emit(c, Op(kind, src, dst))
+
+    def _rename(self, c: Call) -> None:
+        self._two(c, "rename", self.at(c, None, c.args[0]), self.at(c, None, c.args[1]))
+
+    def _renameat(self, c: Call) -> None:
+        flags = int_arg(c.args[4]) if len(c.args) > 4 else 0
+        self._two(c, "rename", self.at(c, c.args[0], c.args[1]), self.at(c, c.args[2], c.args[3]), flags)
+
+    _renameat2 = _renameat
+
+    def _link(self, c: Call) -> None:
+        self._two(c, "link", self.at(c, None, c.args[0]), self.at(c, None, c.args[1]))
+
+    def _linkat(self, c: Call) -> None:
+        if int_arg(c.args[4]) & AT_EMPTY_PATH:
+            if self.at(c, c.args[2], c.args[3]) is not None:
+                self.result.calls_in_root += 1
+                self.drop("linkat(AT_EMPTY_PATH) of an open file")
+            return
+        self._two(c, "link", self.at(c, c.args[0], c.args[1]), self.at(c, c.args[2], c.args[3]))
+
+    def _mknod(self, c: Call) -> None:
+        if self.at(c, None, c.args[0]) is not None:
+            self.result.calls_in_root += 1
+            self.drop("mknod")
+
+    def _mknodat(self, c: Call) -> None:
+        if self.at(c, c.args[0], c.args[1]) is not None:
+            self.result.calls_in_root += 1
+            self.drop("mknod")
+
+
+def _clone_flags(c: Call) -> int:
+    if c.name in ("fork", "vfork"):
+        return 0
+    m = re.search(r"flags=([0-9a-fx|]+)", ", ".join(c.args))
+    return int_arg(m.group(1)) if m else 0
+
+
+def convert_calls(calls: Iterable[Call], root: str, image: Image, cwd: str | None = None,
+                  umask: int = DEFAULT_UMASK) -> Conversion:
+    """The operations of ``calls`` under ``root``, checked against ``image`` (ROOT before the run)."""
+    if not os.path.isabs(root):
+        raise BadInput(f"--root {root}: must be an absolute path")
+    return Converter(root, image, cwd, umask).convert(calls)
