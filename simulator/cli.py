@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("images", "built-in image builders")):
         listing = sub.add_parser(name, help=f"list the {what} with their options")
         listing.add_argument("--json", action="store_true", help="print JSON only")
+    from .campaign.commands import add_parsers as add_campaign_parsers
+
+    add_campaign_parsers(sub)
     _trace_arguments(sub)
     return parser
 
@@ -171,6 +174,12 @@ def cmd_builtins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _campaign_command(args: argparse.Namespace) -> int:
+    from .campaign.commands import COMMANDS as CAMPAIGN_COMMANDS
+
+    return CAMPAIGN_COMMANDS[args.command](args)
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
     from workloads.strace import convert_log, record, summary
 
@@ -203,7 +212,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "view": cmd_view, "drivers": cmd_drivers, "workloads": cmd_builtins,
-            "images": cmd_builtins, "trace": cmd_trace}
+            "images": cmd_builtins, "campaign": _campaign_command, "report": _campaign_command,
+            "compare": _campaign_command, "trace": cmd_trace}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

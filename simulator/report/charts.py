@@ -1,0 +1,317 @@
+"""Campaign charts (matplotlib, PNG): bars per metric, sweeps, and a driver-rank heatmap.
+
+Each function takes the tidy DataFrame of ``load_results`` and returns a ``Figure``, so a
+notebook can show the same chart the report embeds.  Conventions a storage engineer
+expects: byte axes in KiB/MiB/GiB (binary), times in ms or s, a log scale when the values
+shown span two decades or more, and error bars that are the standard deviation across seeds
+(shown only where there is more than one seed).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written headless; notebooks pick their own backend first
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import Formatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+
+from ..units import format_bytes  # noqa: E402
+
+LOG_SPAN = 100.0  # max/min of the positive values shown at which an axis turns logarithmic
+MAX_PANELS = 6  # facets per figure; more would be unreadable at report width
+BAR_METRICS = ("physical_bytes", "container_physical_bytes", "copyup_bytes", "device_write_bytes",
+               "write_amplification", "space_amplification", "page_cache_bytes", "lookup_depth_mean", "est_seconds")
+RANK_METRICS = ("est_seconds", "physical_bytes", "device_write_bytes")
+SWEEP_METRICS = {  # which metrics a swept axis is about (matched on the axis name)
+    "layers": ("lookup_depth_mean", "lookup_depth_max", "est_seconds"),
+    "containers": ("physical_bytes", "page_cache_bytes"),
+    "size": ("copyup_bytes", "device_write_bytes", "est_seconds"),
+}
+SWEEP_DEFAULT = ("physical_bytes", "est_seconds")
+TITLES = {
+    "physical_bytes": "Physical bytes on disk (image + containers)", "ideal_bytes": "Ideal bytes",
+    "container_physical_bytes": "Container physical bytes", "image_physical_bytes": "Image physical bytes",
+    "copyup_bytes": "Copy-up bytes", "device_write_bytes": "Bytes written to the device",
+    "write_amplification": "Write amplification", "space_amplification": "Space amplification",
+    "page_cache_bytes": "Page cache needed", "lookup_depth_mean": "Mean lookup depth",
+    "lookup_depth_max": "Max lookup depth", "lookup_depth_p99": "p99 lookup depth", "est_seconds": "Estimated time",
+    "cow_blocks": "CoW blocks allocated", "copyup_count": "Files copied up", "container_alloc_bytes": "Allocated bytes",
+}
+
+
+@dataclass(frozen=True)
+class Chart:
+    path: Path
+    title: str
+    caption: str
+
+
+def unit_of(column: str) -> str:
+    if column.endswith("_bytes") or re.search(r"(size|length|bytes)$", column):
+        return "bytes"
+    if column.endswith("_seconds"):
+        return "seconds"
+    if column.endswith("_amplification"):
+        return "ratio"
+    if column.startswith("lookup_depth") or column.endswith("layers"):
+        return "layers"
+    return "count"
+
+
+UNIT_LABELS = {"bytes": "bytes", "seconds": "seconds", "ratio": "ratio (×)", "layers": "layers", "count": "count"}
+
+
+def axis_label(column: str) -> str:
+    """``image.layers`` -> 'image layers'; ``workload.size`` -> 'workload size (bytes)'."""
+    unit = unit_of(column)
+    if "." in column or column == "containers":
+        name = column.replace(".", " ").replace("_", " ")
+        return name if unit in ("layers", "count") else f"{name} ({UNIT_LABELS[unit]})"
+    return UNIT_LABELS[unit] if column in TITLES else f"{column.replace('_', ' ')} ({UNIT_LABELS[unit]})"
+
+
+BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def _byte_scale(vmin: float, vmax: float) -> int:
+    """Power of 1024 a linear byte axis is shown in: at least 4 units at the top (no '0.8 MiB')."""
+    k = 0
+    while max(abs(vmin), abs(vmax)) / 1024 ** k >= 4 * 1024 and k < len(BYTE_UNITS) - 1:
+        k += 1
+    return k
+
+
+class BytesLocator(MaxNLocator):
+    """Linear ticks at round numbers of the binary unit the axis is shown in (200 KiB, not 195 KiB)."""
+
+    def tick_values(self, vmin: float, vmax: float):  # type: ignore[override]
+        scale = 1024 ** _byte_scale(vmin, vmax)
+        return np.asarray(super().tick_values(vmin / scale, vmax / scale)) * scale
+
+
+class BytesFormatter(Formatter):
+    """Tick labels in the axis's one binary unit (linear) or each tick's own (log)."""
+
+    def __call__(self, x: float, pos: Any = None) -> str:
+        if self.axis is not None and self.axis.get_scale() == "log":
+            return format_bytes(x) if x >= 1 else ""
+        vmin, vmax = self.axis.get_view_interval() if self.axis is not None else (0, x)
+        k = _byte_scale(vmin, vmax)
+        return f"{x / 1024 ** k:g} {BYTE_UNITS[k]}" if x else "0"
+
+
+def _seconds(v: float, _pos: Any = None) -> str:
+    if v == 0:
+        return "0"
+    return f"{v * 1e6:.3g} µs" if v < 1e-3 else f"{v * 1e3:.3g} ms" if v < 1 else f"{v:.3g} s"
+
+
+def format_axis(ax: Any, which: str, column: str, values: np.ndarray) -> None:
+    """Units, human-readable ticks, and a log scale where the values span decades."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    positive = values[np.isfinite(values) & (values > 0)]
+    log = positive.size > 1 and positive.max() / positive.min() >= LOG_SPAN
+    unit = unit_of(column)
+    if log:
+        (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=2 if unit == "bytes" else 10)
+        if unit == "bytes":
+            axis.set_major_locator(LogLocator(base=2, numticks=8))
+            axis.set_minor_formatter(NullFormatter())
+    elif unit == "bytes":
+        axis.set_major_locator(BytesLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    elif unit in ("layers", "count") and not log:
+        axis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+    if unit == "bytes":
+        axis.set_major_formatter(BytesFormatter())
+    elif unit == "seconds":
+        axis.set_major_formatter(FuncFormatter(_seconds))
+
+
+def _stats(df: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    values = df[keys + [metric]].copy()
+    values[metric] = pd.to_numeric(values[metric], errors="coerce").astype(float)
+    grouped = values.groupby(keys, observed=True, sort=False)[metric]
+    out = grouped.agg(["mean", "std", "count"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def _facets(df: pd.DataFrame, columns: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    varying = [c for c in columns if c in df.columns and df[c].nunique(dropna=False) > 1]
+    if not varying:
+        return [("", df)]
+    groups = df.groupby(varying, observed=True, sort=False)
+    out = []
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        out.append((", ".join(f"{c} {k}" if c == "containers" else str(k) for c, k in zip(varying, key)), part))
+    return out[:MAX_PANELS]
+
+
+def plot_bars(df: pd.DataFrame, metric: str) -> Figure:
+    """Grouped bars: workloads along x, one bar per driver; one panel per image (and container count)."""
+    facets = _facets(df, ["image", "containers"])
+    drivers = list(dict.fromkeys(df["driver"].astype(str)))
+    workloads = list(dict.fromkeys(df["workload"].astype(str)))
+    width = min(16.0, 1.5 + len(workloads) * (0.22 * len(drivers) + 0.5))
+    ncols = 2 if width < 8 and len(facets) > 1 else 1
+    nrows = -(-len(facets) // ncols)
+    width = max(width, 6.0) * ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.0 * nrows + 1.2), squeeze=False)
+    for ax in axes.flat[len(facets):]:
+        ax.set_visible(False)
+    colors = plt.get_cmap("tab10")
+    bar_w = 0.8 / max(1, len(drivers))
+    all_values = pd.to_numeric(df[metric], errors="coerce").astype(float).to_numpy()
+    for ax, (title, part) in zip(axes.flat, facets):
+        stats = _stats(part.assign(driver=part["driver"].astype(str), workload=part["workload"].astype(str)),
+                       ["workload", "driver"], metric)
+        for i, driver in enumerate(drivers):
+            s = stats[stats["driver"] == driver].set_index("workload").reindex(workloads)
+            x = np.arange(len(workloads)) + (i - (len(drivers) - 1) / 2) * bar_w
+            err = np.where(s["count"].fillna(0) > 1, s["std"], np.nan)
+            ax.bar(x, s["mean"], bar_w, yerr=err, capsize=2, label=driver, color=colors(i % 10),
+                   error_kw={"elinewidth": 0.8})
+        ax.set_xticks(np.arange(len(workloads)), workloads, rotation=25, ha="right")
+        ax.set_ylabel(axis_label(metric))
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.grid(axis="y", alpha=0.3)
+        format_axis(ax, "y", metric, all_values)
+    fig.suptitle(TITLES.get(metric, metric), x=0.01, ha="left", fontweight="bold")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="driver", fontsize=8, ncols=min(len(drivers), 6), loc="upper right",
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
+    return fig
+
+
+def swept_axes(df: pd.DataFrame) -> list[str]:
+    """Numeric axes that take more than one value: candidates for the x of a line chart."""
+    out = []
+    for col in df.columns:
+        if col == "containers" or col.startswith(("image.", "workload.", "opt.")):
+            values = df[col].dropna()
+            if values.nunique() > 1 and pd.api.types.is_numeric_dtype(values) \
+                    and not pd.api.types.is_bool_dtype(values):
+                out.append(col)
+    return out
+
+
+def sweep_metrics(axis: str) -> tuple[str, ...]:
+    name = axis.split(".")[-1]
+    for key, metrics in SWEEP_METRICS.items():
+        if key in name or (key == "size" and name in ("length", "bytes")):
+            return metrics
+    return SWEEP_DEFAULT
+
+
+def plot_sweep(df: pd.DataFrame, axis: str, metric: str) -> Figure:
+    """``metric`` against the swept ``axis``, one line per driver (mean ± std over seeds)."""
+    facet_by = ["image"] if axis.startswith("workload.") else ["workload"]
+    part_df = df[df[axis].notna()]
+    facets = _facets(part_df, facet_by)
+    fig, axes = plt.subplots(1, len(facets), figsize=(5.2 * len(facets) + 1.5, 4.0), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    drivers = list(dict.fromkeys(part_df["driver"].astype(str)))
+    x_all = pd.to_numeric(part_df[axis]).astype(float).to_numpy()
+    y_all = pd.to_numeric(part_df[metric], errors="coerce").astype(float).to_numpy()
+    for ax, (title, part) in zip(axes[0], facets):
+        stats = _stats(part.assign(driver=part["driver"].astype(str)), ["driver", axis], metric)
+        for i, driver in enumerate(drivers):
+            s = stats[stats["driver"] == driver].sort_values(axis)
+            if s["mean"].notna().any():
+                ax.errorbar(s[axis].astype(float), s["mean"], yerr=np.where(s["count"] > 1, s["std"], np.nan),
+                            marker="o", ms=4, capsize=2, label=driver, color=colors(i % 10))
+        ax.set_xlabel(axis_label(axis))
+        ax.set_ylabel(axis_label(metric))
+        ax.set_title(title, fontsize=10, loc="left")
+        ax.grid(alpha=0.3)
+        format_axis(ax, "x", axis, x_all)
+        format_axis(ax, "y", metric, y_all)
+    axes[0, -1].legend(title="driver", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(f"{TITLES.get(metric, metric)} vs {axis_label(axis).split(' (')[0]}", x=0.01, ha="left",
+                 fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def driver_ranks(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rank of each driver per workload (1 = least), averaged over images and container counts."""
+    keys = [c for c in ("image", "containers", "workload") if c in df.columns]
+    means = _stats(df.assign(driver=df["driver"].astype(str), workload=df["workload"].astype(str)),
+                   keys + ["driver"], metric).dropna(subset=["mean"])
+    means["rank"] = means.groupby(keys, observed=True)["mean"].rank(method="min")
+    table = means.groupby(["driver", "workload"], sort=False)["rank"].mean().unstack("workload")
+    drivers = [d for d in dict.fromkeys(df["driver"].astype(str)) if d in table.index]
+    workloads = [w for w in dict.fromkeys(df["workload"].astype(str)) if w in table.columns]
+    return table.loc[drivers, workloads]
+
+
+def plot_rank_heatmap(df: pd.DataFrame, metric: str) -> Figure:
+    ranks = driver_ranks(df, metric)
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.8 + 0.9 * ranks.shape[1]), 1.8 + 0.45 * ranks.shape[0]))
+    image = ax.imshow(ranks.to_numpy(dtype=float), cmap="RdYlGn_r", vmin=1, vmax=max(2, len(ranks)), aspect="auto")
+    for (r, c), value in np.ndenumerate(ranks.to_numpy(dtype=float)):
+        if not math.isnan(value):
+            ax.text(c, r, f"{value:.3g}", ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(ranks.shape[1]), ranks.columns, rotation=30, ha="right")
+    ax.set_yticks(range(ranks.shape[0]), ranks.index)
+    ax.set_xlabel("workload")
+    fig.colorbar(image, ax=ax, label="rank (1 = least)")
+    fig.suptitle(f"Driver rank per workload: {TITLES.get(metric, metric).lower()}", x=0.01, ha="left",
+                 fontweight="bold")
+    fig.tight_layout()
+    return fig
+
+
+def _useful(df: pd.DataFrame, metric: str) -> bool:
+    if metric not in df.columns:
+        return False
+    values = pd.to_numeric(df[metric], errors="coerce").dropna()
+    return bool(len(values)) and bool((values != 0).any())
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_charts(df: pd.DataFrame, charts_dir: Path) -> list[Chart]:
+    """Every chart the report shows, as PNG files in ``charts_dir``."""
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    for old in charts_dir.glob("*.png"):
+        old.unlink()
+    out: list[Chart] = []
+    if df.empty:
+        return out
+    seeds = df["seed"].nunique() if "seed" in df.columns else 1
+    spread = f"mean of {seeds} seeds, error bars: standard deviation" if seeds > 1 else "one seed"
+    for metric in BAR_METRICS:
+        if _useful(df, metric):
+            path = charts_dir / f"bars-{metric}.png"
+            _save(plot_bars(df, metric), path)
+            out.append(Chart(path, TITLES.get(metric, metric), f"{axis_label(metric)} per workload; {spread}."))
+    for axis in swept_axes(df):
+        for metric in sweep_metrics(axis):
+            if _useful(df, metric):
+                path = charts_dir / f"sweep-{axis.replace('.', '-')}-{metric}.png"
+                _save(plot_sweep(df, axis, metric), path)
+                out.append(Chart(path, f"{TITLES.get(metric, metric)} vs {axis}", f"{spread}."))
+    if df["driver"].nunique() > 1:
+        for metric in RANK_METRICS:
+            if _useful(df, metric):
+                path = charts_dir / f"rank-{metric}.png"
+                _save(plot_rank_heatmap(df, metric), path)
+                out.append(Chart(path, f"Driver rank by {metric}", "Rank of the mean over seeds within each "
+                                 "workload, image and container count (1 = least), averaged over images and counts."))
+    return out
