@@ -96,16 +96,20 @@ READS = {"read", "readv", "pread64", "preadv", "preadv2"}
 WRITES = {"write", "writev", "pwrite64", "pwritev", "pwritev2"}
 POSITIONED = {"pread64", "preadv", "preadv2", "pwrite64", "pwritev", "pwritev2"}
 IGNORED_ERRNOS = {"ERESTARTSYS", "ERESTARTNOINTR", "ERESTARTNOHAND", "ERESTART_RESTARTBLOCK"}
+PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)/fd/(\d+)$")
+LOOKUP_ERRNOS = {"ENOENT", "ENOTDIR", "ELOOP"}  # a lookup's own failures; EINVAL (readlink of a
+# non-symlink), ENODATA (no such xattr), EACCES (access(2) of a mode) are not the name's
+OPEN_ERRNOS = LOOKUP_ERRNOS | {"EEXIST", "EISDIR"}
 MODELLED_ERRNOS = {"ENOENT", "EEXIST", "EISDIR", "ENOTDIR", "ENOTEMPTY", "ELOOP", "EINVAL", "EBUSY", "EXDEV"}
 
 
 class Desc:
     """An open file description: its offset (None = unknown) and O_APPEND."""
 
-    __slots__ = ("pos", "append")
+    __slots__ = ("pos", "append", "path")
 
-    def __init__(self, pos: int | None, append: bool):
-        self.pos, self.append = pos, append
+    def __init__(self, pos: int | None, append: bool, path: str | None = None):
+        self.pos, self.append, self.path = pos, append, path  # path: the kernel's, at open
 
 
 class Fs:
@@ -178,6 +182,10 @@ class Converter:
         if name is None:
             return None
         p = self.proc(call.pid)
+        proc_fd = PROC_FD.match(name)
+        if proc_fd:  # glibc's fchmodat(AT_SYMLINK_NOFOLLOW) goes through /proc/self/fd/N
+            desc = p.fds.get(int(proc_fd.group(2))) if proc_fd.group(1) in ("self", "thread-self", str(call.pid)) else None
+            return self.rel(desc.path) if desc is not None else None
         if name.startswith("/"):
             return self.rel(name)
         base = p.fs.cwd
@@ -256,12 +264,12 @@ class Converter:
                 self._at_stat(c)
         return self.result
 
-    def path_call(self, c: Call, path: str | None) -> bool:
+    def path_call(self, c: Call, path: str | None, errnos: set[str] = MODELLED_ERRNOS) -> bool:
         """Count a call on ``path``; False (and dropped) when it cannot become an operation."""
         if path is None:
             return False
         self.result.calls_in_root += 1
-        if c.failed and c.errno not in MODELLED_ERRNOS:
+        if c.failed and c.errno not in errnos:
             self.drop(f"errno {c.errno}")
             return False
         return True
@@ -283,7 +291,7 @@ class Converter:
         self.emit(c, op)
 
     def _lookup(self, c: Call, path: str | None, follow: bool) -> None:
-        if not self.path_call(c, path):
+        if not self.path_call(c, path, LOOKUP_ERRNOS):
             return
         assert path is not None
         if c.failed:
@@ -321,7 +329,7 @@ class Converter:
     def _do_open(self, c: Call, dirfd: str | None, name: str, flags: int, mode: int) -> None:
         path = self.at(c, dirfd, name)
         proc = self.proc(c.pid)
-        if not self.path_call(c, path):
+        if not self.path_call(c, path, OPEN_ERRNOS):
             return
         assert path is not None
         if flags & O_TMPFILE == O_TMPFILE:
@@ -331,8 +339,8 @@ class Converter:
             self._fail_lookup(c, path, not flags & O_NOFOLLOW, bool(flags & O_DIRECTORY))
             return
         access = flags & O_ACCMODE
-        if flags & O_PATH or access == 0 and not flags & O_CREAT:
-            op = Op("open", path, access="r")
+        if (flags & O_PATH or access == 0) and not flags & O_CREAT:
+            op = Op("stat", path) if flags & O_NOFOLLOW else Op("open", path, access="r")
         else:
             existing = self.node(path)
             perm = mode & 0o7777 & ~proc.fs.umask
@@ -342,7 +350,7 @@ class Converter:
                 op = Op("open", path, access={0: "r", O_WRONLY: "w"}.get(access, "rw"))
         self.emit(c, op)
         if c.ret is not None and c.ret >= 0:
-            proc.fds[c.ret] = Desc(0, bool(flags & O_APPEND))
+            proc.fds[c.ret] = Desc(0, bool(flags & O_APPEND), c.ret_path)
 
     # -- descriptors ----------------------------------------------------------------------
     def _close(self, c: Call) -> None:
