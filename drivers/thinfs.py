@@ -22,7 +22,6 @@ from bisect import bisect_right, insort
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from simulator.errors import BadInput
 from simulator.image import Layer
 from simulator.ranges import RangeSet
 from simulator.units import KiB, MiB, ceil_div, round_up
@@ -217,8 +216,8 @@ class ThinFs:
         """What mounting and unmounting writes: the superblock; xfs also clears the log
         ahead of its head and leaves an unmount record (REAL_KERNEL 4a)."""
         ranges = RangeSet([(0, FS_BLOCK)])
-        if self.geometry.fs == "xfs":
-            ranges.update(self.log_ranges(XFS_MOUNT_LOG_CLEAR))
+        if self.geometry.fs == "xfs":  # the unmount record at the head, then the cleared blocks
+            ranges.update(self.log_ranges(FS_BLOCK + XFS_MOUNT_LOG_CLEAR))
             self.state.log_head += FS_BLOCK
         self.write(ranges)
 
@@ -360,9 +359,6 @@ def build_layer(fs: ThinFs, layer: Layer) -> None:
             if extents:
                 fs.dirty_alloc()
                 fs.write(RangeSet((d, d + n) for d, n in extents))
-    if state.next_data > fs.geometry.base_size:
-        raise BadInput(f"the image needs {state.next_data} bytes of device, more than base_size "
-                       f"{fs.geometry.base_size} (dm.basesize)")
     fs.commit()
 
 

@@ -1,0 +1,185 @@
+"""devicemapper: chunk copy-on-write computed by hand on the modelled thin-device layout.
+
+ext4 on the default 10 GiB base device (drivers/thinfs.py), 64 KiB chunks:
+  inode table  [16384, 16384 + 655360*256)   = blocks 4 .. ; inode 12, 13 -> block 4 (chunk 0)
+  data start   16384 + 167772160 = 167788544  (chunk 2560 + 16384); root dir block there
+  /big (1 MiB) 167792640 .. 168841216         = chunks 2560 .. 2576 (starts 20480 into 2560)
+  journal      5 GiB = chunk 81920, 64 MiB; layer l0's commit left its head at 28672
+A chunk every device of the chain already maps is "shared": the first partial write to it
+copies it (copyup_bytes += 65536); a write covering it whole, or a never-mapped chunk, does not.
+"""
+
+import pytest
+
+from drivers import make_driver
+from helpers import f, image, ops, run
+from simulator.errors import BadInput
+from simulator.harness import Run
+from simulator.costmodel import CostModel
+
+K = 1024
+CHUNK = 64 * K
+BIG_DEV = 167792640  # /big's first byte on the device
+LOG = 5 * 1024 * K * K  # journal start
+IMG = image([f("/big", 1024 * K)])
+MOUNT_EXT4 = 4096  # superblock written at mount (REAL_KERNEL 4a: 4096 B of mount noise)
+EXT4 = {"fs": "ext4"}
+
+
+def jbd2(items):
+    return (items + 2) * 4096  # descriptor + the blocks + commit
+
+
+def test_layout_of_the_big_file():
+    assert BIG_DEV % CHUNK == 20480 and BIG_DEV // CHUNK == 2560
+    r = Run(make_driver("devicemapper", EXT4), IMG, 1)
+    rec = r.driver.layer_fs["l0"].layout.file(1)
+    assert rec.extents == ((BIG_DEV, 1024 * K),)
+
+
+def test_aligned_4k_write_into_lower_file_copies_one_chunk():
+    m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 0, "length": 4096}), **EXT4)
+    # chunks made private: 0 (superblock at mount, inode block 4 later), 2560 (the data
+    # block), 81920 (journal: descriptor + inode block + commit).  Each was shared and
+    # written partly, so each is copied: the data write alone costs one 64 KiB copy.
+    assert m["cow_blocks"] == 3
+    assert m["copyup_bytes"] == 3 * CHUNK
+    assert m["copyup_count"] == 0  # block-level: no file is copied
+    assert m["container_alloc_bytes"] == 3 * CHUNK
+    assert m["container_physical_bytes"] == 3 * (CHUNK + 48)  # 48 B pool metadata per chunk
+    # device writes: sb, data block, journal (3 blocks), home inode block, + 3 chunk copies
+    assert m["device_write_bytes"] == MOUNT_EXT4 + 4096 + jbd2(1) + 4096 + 3 * CHUNK
+    assert m["container_data_bytes"] == 4096 + 4096 + jbd2(1) + 4096  # sb, data, journal, inode block
+
+
+def test_4k_reference_chunks_never_copy():
+    # with 4 KiB chunks every fs block write covers its chunk: allocation without copies
+    m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 5, "length": 1}),
+            chunk_size=4096, **EXT4)
+    assert m["copyup_bytes"] == 0
+    # sb, inode block 4, data block, 3 journal blocks
+    assert m["cow_blocks"] == 1 + 1 + 1 + 3
+
+
+def test_write_covering_a_whole_chunk_is_not_copied():
+    # file offset 45056 is device offset 2561 * 65536: chunk 2561 is overwritten whole
+    assert BIG_DEV + 45056 == 2561 * CHUNK
+    m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 45056, "length": CHUNK}), **EXT4)
+    assert m["cow_blocks"] == 3  # 0, 2561, 81920
+    assert m["copyup_bytes"] == 2 * CHUNK  # superblock's and journal's chunks only
+
+
+def test_sharing_is_broken_once_and_blocks_written_twice_cost_once():
+    trace = ops({"op": "write", "path": "/big", "offset": 0, "length": 10},
+                {"op": "write", "path": "/big", "offset": 100, "length": 10},  # same block, before writeback
+                {"op": "fsync", "path": "/big"},
+                {"op": "write", "path": "/big", "offset": 200, "length": 10})  # after: written again, same chunk
+    m = run("devicemapper", IMG, trace, **EXT4)
+    assert m["cow_blocks"] == 3 and m["copyup_bytes"] == 3 * CHUNK
+    # mount sb; writeback 1 (block + copy); commit 1 (journal + copy, home in chunk 0);
+    # writeback 2 (block, chunk already private); commit 2 (journal, home)
+    assert m["device_write_bytes"] == (MOUNT_EXT4 + CHUNK) + (4096 + CHUNK) + (jbd2(1) + CHUNK) + 4096 \
+        + 4096 + jbd2(1) + 4096
+
+
+def test_new_small_file_lands_in_the_chunk_the_image_shares():
+    # delalloc puts /new right after /big: 168841216, inside chunk 2576, which /big's tail
+    # already maps - a small new file still copies a chunk, as "several small files share a chunk"
+    m = run("devicemapper", IMG, ops({"op": "create", "path": "/new", "size": 10000}), **EXT4)
+    # chunks: 0 (sb; inode 13 in block 4; bitmaps 1-3), 2576 (data), 81920 (journal),
+    # 2560 (root directory block home write)
+    assert m["cow_blocks"] == 4 and m["copyup_bytes"] == 4 * CHUNK
+    items = 5  # inode block 4, root dir block, inode bitmap 3, GDT 1, block bitmap 2
+    assert m["device_write_bytes"] == MOUNT_EXT4 + 3 * 4096 + jbd2(items) + items * 4096 + 4 * CHUNK
+
+
+def test_deleting_frees_nothing_in_the_pool():
+    base = run("devicemapper", IMG, [], **EXT4)
+    m = run("devicemapper", IMG, ops({"op": "unlink", "path": "/big"}), **EXT4)
+    assert m["image_physical_bytes"] == base["image_physical_bytes"]
+    # metadata only: chunks 0, 2560 (root dir block), 81920 (journal); no data chunk freed
+    assert m["cow_blocks"] == 3
+    assert base["cow_blocks"] == 1  # an idle container: its superblock write
+
+
+def test_image_physical_bytes_base_device_and_layer():
+    m = run("devicemapper", IMG, [], **EXT4)
+    # base (mkfs, lazy init off): header + inode table + root dir block = chunks 0..2560
+    # (2561), journal 64 MiB = 1024 chunks.  Layer l0: chunk 0 (sb, bitmaps, inode block),
+    # 2560..2576 (/big and root dir block), 81920 (journal).
+    assert m["image_physical_bytes"] == (2561 + 1024 + 1 + 17 + 1) * (CHUNK + 48)
+
+
+def test_mount_noise_matches_the_measured_figures():
+    # REAL_KERNEL 4a: mount + umount unshares 4096 B on ext4 and 2105344 B on xfs
+    assert run("devicemapper", IMG, [], **EXT4)["container_data_bytes"] == 4096
+    m = run("devicemapper", IMG, [])
+    assert m["container_data_bytes"] == 2105344
+    # xfs log at chunk 81920, head 8192 after layer l0's mount and commit: the 2 MiB + 4 KiB
+    # written from there span chunks 81920..81952 (33, partial at both ends), + chunk 0
+    assert m["cow_blocks"] == 34 and m["copyup_bytes"] == 3 * CHUNK
+
+
+def test_page_cache_is_per_container():
+    trace = ops(*({"op": "read", "path": "/big", "offset": 0, "length": 1024 * K, "container": c}
+                  for c in range(3)),
+                {"op": "write", "path": "/big", "offset": 0, "length": 1},
+                {"op": "read", "path": "/big", "offset": 0, "length": 4096})  # same file after the change
+    m = run("devicemapper", IMG, trace, containers=3)
+    assert m["page_cache_bytes"] == 3 * 1024 * K
+    assert m["lookup_depth_max"] == 1
+
+
+def test_lookups_cost_one_at_any_depth():
+    deep = image(*([f(f"/d{i}/x", 10)] for i in range(20)))
+    m = run("devicemapper", deep, ops({"op": "stat", "path": "/d0/x"}, {"op": "stat", "path": "/nope"}))
+    assert (m["lookup_depth_mean"], m["lookup_depth_max"]) == (1, 1)
+
+
+def test_commit_uses_the_naive_diff_and_builds_a_layer():
+    m = run("devicemapper", IMG, ops({"op": "create", "path": "/x", "size": 10}, {"op": "commit"}), **EXT4)
+    assert m["commit_bytes"] == 10
+    assert m["commit_files_scanned"] >= 2  # both whole trees walked
+    base = run("devicemapper", IMG, [], **EXT4)
+    assert m["image_physical_bytes"] > base["image_physical_bytes"]  # the new layer's chunks
+
+
+def test_sizes_are_symbolic():
+    img = image([f("/huge", 1 << 40)])
+    m = run("devicemapper", img, ops({"op": "write", "path": "/huge", "offset": (1 << 40) - 1, "length": 1}),
+            base_size=4 << 40)
+    # one data chunk copied (the last block of /huge), plus superblock and log chunks (xfs)
+    assert m["written_bytes"] == 1
+    assert m["copyup_bytes"] % CHUNK == 0 and m["cow_blocks"] >= 35
+
+
+@pytest.mark.parametrize("size", [65536, 131072, 512 * K, 1 << 30, 4096])
+def test_chunk_sizes_dm_thin_accepts(size):
+    assert make_driver("devicemapper", {"chunk_size": size}).chunk == size
+
+
+@pytest.mark.parametrize("size", [0, 8192, 32768, 98304, 65536 + 4096, 2 << 30, -65536])
+def test_chunk_sizes_refused(size):
+    with pytest.raises(BadInput, match="chunk_size"):
+        make_driver("devicemapper", {"chunk_size": size})
+
+
+@pytest.mark.parametrize("opts", [{"fs": "btrfs"}, {"base_size": 4096}, {"base_size": (1 << 30) + 1},
+                                  {"nope": 1}])
+def test_bad_options(opts):
+    with pytest.raises(BadInput):
+        make_driver("devicemapper", opts)
+
+
+def test_est_seconds_prices_chunk_copies():
+    cheap = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 45056, "length": CHUNK}), **EXT4)
+    # the fs writes whole 4 KiB blocks: 45057 + 65534 bytes still cover chunk 2561 exactly
+    same = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 45057, "length": CHUNK - 2}),
+               **EXT4)
+    assert same["copyup_bytes"] == cheap["copyup_bytes"]
+    # one block later, the same length straddles chunks 2561 and 2562: two partial chunks
+    dear = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 45056 + 4096, "length": CHUNK}),
+               **EXT4)
+    assert dear["copyup_bytes"] == cheap["copyup_bytes"] + 2 * CHUNK
+    assert dear["est_seconds"] > cheap["est_seconds"]
+    assert isinstance(Run(make_driver("devicemapper"), IMG, 1).finish(CostModel())["est_seconds"], float)
