@@ -38,6 +38,9 @@ class CostModel:
     mount_layer_seconds: float = 19.4e-6
     # One file examined by a diff (stat of both sides for the naive differ) (uncalibrated).
     diff_file_seconds: float = 5.0e-6
+    # One extra per-branch permission check on a directory (aufs_permission walks every
+    # branch unless dirperm1): generic_permission on a cached inode (uncalibrated).
+    perm_check_seconds: float = 0.2e-6
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], source: str = "calibration") -> CostModel:
@@ -57,7 +60,7 @@ class CostModel:
 
     def estimate(self, *, ops: int, probes: int, copyup_bytes: int, copyups: int,
                  device_write_bytes: int, metadata_ops: int, fsyncs: int, mounts: int,
-                 mounted_layers: int, diff_files: int) -> float:
+                 mounted_layers: int, diff_files: int, perm_checks: int = 0) -> float:
         """Predicted wall time of a workload from its event counts."""
         return (ops * self.syscall_seconds
                 + probes * self.probe_seconds
@@ -68,4 +71,5 @@ class CostModel:
                 + fsyncs * self.fsync_seconds
                 + mounts * self.mount_seconds
                 + mounted_layers * self.mount_layer_seconds
-                + diff_files * self.diff_file_seconds)
+                + diff_files * self.diff_file_seconds
+                + perm_checks * self.perm_check_seconds)

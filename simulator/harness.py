@@ -101,8 +101,8 @@ class Run:
         ideal = self._ideal_bytes()
         physical = space.image_physical_bytes + space.container_physical_bytes
         depth = depth_stats(driver.depth_hist)
-        probes = sum(d * n for d, n in driver.depth_hist.items())
-        mounts = len(self.mounts) + tally.commits
+        probes = sum(d * n for d, n in driver.depth_hist.items()) + tally.probes
+        mounts = len(self.mounts) + tally.commits + tally.remounts
         mounted_layers = sum(m.ns.tree.depth for m in self.mounts) + tally.commits
         metrics: dict[str, Any] = {
             "ops": self.ops, "failed_ops": self.failed, "written_bytes": written, "read_bytes": read,
@@ -125,7 +125,7 @@ class Run:
             copyups=tally.copyup_count + tally.copyup_meta_count,
             device_write_bytes=tally.device_write_bytes, metadata_ops=tally.metadata_ops,
             fsyncs=tally.fsyncs, mounts=mounts, mounted_layers=mounted_layers,
-            diff_files=tally.commit_files_scanned)
+            diff_files=tally.commit_files_scanned, perm_checks=tally.perm_checks)
         return metrics
 
     def _ideal_bytes(self) -> int:

@@ -27,7 +27,8 @@ METRIC_KEYS = (
 class Tally:
     """What the hooks accumulate while a workload runs (all drivers share one shape).
 
-    The ``*_ops`` and ``probes`` fields are event counts the cost model prices.
+    The ``*_ops``, ``probes`` (lookups beyond the depth histogram's), ``remounts`` and
+    ``perm_checks`` fields are event counts the cost model prices.
     """
 
     copyup_count: int = 0
@@ -41,6 +42,8 @@ class Tally:
     probes: int = 0
     commits: int = 0
     cow_copy_bytes: int = 0  # block drivers: bytes read-modify-written (also in copyup_bytes)
+    remounts: int = 0  # mount(2) calls beyond one per container mount (aufs append: remounts)
+    perm_checks: int = 0  # permission checks beyond one per directory walked (aufs without dirperm1)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
