@@ -10,23 +10,31 @@ NAME_MAX = 255  # linux/limits.h
 PATH_MAX = 4096  # linux/limits.h, including the terminating NUL
 
 
+def shown(path: str, limit: int = 80) -> str:
+    """``path`` quoted for a one-line message, shortened in the middle when long."""
+    if len(path) <= limit:
+        return repr(path)
+    half = (limit - 3) // 2
+    return repr(path[:half] + "..." + path[-half:])
+
+
 def path_problem(path: object) -> str | None:
     """Why ``path`` is not a valid absolute path, or None when it is."""
     if not isinstance(path, str):
         return f"path must be a string, not {type(path).__name__}"
     if not path.startswith("/"):
-        return f"path {path!r} is not absolute"
+        return f"path {shown(path)} is not absolute"
     if path == "/":
         return "path '/' names the root, which cannot be an entry or an operand here"
     if "\0" in path:
-        return f"path {path!r} contains a NUL byte"
+        return f"path {shown(path)} contains a NUL byte"
     if len(path.encode()) >= PATH_MAX:
         return f"path of {len(path.encode())} bytes exceeds PATH_MAX ({PATH_MAX})"
     for part in path[1:].split("/"):
         if part in ("", ".", ".."):
-            return f"path {path!r} has an empty, '.' or '..' component"
+            return f"path {shown(path)} has an empty, '.' or '..' component"
         if len(part.encode()) > NAME_MAX:
-            return f"path {path!r} has a component longer than NAME_MAX ({NAME_MAX} bytes)"
+            return f"path {shown(path)} has a component longer than NAME_MAX ({NAME_MAX} bytes)"
     return None
 
 
