@@ -252,17 +252,22 @@ class Converter:
         for c in calls:
             if c.errno in IGNORED_ERRNOS:
                 continue
-            handler = getattr(self, "_" + c.name, None)
-            if handler is not None:
-                handler(c)
-            elif c.name in READS or c.name in WRITES:
-                self._io(c)
-            elif c.name in FOLLOWING_STATS or c.name in NOFOLLOW_STATS:
-                follow = c.name in FOLLOWING_STATS
-                self._lookup(c, self.at(c, None, c.args[0]), follow)
-            elif c.name in AT_STATS:
-                self._at_stat(c)
+            try:
+                self._dispatch(c)
+            except (ValueError, IndexError) as exc:
+                raise BadInput(f"strace log line {c.line}: cannot read the arguments of {c.name}: {exc}") from None
         return self.result
+
+    def _dispatch(self, c: Call) -> None:
+        handler = getattr(self, "_" + c.name, None)
+        if handler is not None:
+            handler(c)
+        elif c.name in READS or c.name in WRITES:
+            self._io(c)
+        elif c.name in FOLLOWING_STATS or c.name in NOFOLLOW_STATS:
+            self._lookup(c, self.at(c, None, c.args[0]), c.name in FOLLOWING_STATS)
+        elif c.name in AT_STATS:
+            self._at_stat(c)
 
     def path_call(self, c: Call, path: str | None, errnos: set[str] = MODELLED_ERRNOS) -> bool:
         """Count a call on ``path``; False (and dropped) when it cannot become an operation."""

@@ -124,6 +124,8 @@ def int_arg(arg: str) -> int:
     total = 0
     for part in arg.split("|"):
         part = part.strip()
+        if not part:
+            continue  # statx prints AT_STATX_SYNC_AS_STAT (0) as nothing: '|0x1000'
         if part.startswith(("0x", "-0x")):
             total |= int(part, 16)
         elif len(part) > 1 and part.startswith("0"):
