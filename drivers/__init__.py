@@ -10,15 +10,19 @@ from typing import Any, Callable, Mapping
 
 from simulator.errors import BadInput
 
+from .aufs import AufsDriver
 from .base import BaseDriver, BaseMount, GraphDriver
 from .devicemapper import DevicemapperDriver
 from .overlay import OverlayDriver
 from .vfs import VfsDriver
+from .zfs import ZfsDriver
 
 REGISTRY: dict[str, type[BaseDriver]] = {
+    "aufs": AufsDriver,
     "devicemapper": DevicemapperDriver,
     "overlay": OverlayDriver,
     "vfs": VfsDriver,
+    "zfs": ZfsDriver,
 }
 
 
