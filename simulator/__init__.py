@@ -3,6 +3,7 @@
 The public library API; notebooks and other programs import from here::
 
     from simulator import Cell, run_cell, load_image, simulate
+    from simulator import run_campaign, load_results   # campaigns (imported on first use)
 """
 
 from .costmodel import CostModel
@@ -17,4 +18,15 @@ from .trace import Op
 
 __all__ = ["BackendUnavailable", "BadInput", "Cell", "CostModel", "Entry", "Image", "ImageTree", "Layer",
            "LayerbenchError", "METRIC_KEYS", "Op", "Run", "image_from_dict", "load_image", "load_image_json",
-           "load_trace", "load_workload", "run_cell", "simulate", "view_cell"]
+           "load_trace", "load_workload", "run_cell", "simulate", "view_cell", "run_campaign", "load_results"]
+
+_CAMPAIGN_API = ("run_campaign", "load_results")
+
+
+def __getattr__(name: str):
+    """Campaign functions load pyarrow and friends: import them only when asked for."""
+    if name in _CAMPAIGN_API:
+        from . import campaign
+
+        return getattr(campaign, name)
+    raise AttributeError(f"module 'simulator' has no attribute {name!r}")

@@ -15,6 +15,10 @@ file inputs appear as the path written in the campaign file.  Labels are display
 take no part in the identity, so renaming a label recomputes nothing.  A cell's file name is
 the first 16 hex digits of the SHA-256 of its id (ids hold ``/`` and ``|``).
 
+A built-in workload that spreads its operations over containers (it declares a
+``containers`` parameter) gets the cell's container count unless the campaign fixes it: the
+``containers`` axis means "N containers run this workload", not "N containers, one busy".
+
 The seed handed to the simulator is derived from the cell's *inputs* -- image, workload and
 the seed axis value -- and deliberately not from the driver or the container count: every
 driver and every container count then replays the very same generated image and trace
@@ -51,6 +55,14 @@ class Variant:
     values: tuple[tuple[str, Any], ...] = ()  # options (non-default) or params, sorted by key
     path: str | None = None  # resolved file for file inputs
     columns: tuple[tuple[str, Any], ...] = field(default=(), compare=False)  # as written, for result columns
+    per_container: bool = field(default=False, compare=False)  # a built-in workload taking `containers`
+
+    def spec_for(self, containers: int) -> str:
+        """The spec, with the cell's container count where the workload spreads over containers."""
+        if not self.per_container:
+            return self.spec
+        values = tuple(sorted(self.values + (("containers", containers),)))
+        return self.name + ":" + ",".join(f"{k}={_text(v)}" for k, v in values)
 
     @property
     def key(self) -> str:
@@ -91,7 +103,7 @@ class CampaignCell:
     def runner_cell(self):
         from ..runner import Cell
 
-        return Cell(driver=self.driver.name, image=self.image.spec, workload=self.workload.spec,
+        return Cell(driver=self.driver.name, image=self.image.spec, workload=self.workload.spec_for(self.containers),
                     options=dict(self.driver.values), containers=self.containers, seed=self.run_seed)
 
     def axes(self) -> dict[str, Any]:
@@ -188,7 +200,7 @@ def load_campaign(source: str | Path | Mapping[str, Any], base_dir: Path | None 
             raise BadInput(f"{source}: cannot read campaign file: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
             raise BadInput(f"{source}: not UTF-8 text: {exc.reason}") from None
-        where, base = str(source), Path(base_dir or path.parent)
+        where, base = str(source) if path == Path(source) else str(path), Path(base_dir or path.parent)
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -322,7 +334,10 @@ def _inputs(raw: Mapping[str, Any], section: str, base: Path, ck: _Checker) -> l
             except BadInput as exc:
                 bad = next((k for k, _ in combo if f"'{k}'" in str(exc) or k in str(exc)), None)
                 raise ck.fail(where + (("params", bad) if bad else ("params",)), str(exc)) from None
-            out.append(Variant(name, _label(str(label), combo, _swept(entry, "params")), combo, columns=combo))
+            per_container = section == "workloads" and "containers" not in dict(combo) and \
+                any(p.name == "containers" for p in builtin.params)
+            out.append(Variant(name, _label(str(label), combo, _swept(entry, "params")), combo, columns=combo,
+                               per_container=per_container))
     return out
 
 
