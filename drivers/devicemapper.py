@@ -18,7 +18,7 @@ a flattened, single-group picture of mkfs's defaults)::
                      image build order (small files share a chunk, as on a real fs)
     base_size / 2    ext4 journal / xfs log (mkfs puts it in the middle of the device)
 
-File operations become fs block writes (``ThinFs``), and those become chunk writes on the
+File operations become fs block writes (``ThinFs``, drivers/thinfs.py), and those become chunk writes on the
 container's thin device (``drivers.thinpool``): the first write into a chunk still shared
 with the image allocates a chunk, copying it unless the batch covers it whole.  Data is
 allocated at writeback (SPEC section 5; ext4/xfs delalloc); metadata blocks dirtied since
