@@ -13,6 +13,7 @@ from simulator.errors import BadInput
 from .aufs import AufsDriver
 from .base import BaseDriver, BaseMount, GraphDriver
 from .devicemapper import DevicemapperDriver
+from .btrfs import BtrfsDriver
 from .overlay import OverlayDriver
 from .vfs import VfsDriver
 from .zfs import ZfsDriver
@@ -20,6 +21,7 @@ from .zfs import ZfsDriver
 REGISTRY: dict[str, type[BaseDriver]] = {
     "aufs": AufsDriver,
     "devicemapper": DevicemapperDriver,
+    "btrfs": BtrfsDriver,
     "overlay": OverlayDriver,
     "vfs": VfsDriver,
     "zfs": ZfsDriver,

@@ -120,6 +120,9 @@ class BaseMount:
     def fsync(self, node) -> None:
         self.tally.fsyncs += 1
 
+    def closed(self, node, op: str) -> None:
+        pass
+
     def metadata(self, op: str, node) -> None:
         self.tally.metadata_ops += 1
         self.tally.device_write_bytes += METADATA_WRITE_BYTES

@@ -53,6 +53,10 @@ class StorageHooks(Protocol):
 
     def fsync(self, node: Node) -> None: ...
 
+    def closed(self, node: Node, op: str) -> None:
+        """Operation ``op`` (create, write, append, open, read, fsync) opened ``node`` and
+        has closed it: btrfs flushes some files at close (``drivers/btrfs.py``)."""
+
     def metadata(self, op: str, node: Node | None) -> None:
         """A namespace or attribute change: create, mkdir, unlink, rename, chmod, ..."""
 
