@@ -146,8 +146,11 @@ def _check_rename(ns: Namespace, src: Resolved, dst: Resolved) -> bool:
     node = _existing(src)
     if src.parent is None or dst.parent is None:
         raise FsError("EBUSY")
-    if dst.node is node:
+    same_name = src.parent is dst.parent and src.name == dst.name
+    if dst.node is node and (same_name or node.__class__ is not ImageFile or ns.hooks.keeps_hardlinks):
         return False  # same inode: rename does nothing
+    # (Two image names of one file are two inodes to overlayfs without index: ovl_hash_bylower
+    # refuses to hash a lower hard link that copy-up would break, so the rename goes ahead.)
     if node.__class__ in DIR_TYPES:
         if dst.node is not None:
             if dst.node.__class__ not in DIR_TYPES:

@@ -62,9 +62,9 @@ TMPFS_SHARE_OF_AVAILABLE = 2  # the scratch tmpfs may fill at most 1/2 of availa
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def check_available(geteuid=os.geteuid, filesystems: str = "/proc/filesystems") -> None:
+def check_available(filesystems: str = "/proc/filesystems") -> None:
     """Raise BackendUnavailable (exit 3) with the reason when this machine cannot run it."""
-    if geteuid() != 0:
+    if os.geteuid() != 0:
         raise BackendUnavailable("the real overlay backend needs root (mount(2), trusted.* xattrs); "
                                  "run as root or use --backend sim")
     try:
