@@ -19,7 +19,7 @@ from simulator.trace import WRITE_OPS
 
 from .replay import ReplayResult, replay
 
-REAL_DRIVERS = ("overlay",)
+REAL_DRIVERS = ("overlay", "btrfs")
 UPPER_KEYS = ("container_files", "container_data_bytes", "container_alloc_bytes", "whiteouts", "opaque_dirs",
               "metacopy_files", "redirect_dirs")
 
@@ -50,6 +50,10 @@ def run_real(cell: Cell) -> dict[str, Any]:
 
 def measure_prepared(prepared: Prepared, containers: int) -> dict[str, Any]:
     """The metrics of already validated inputs (the tests shrink failing traces with it)."""
+    if prepared.driver.name == "btrfs":
+        from .btrfs import measure_btrfs
+
+        return measure_btrfs(prepared.image, prepared.ops, containers, prepared.driver.options)
     from .overlay import overlay_session, upper_stats
 
     totals = ReplayResult()
@@ -78,6 +82,10 @@ def view_real(cell: Cell, container: int = 0) -> dict[str, dict[str, Any]]:
 
 
 def view_prepared(prepared: Prepared, container: int = 0) -> dict[str, dict[str, Any]]:
+    if prepared.driver.name == "btrfs":
+        from .btrfs import view_btrfs
+
+        return view_btrfs(prepared.image, prepared.ops, container, prepared.driver.options)
     from .overlay import overlay_session, tree_view
 
     with overlay_session(prepared.image, prepared.driver.options, _written_estimate(prepared)) as session:

@@ -31,9 +31,11 @@ from typing import Any, Iterator
 
 from simulator.errors import BackendUnavailable, LayerbenchError
 from simulator.image import Image, Layer
+from simulator.metrics import METRIC_KEYS
+from simulator.trace import WRITE_OPS, Op
 
 from .overlay import terminate_raises
-from .replay import write_fill
+from .replay import ReplayResult, replay, write_fill
 
 MIN_LOOP_BYTES = 1 << 30  # sparse: mkfs.btrfs wants room for DUP metadata chunks
 SETTLE_TRIES = 20  # sync + re-read qgroups until two reads agree, at most this often
@@ -223,3 +225,32 @@ def btrfs_session(image: Image, options: dict[str, Any], extra_bytes: int = 0) -
             yield session
         finally:
             session.close()
+
+
+def measure_btrfs(image: Image, ops: list[Op], containers: int, options: dict[str, Any]) -> dict[str, Any]:
+    """SPEC section 5 metrics of a workload on the real btrfs, null where btrfs does not
+    tell; ``qgroup_exclusive_bytes`` (data extents whole + metadata once) is added."""
+    written = sum(op.size if op.kind == "create" else op.length for op in ops if op.kind in WRITE_OPS)
+    metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+    totals = ReplayResult()
+    with btrfs_session(image, options, written) as session:
+        for c in range(containers):
+            result = replay(session.start(c), [op for op in ops if op.container == c])
+            for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
+                setattr(totals, key, getattr(totals, key) + getattr(result, key))
+        usage = session.usage(containers)
+    metrics.update(ops=totals.ops, failed_ops=totals.failed_ops, written_bytes=totals.written_bytes,
+                   read_bytes=totals.read_bytes,
+                   container_alloc_bytes=sum(u["du_exclusive"] for u in usage),
+                   qgroup_exclusive_bytes=sum(u["qgroup_exclusive"] for u in usage))
+    return metrics
+
+
+def view_btrfs(image: Image, ops: list[Op], container: int, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Container ``container``'s view after its operations, read from its snapshot."""
+    from .overlay import tree_view
+
+    with btrfs_session(image, options) as session:
+        root = session.start(container)
+        replay(root, [op for op in ops if op.container == container])
+        return tree_view(root)
