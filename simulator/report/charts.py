@@ -172,7 +172,8 @@ def plot_bars(df: pd.DataFrame, metric: str) -> Figure:
         ax.set_visible(False)
     colors = plt.get_cmap("tab10")
     bar_w = 0.8 / max(1, len(drivers))
-    all_values = pd.to_numeric(df[metric], errors="coerce").astype(float).to_numpy()
+    facet_keys = [c for c in ("image", "containers") if c in df.columns]
+    all_values = _stats(df, facet_keys + ["workload", "driver"], metric)["mean"].to_numpy()  # what is drawn
     for ax, (title, part) in zip(axes.flat, facets):
         stats = _stats(part.assign(driver=part["driver"].astype(str), workload=part["workload"].astype(str)),
                        ["workload", "driver"], metric)

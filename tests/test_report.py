@@ -1,0 +1,116 @@
+"""Charts and report.html: files written, units on axes, and the page loads in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from matplotlib.ticker import Formatter
+
+from simulator import load_results, run_campaign
+from simulator.report import driver_ranks, plot_sweep, swept_axes
+from simulator.report.charts import BytesFormatter, axis_label
+
+CAMPAIGN = """
+name = "rep"
+seeds = [0, 1]
+containers = [1, 2]
+
+[[images]]
+name = "random"
+params = { layers = [2, 5], entries = 10 }
+
+[[drivers]]
+name = "overlay"
+
+[[drivers]]
+name = "vfs"
+
+[[workloads]]
+name = "random"
+params = { ops = 40 }
+
+[[workloads]]
+name = "demo"
+"""
+
+
+@pytest.fixture(scope="module")
+def campaign_dir(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("report")
+    (base / "rep.toml").write_text(CAMPAIGN)
+    return run_campaign(base / "rep.toml", base / "out", jobs=2, progress=None)
+
+
+def test_charts_cover_metrics_sweeps_and_ranks(campaign_dir):
+    names = sorted(p.name for p in (campaign_dir / "charts").glob("*.png"))
+    assert "bars-physical_bytes.png" in names and "bars-est_seconds.png" in names
+    assert "sweep-image-layers-lookup_depth_mean.png" in names  # layers -> lookup depth
+    assert "sweep-containers-physical_bytes.png" in names and "sweep-containers-page_cache_bytes.png" in names
+    assert "rank-est_seconds.png" in names
+    for name in names:
+        assert (campaign_dir / "charts" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    df = load_results(campaign_dir)
+    assert swept_axes(df) == ["containers", "image.layers"]
+
+
+def test_sweep_axis_is_log_scaled_with_byte_labels_when_values_span_decades(campaign_dir):
+    df = load_results(campaign_dir)
+    df["workload.size"] = df["seed"].map({0: 4096, 1: 1 << 30})  # 4 KiB and 1 GiB: 18 doublings apart
+    fig = plot_sweep(df, "workload.size", "physical_bytes")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "workload size (bytes)"
+    labels = {t.get_text() for t in ax.get_xticklabels()}
+    assert {"4 KiB", "1 GiB"} <= labels
+    assert axis_label("est_seconds") == "seconds" and axis_label("image.layers") == "image layers"
+
+
+def test_linear_byte_ticks_use_one_binary_unit():
+    class Axis:
+        def get_scale(self):
+            return "linear"
+
+        def get_view_interval(self):
+            return (0, 3 * 1024 * 1024)
+
+    f: Formatter = BytesFormatter()
+    f.axis = Axis()  # type: ignore[assignment]
+    # 3 MiB top: below 4 MiB, so ticks stay in KiB (no '0.5 MiB'): 512 KiB = 524288 bytes.
+    assert f(524288) == "512 KiB" and f(0) == "0"
+
+
+def test_driver_ranks_are_one_for_the_least(campaign_dir):
+    df = load_results(campaign_dir)
+    ranks = driver_ranks(df, "lookup_depth_mean")
+    # vfs has one filesystem per container: depth 1 everywhere, never more than overlay's.
+    assert (ranks.loc["vfs"] == 1).all()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_opens_without_a_server_and_every_chart_loads(campaign_dir):
+    page = campaign_dir / "report.html"
+    html = page.read_text()
+    charts = sorted(p.name for p in (campaign_dir / "charts").glob("*.png"))
+    assert sorted(re.findall(r'src="charts/([^"]+)"', html)) == charts
+    assert "http://" not in html and "https://" not in html  # nothing fetched from the network
+    assert html.count("<tr>") == 1 + len(load_results(campaign_dir))  # header + one row per cell
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    match = re.search(r'<html[^>]*data-charts-loaded="(\d+)/(\d+)"', proc.stdout)
+    assert match, proc.stdout[:500]
+    assert int(match.group(1)) == int(match.group(2)) == len(charts) > 0
