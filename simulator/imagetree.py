@@ -175,14 +175,22 @@ class _Builder:
             kinds: dict[str, str] = {}
             names: dict[str, set[str]] = {}
             for e in layer.entries:
-                kind = {"dir": OPAQUE if e.opaque else DIR, "whiteout": WHITEOUT}.get(e.type, NONDIR)
-                kinds[e.path] = kind
-                parts = components(e.path)
-                for i in range(len(parts)):
-                    parent = "/" + "/".join(parts[:i])
-                    names.setdefault(parent, set()).add(parts[i])
-                    if i:
-                        kinds.setdefault(parent, DIR)
+                path = e.path
+                kinds[path] = {"dir": OPAQUE if e.opaque else DIR, "whiteout": WHITEOUT}.get(e.type, NONDIR)
+                # Register each (parent, name) pair up the path; stop at a parent already
+                # known, whose ancestors are registered (O(new components), not O(depth^2)).
+                while True:
+                    cut = path.rfind("/")
+                    parent = path[:cut] or "/"
+                    in_parent = names.get(parent)
+                    if in_parent is None:
+                        names[parent] = {path[cut + 1:]}
+                    else:
+                        in_parent.add(path[cut + 1:])
+                    if parent == "/" or parent in kinds:
+                        break
+                    kinds[parent] = DIR
+                    path = parent
             self.layer_kinds.append(kinds)
             self.layer_names.append(names)
             # OCI: an opaque directory hides its lower contents before the layer's entries apply.

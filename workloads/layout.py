@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.image import Entry, Image, Layer
+from simulator.image import DEFAULT_FILE_MODE, Entry, Image, Layer
 from simulator.units import KiB
 
 # Top-level directories of a Filesystem Hierarchy Standard 3.0 root: where the tree starts.
@@ -128,7 +128,7 @@ def assemble(rng: np.random.Generator, plan: Plan) -> Image:
         if kind == 1:
             buckets[k].append(Entry(paths[i], "file", size, 0o644))
         else:
-            buckets[k].append(Entry(paths[i], "whiteout"))
+            buckets[k].append(Entry(paths[i], "whiteout", mode=DEFAULT_FILE_MODE))  # as the loader sets it
     if plan.symlinks and n:
         where = rng.integers(len(dirs), size=plan.symlinks).tolist()
         targets = rng.integers(n, size=plan.symlinks).tolist()
