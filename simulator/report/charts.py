@@ -38,6 +38,8 @@ SWEEP_METRICS = {  # which metrics a swept axis is about (matched on the axis na
     "size": ("copyup_bytes", "device_write_bytes", "est_seconds"),
 }
 SWEEP_DEFAULT = ("physical_bytes", "est_seconds")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # big to small, so overlapping lines stay visible
+LINESTYLES = ("-", "--", "-.", ":")
 TITLES = {
     "physical_bytes": "Physical bytes on disk (image + containers)", "ideal_bytes": "Ideal bytes",
     "container_physical_bytes": "Container physical bytes", "image_physical_bytes": "Image physical bytes",
@@ -123,17 +125,19 @@ def format_axis(ax: Any, which: str, column: str, values: np.ndarray) -> None:
     log = positive.size > 1 and positive.max() / positive.min() >= LOG_SPAN
     unit = unit_of(column)
     if log:
-        (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=2 if unit == "bytes" else 10)
-        if unit == "bytes":
-            axis.set_major_locator(LogLocator(base=2, numticks=8))
-            axis.set_minor_formatter(NullFormatter())
+        base = 2 if unit in ("bytes", "layers", "count") else 10
+        (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=base)
+        axis.set_major_locator(LogLocator(base=base, numticks=6 if which == "x" else 9))  # x labels are wide
+        axis.set_minor_formatter(NullFormatter())
+        if unit != "bytes":
+            axis.set_major_formatter(FuncFormatter(_seconds if unit == "seconds" else lambda v, _p: f"{v:g}"))
     elif unit == "bytes":
         axis.set_major_locator(BytesLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
     elif unit in ("layers", "count") and not log:
         axis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     if unit == "bytes":
         axis.set_major_formatter(BytesFormatter())
-    elif unit == "seconds":
+    elif unit == "seconds" and not log:
         axis.set_major_formatter(FuncFormatter(_seconds))
 
 
@@ -231,8 +235,11 @@ def plot_sweep(df: pd.DataFrame, axis: str, metric: str) -> Figure:
         for i, driver in enumerate(drivers):
             s = stats[stats["driver"] == driver].sort_values(axis)
             if s["mean"].notna().any():
+                zero = bool((s["mean"].fillna(0) == 0).all())  # invisible on a log axis: say so
                 ax.errorbar(s[axis].astype(float), s["mean"], yerr=np.where(s["count"] > 1, s["std"], np.nan),
-                            marker="o", ms=4, capsize=2, label=driver, color=colors(i % 10))
+                            marker=MARKERS[i % len(MARKERS)], ms=max(3.0, 9.0 - 1.2 * i), capsize=2,
+                            linestyle=LINESTYLES[i % len(LINESTYLES)], label=driver + (" (all 0)" if zero else ""),
+                            color=colors(i % 10), alpha=0.9)
         ax.set_xlabel(axis_label(axis))
         ax.set_ylabel(axis_label(metric))
         ax.set_title(title, fontsize=10, loc="left")
