@@ -15,7 +15,7 @@ from simulator.harness import Run, check_workload, simulate
 from simulator.imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
 from simulator.inputs import load_image, load_workload
 from simulator.runner import Cell, run_cell
-from workloads.builtin import MAIN_WORKLOADS, WORKLOADS
+from workloads.builtin import MAIN_WORKLOADS
 from workloads.common import exists
 from workloads.layout import DPKG_STATUS, DPKG_STATUS_BYTES
 from workloads.packages import STATUS_STANZA_BYTES
