@@ -240,3 +240,12 @@ def test_a_tebibyte_file_costs_no_memory():
     (u,), _ = usage(img, trace)
     assert u["fi_du_exclusive"] == 4096
     assert u["data_extent_bytes"] == 128 * MiB  # 8192 extents of 128 MiB written; one left
+
+
+def test_cutting_inside_a_dirty_page_keeps_it_dirty():
+    # write [200000, 400000) into a 10000-B file (zeroes its old tail sector 2), then cut at
+    # 200000: the page of sector 48 = [196608, 200704) was dirty and stays so, tail zeroed
+    img = image([f("/d", 10000)])
+    trace = ops({"op": "write", "path": "/d", "offset": 200000, "length": 200000},
+                {"op": "truncate", "path": "/d", "size": 200000})
+    assert run("btrfs", img, trace)["container_alloc_bytes"] == 2 * 4096  # sectors 2 and 48

@@ -71,6 +71,15 @@ def test_random_images_and_traces_match_fi_du_exactly(seed, max_inline):
     compare(img, trace, 2, max_inline=max_inline)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_larger_random_cases_match_too(seed):
+    # 4 layers of ~25 entries: fs trees of one or several leaves; 150 ops over 3 containers
+    rng = np.random.default_rng(seed)
+    img = random_image(rng, layers=4, entries=25)
+    paths = [p for p, _ in ImageTree.build(img).walk()]
+    compare(img, random_trace(rng, paths, ops=150, containers=3), 3)
+
+
 MiB = 1 << 20
 SCENARIOS = {
     "aligned-4k": ([f("/big", MiB)], [{"op": "write", "path": "/big", "offset": 4096, "length": 4096}]),
@@ -85,6 +94,8 @@ SCENARIOS = {
                      {"op": "truncate", "path": "/n", "size": 4096}]),
     "flush-on-close": ([f("/f", 10000)], [{"op": "create", "path": "/f", "size": 200000},
                                           {"op": "truncate", "path": "/f", "size": 100}]),
+    "cut-inside-a-dirty-page": ([f("/d", 10000)], [{"op": "write", "path": "/d", "offset": 200000, "length": 200000},
+                                                   {"op": "truncate", "path": "/d", "size": 200000}]),
     "rename-over": ([f("/f", 10000)], [{"op": "create", "path": "/n", "size": 200000},
                                        {"op": "rename", "src": "/n", "dst": "/f"},
                                        {"op": "truncate", "path": "/f", "size": 100}]),
