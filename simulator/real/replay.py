@@ -10,7 +10,8 @@ resolution, so a symlink ``/x -> /etc`` or ``../..`` can never reach the host.
 (``openat2(RESOLVE_IN_ROOT)`` would also work, but every two-path call, rename, link and
 symlink, would then need a parent fd resolved separately: more code, and not the same
 single resolution the kernel does for a process.)  Measured here: fork + chroot + reporting
-back costs about 2 ms per container (``benchmarks/`` may time it more precisely).
+back of an empty trace costs 7.4 ms per container (mean of 50, from a process with numpy
+loaded), about one overlay mount's worth.
 
 The child reports over a pipe, as JSON: operations replayed, refused (any ``OSError``,
 exactly the simulator's ``failed_ops``), bytes written and read, and the ``write_bytes``
