@@ -17,11 +17,12 @@ class RangeSet:
 
     __slots__ = ("_starts", "_ends")
 
-    def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
+    def __init__(self, ranges: Iterable[tuple[int, int]] | None = None) -> None:
         self._starts: list[int] = []
         self._ends: list[int] = []
-        for start, end in ranges:
-            self.add(start, end)
+        if ranges is not None:  # every new file makes two empty sets: keep that path short
+            for start, end in ranges:
+                self.add(start, end)
 
     # -- queries -----------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[int, int]]:
