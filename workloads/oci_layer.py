@@ -35,6 +35,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from zlib import error as zlib_error
+
 from simulator.errors import BadInput
 from simulator.image import MAX_FILE_SIZE
 
@@ -73,6 +75,9 @@ def clean_name(name: str, where: str) -> str | None:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise BadInput(f"{where}: member {name!r} has a '..' component")
+    if any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+        raise BadInput(f"{where}: member {name!r} lies below a name starting with '{WHITEOUT_PREFIX}', "
+                       f"which is reserved for whiteouts")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -160,6 +165,25 @@ class LayerBuilder:
         return list(out.values())
 
 
+class _EofGuard:
+    """A decompressed stream that raises EOFError when read again after its end.
+
+    tarfile skips a member of a stream by reading and discarding its declared size, and
+    keeps calling ``read`` after the end of the data; a member that declares 1 TiB in a
+    small layer would spin for hours.  The second empty read ends that."""
+
+    def __init__(self, raw: IO[bytes]):
+        self.raw, self.ended = raw, False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if not data and size != 0:
+            if self.ended:
+                raise EOFError("the layer ends before the data its members declare")
+            self.ended = True
+        return data
+
+
 def _open_layer_stream(fileobj: IO[bytes], where: str) -> tuple[tarfile.TarFile, bool]:
     """A tar reader over ``fileobj`` (seekable for plain tars, streaming for compressed ones),
     and whether it decompresses."""
@@ -167,7 +191,9 @@ def _open_layer_stream(fileobj: IO[bytes], where: str) -> tuple[tarfile.TarFile,
     fileobj.seek(0)
     try:
         if head.startswith(GZIP_MAGIC):
-            return tarfile.open(fileobj=fileobj, mode="r|gz"), True
+            import gzip
+
+            return tarfile.open(fileobj=_EofGuard(gzip.GzipFile(fileobj=fileobj)), mode="r|"), True
         if head.startswith(ZSTD_MAGIC):
             try:
                 import zstandard  # type: ignore[import-not-found]
@@ -175,7 +201,7 @@ def _open_layer_stream(fileobj: IO[bytes], where: str) -> tuple[tarfile.TarFile,
                 raise BadInput(f"{where}: zstd-compressed layer, but the 'zstandard' Python package is not "
                                f"installed (pip install zstandard)") from None
             stream = zstandard.ZstdDecompressor().stream_reader(fileobj)
-            return tarfile.open(fileobj=stream, mode="r|"), True
+            return tarfile.open(fileobj=_EofGuard(stream), mode="r|"), True
         return tarfile.open(fileobj=fileobj, mode="r:"), False
     except tarfile.TarError as exc:
         raise BadInput(f"{where}: not a tar archive: {exc}") from None
@@ -208,7 +234,7 @@ def read_layer_tar(fileobj: IO[bytes], where: str, budget: Budget, digests: bool
     try:
         for member in tar:
             _add_member(tar, member, layer, length if not compressed else None, digests)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib_error) as exc:
         raise BadInput(f"{where}: damaged tar: {exc}") from None
     finally:
         tar.close()
