@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 from simulator.errors import BadInput
 
 _LINE = re.compile(r"^(\d+)\s+(.*)$")
-_RESULT = re.compile(r"\)\s+=\s+(-?\d+|\?|0x[0-9a-f]+)(?:<(.*?)>)?(?:\s+(E[A-Z0-9]+)\b.*)?(?:\s+\(.*\))?\s*$")
+_RESULT = re.compile(r"\)\s+=\s+(-?\d+|\?|0x[0-9a-f]+)(?:<(.*?)>(?:\(deleted\))?)?(?:\s+(E[A-Z0-9]+)\b.*)?(?:\s+\(.*\))?\s*$")
 _RESUMED = re.compile(r"^<\.\.\. (\w+) resumed>\s?(.*)$")
 _UNFINISHED = " <unfinished ...>"
 _ESCAPES = {"n": 10, "t": 9, "r": 13, "v": 11, "f": 12, "a": 7, "b": 8, "\\": 92, '"': 34, "'": 39}
@@ -140,7 +140,11 @@ def fd_arg(arg: str) -> tuple[int, str | None]:
     lt = arg.find("<")
     if lt < 0:
         return int_arg(arg), None
-    return int_arg(arg[:lt]), unescape(arg[lt + 1:arg.rfind(">")])
+    gt = arg.rfind(">")
+    path = unescape(arg[lt + 1:gt])
+    if arg[gt + 1:].startswith("(deleted)"):  # strace 6 writes the kernel's mark after the '>'
+        path += " (deleted)"
+    return int_arg(arg[:lt]), path
 
 
 def _parse_call(pid: int, text: str, lineno: int, source: str) -> Call | None:
