@@ -132,6 +132,10 @@ class BtrfsSession:
     def open(self, size: int) -> None:
         """Loop file, mkfs, mount, quotas; ``close`` undoes whatever part was done."""
         options = self.options
+        page = os.sysconf("SC_PAGE_SIZE")
+        if int(options["sector_size"]) > page:
+            raise BackendUnavailable(f"btrfs with sector_size={options['sector_size']} cannot be mounted on "
+                                     f"this kernel (page size {page}); use --backend sim")
         os.mkdir(self.mnt)
         with open(self.img, "wb") as f:
             f.truncate(max(MIN_LOOP_BYTES, size))
