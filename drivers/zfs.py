@@ -23,9 +23,10 @@ Snapshots and clones copy nothing.  A file's data is a set of blocks (records):
 Copy-on-write, with SPEC section 5's writeback rule (allocation at fsync, commit or end):
 every record a writeback touches gets a new block (``cow_blocks`` counts these
 allocations).  When the record was still the image's, the bytes of its old data that the
-writes do not replace are read and carried into the new block: they are ``copyup_bytes``
-(a 4 KiB write into a 128 KiB record: 131072 - 4096 = 126976; a write covering the record's
-data whole reads nothing).  A record already private is rewritten to a new block too (CoW;
+writes do not replace are read and carried into the new block.  ``copyup_bytes`` counts,
+as SPEC section 5 defines it for block drivers, the shared records read-modify-written: a
+4 KiB write into a 128 KiB record counts the record's 131072 bytes (its data bytes when it
+is the file's last, shorter one); a write covering the record's data whole reads nothing.  A record already private is rewritten to a new block too (CoW;
 the old one is freed, no snapshot holds it) and copies nothing from the image.  ZFS merges
 in memory and writes the record once, unlike dm-thin, which copies the whole chunk before
 the write lands.  A shrinking truncate frees the records past the end and rewrites the one
@@ -171,12 +172,12 @@ class ZfsMount(BaseMount):
         count = records.total()
         if not count:
             return
-        shared_limit = ceil_div(st.shared_end, block)
+        shared_end = st.shared_end
+        shared_limit = ceil_div(shared_end, block)
         carried = 0
         for start, end in records:
             for s, e in st.private.gaps(start, min(end, shared_limit)):
-                lo, hi = s * block, min(e * block, st.shared_end)
-                carried += (hi - lo) - dirty.overlap(lo, hi)  # old data the writes keep
+                carried += _partially_written_bytes(dirty, s, e, block, shared_end)
         tally = self.tally
         tally.copyup_bytes += carried
         tally.cow_copy_bytes += carried
@@ -301,3 +302,19 @@ class ZfsDriver(BaseDriver):
 
     def space(self) -> Space:
         return replace(super().space(), cow_blocks=self.cow_blocks)
+
+
+def _partially_written_bytes(dirty: RangeSet, s: int, e: int, block: int, data_end: int) -> int:
+    """Data bytes of the records ``[s, e)`` (data ending at ``data_end``) that ``dirty`` does
+    not cover whole: the shared records a writeback must read before rewriting them."""
+    lo, hi = s * block, min(e * block, data_end)
+    covered = 0
+    last = ceil_div(data_end, block)  # one past the record holding the last data byte
+    for a, b in dirty:
+        if b <= lo or a >= hi:
+            continue
+        first = max(ceil_div(a, block), s)
+        stop = min(last if b >= data_end else b // block, e)
+        if stop > first:
+            covered += min(stop * block, data_end) - first * block
+    return hi - lo - covered
