@@ -161,11 +161,11 @@ def test_cli_refuses_a_directory_of_an_edited_campaign_unless_resume(small, tmp_
 
 
 def test_default_campaign_with_the_registered_drivers(tmp_path):
-    """The built-in campaign, one seed and one container count, restricted to what is registered."""
+    """The built-in campaign (one image, seed and container count), restricted to what is registered."""
     raw = tomllib.loads(builtin_campaign_path("default").read_text())
     raw["drivers"] = [d for d in raw["drivers"] if d["name"] in driver_names()]
     raw["workloads"] = [w for w in raw["workloads"] if w["name"] in WORKLOADS]
-    raw["seeds"], raw["containers"] = [0], [1]
+    raw["seeds"], raw["containers"], raw["images"] = [0], [1], raw["images"][:1]  # keep the suite quick
     out = run_campaign(raw, tmp_path / "default", jobs=2, report=False, progress=None)
     df = load_results(out)
     assert len(df) == len(raw["drivers"]) * len(raw["workloads"]) * len(raw["images"])
