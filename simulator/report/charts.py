@@ -123,8 +123,9 @@ def format_axis(ax: Any, which: str, column: str, values: np.ndarray) -> None:
     axis = ax.xaxis if which == "x" else ax.yaxis
     positive = values[np.isfinite(values) & (values > 0)]
     log = positive.size > 1 and positive.max() / positive.min() >= LOG_SPAN
-    if log and not any(v > 0 for line in ax.get_lines() for v in np.asarray(line.get_ydata(), float).ravel()
-                       if which == "y") and not any(p.get_height() > 0 for p in ax.patches if which == "y"):
+    if log and which == "y" and not any(v > 0 for line in ax.get_lines()
+                                        for v in np.asarray(line.get_ydata(), float).ravel()) \
+            and not any(p.get_height() > 0 for p in ax.patches):
         log = False  # this panel has nothing positive to show on a log axis
     unit = unit_of(column)
     if log:
