@@ -237,15 +237,20 @@ def measure_btrfs(image: Image, ops: list[Op], containers: int, options: dict[st
     written = sum(op.size if op.kind == "create" else op.length for op in ops if op.kind in WRITE_OPS)
     metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     totals = ReplayResult()
+    seconds = 0.0  # snapshot of the top layer + the operations: what est_seconds predicts
     with btrfs_session(image, options, written) as session:
         for c in range(containers):
-            result = replay(session.start(c), [op for op in ops if op.container == c])
+            start = time.perf_counter()
+            root = session.start(c)
+            seconds += time.perf_counter() - start
+            result = replay(root, [op for op in ops if op.container == c])
+            seconds += result.seconds
             for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
                 setattr(totals, key, getattr(totals, key) + getattr(result, key))
         usage = session.usage(containers)
     metrics.update(ops=totals.ops, failed_ops=totals.failed_ops, written_bytes=totals.written_bytes,
                    read_bytes=totals.read_bytes,
-                   container_alloc_bytes=sum(u["du_exclusive"] for u in usage),
+                   container_alloc_bytes=sum(u["du_exclusive"] for u in usage), real_seconds=seconds,
                    qgroup_exclusive_bytes=sum(u["qgroup_exclusive"] for u in usage))
     return metrics
 
