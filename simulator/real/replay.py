@@ -41,6 +41,8 @@ from typing import Iterable, Sequence
 from simulator.errors import LayerbenchError
 from simulator.trace import Op
 
+from .scratch import die_with_parent
+
 DEFAULT_CREATE_MODE = 0o644  # SPEC section 4 / simulator.operations
 DEFAULT_MKDIR_MODE = 0o755
 CHUNK = 1 << 20  # bytes per write(2)/read(2) call for large sizes
@@ -251,10 +253,12 @@ def replay(root: str, ops: Iterable[Op]) -> ReplayResult:
     """Replay ``ops`` in a child process whose root directory is ``root``."""
     ops = list(ops)
     r, w = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: never return into the caller's stack (pytest, the CLI)
         code = 1
         try:
+            die_with_parent(parent)  # a SIGKILLed parent must not leave it holding the mount busy
             os.close(r)
             _child(root, ops, w)
             code = 0
