@@ -50,13 +50,15 @@ def run_real(cell: Cell) -> dict[str, Any]:
     return record(cell, prepared.driver.options, metrics, backend="real")
 
 
-def measure_prepared(prepared: Prepared, containers: int) -> dict[str, Any]:
-    """The metrics of already validated inputs (the tests shrink failing traces with it)."""
+def measure_prepared(prepared: Prepared, containers: int,
+                     views: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The metrics of already validated inputs (the tests shrink failing traces with it);
+    ``views``, if given, receives each container's view after its operations."""
     if prepared.driver.name == "btrfs":
         from .btrfs import measure_btrfs
 
-        return measure_btrfs(prepared.image, prepared.ops, containers, prepared.driver.options)
-    from .overlay import overlay_session, upper_stats
+        return measure_btrfs(prepared.image, prepared.ops, containers, prepared.driver.options, views)
+    from .overlay import overlay_session, tree_view, upper_stats
 
     totals = ReplayResult()
     space = dict.fromkeys(UPPER_KEYS, 0)
@@ -70,6 +72,8 @@ def measure_prepared(prepared: Prepared, containers: int) -> dict[str, Any]:
             seconds += result.seconds
             for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
                 setattr(totals, key, getattr(totals, key) + getattr(result, key))
+            if views is not None:
+                views[c] = tree_view(root)
             session.scratch.umount(f"c/{c}/m")  # the upperdir is final once unmounted
             for key, value in upper_stats(session.path(c, "u")).items():
                 space[key] += value

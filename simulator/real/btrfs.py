@@ -231,9 +231,13 @@ def btrfs_session(image: Image, options: dict[str, Any], extra_bytes: int = 0) -
             session.close()
 
 
-def measure_btrfs(image: Image, ops: list[Op], containers: int, options: dict[str, Any]) -> dict[str, Any]:
+def measure_btrfs(image: Image, ops: list[Op], containers: int, options: dict[str, Any],
+                  views: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     """SPEC section 5 metrics of a workload on the real btrfs, null where btrfs does not
-    tell; ``qgroup_exclusive_bytes`` (data extents whole + metadata once) is added."""
+    tell; ``qgroup_exclusive_bytes`` (data extents whole + metadata once) is added.
+    ``views``, if given, receives each container's view after its operations."""
+    from .overlay import tree_view
+
     written = sum(op.size if op.kind == "create" else op.length for op in ops if op.kind in WRITE_OPS)
     metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     totals = ReplayResult()
@@ -247,6 +251,8 @@ def measure_btrfs(image: Image, ops: list[Op], containers: int, options: dict[st
             seconds += result.seconds
             for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
                 setattr(totals, key, getattr(totals, key) + getattr(result, key))
+            if views is not None:
+                views[c] = tree_view(root)
         usage = session.usage(containers)
     metrics.update(ops=totals.ops, failed_ops=totals.failed_ops, written_bytes=totals.written_bytes,
                    read_bytes=totals.read_bytes,
