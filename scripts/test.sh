@@ -30,5 +30,5 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 
-python3 -m pytest -q "$@"
+python3 -m pytest -q --nbmake tests notebooks "$@"
 python3 -m pytest -q benchmarks --benchmark-disable -p no:cacheprovider
