@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_campaign_parsers(sub)
     _trace_arguments(sub)
+    clean = sub.add_parser("cleanup", help="release mounts, loop devices and scratch dirs of killed real runs")
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be released")
+    clean.add_argument("--json", action="store_true", help="print JSON only")
     return parser
 
 
@@ -211,9 +214,26 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """What real runs killed by SIGKILL left (simulator.real.scratch); 1 if some could not go."""
+    from .real.scratch import cleanup_stale, state_dir
+
+    reports = cleanup_stale(dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(reports, indent=1))
+    for r in [] if args.json else reports:
+        held = ", ".join(r.get("mounts", []) + r.get("loops", [])) or "no mount or loop device"
+        verb = "would release" if args.dry_run else "released"
+        print(f"pid {r.get('pid')}: {verb} {held}; scratch {r.get('scratch')}"
+              + "".join(f"\n  error: {e}" for e in r["errors"]))
+    if not reports and not args.json:
+        print(f"nothing to clean up ({state_dir()} lists no dead run)")
+    return 1 if any(r["errors"] for r in reports) else 0
+
+
 COMMANDS = {"run": cmd_run, "view": cmd_view, "drivers": cmd_drivers, "workloads": cmd_builtins,
             "images": cmd_builtins, "campaign": _campaign_command, "report": _campaign_command,
-            "compare": _campaign_command, "trace": cmd_trace}
+            "compare": _campaign_command, "trace": cmd_trace, "cleanup": cmd_cleanup}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The real btrfs backend: the image as subvolume snapshots on a loop file, measured.
 
-Layout (REAL_KERNEL.md section 3), in a fresh ``mkdtemp`` directory on the host fs::
+Layout (REAL_KERNEL.md section 3), in a fresh scratch directory on the host fs (``scratch.ScratchDir``)::
 
     <scratch>/bt.img      sparse loop file, mkfs.btrfs -s sector -n node -m dup|single
     <scratch>/m/          its mount (-o max_inline=N), quotas enabled
@@ -16,7 +16,9 @@ only at transaction commit; then ``btrfs filesystem du --raw -s C<i>`` gives the
 included) plus metadata tree blocks (node size, counted once although DUP).
 
 Every mount and loop device is undone on every path out: ``try/finally`` and SIGTERM
-raised as ``SystemExit`` (``terminate_raises``); the cwd is never inside the mount.
+raised as ``SystemExit`` (``scratch.guard_signals``); the cwd is never inside the mount.
+The loop file and the mount are recorded in a state file before they exist
+(``scratch.ScratchDir``), so ``layerbench cleanup`` releases them after a SIGKILL too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -34,8 +35,8 @@ from simulator.image import Image, Layer
 from simulator.metrics import METRIC_KEYS
 from simulator.trace import WRITE_OPS, Op
 
-from .overlay import terminate_raises
 from .replay import ReplayResult, replay, write_fill
+from .scratch import ScratchDir, guard_signals
 
 MIN_LOOP_BYTES = 1 << 30  # sparse: mkfs.btrfs wants room for DUP metadata chunks
 SETTLE_TRIES = 20  # sync + re-read qgroups until two reads agree, at most this often
@@ -122,11 +123,10 @@ class BtrfsSession:
 
     def __init__(self, options: dict[str, Any]):
         self.options = options
-        self.path = tempfile.mkdtemp(prefix="layerbench-btrfs-")
+        self.scratch = ScratchDir("layerbench-btrfs-")
+        self.path = self.scratch.path
         self.mnt = os.path.join(self.path, "m")
         self.img = os.path.join(self.path, "bt.img")
-        self.device = ""
-        self.mounted = False
         self.top = ""
 
     def open(self, size: int) -> None:
@@ -139,11 +139,13 @@ class BtrfsSession:
         os.mkdir(self.mnt)
         with open(self.img, "wb") as f:
             f.truncate(max(MIN_LOOP_BYTES, size))
-        self.device = _run("losetup", "-f", "--show", self.img).strip()
+        self.scratch.will_attach(self.img)  # recorded before it exists: see scratch.py
+        device = _run("losetup", "-f", "--show", self.img).strip()
+        self.scratch.attached(device)
         _run("mkfs.btrfs", "-q", "-f", "-s", str(options["sector_size"]), "-n", str(options["node_size"]),
-             "-m", "dup" if options["metadata_dup"] else "single", self.device)
-        _run("mount", "-t", "btrfs", "-o", f"max_inline={options['max_inline']}", self.device, self.mnt)
-        self.mounted = True
+             "-m", "dup" if options["metadata_dup"] else "single", device)
+        self.scratch.will_mount("m")
+        _run("mount", "-t", "btrfs", "-o", f"max_inline={options['max_inline']}", device, self.mnt)
         _run("btrfs", "quota", "enable", self.mnt)
 
     def lay_image(self, image: Image) -> None:
@@ -199,21 +201,8 @@ class BtrfsSession:
         return last
 
     def close(self) -> None:
-        errors: list[BaseException] = []
-        if self.mounted:
-            done = subprocess.run(["umount", self.mnt], capture_output=True)
-            if done.returncode:
-                done = subprocess.run(["umount", "-l", self.mnt], capture_output=True)
-            self.mounted = done.returncode != 0
-            if self.mounted:
-                errors.append(LayerbenchError(f"umount {self.mnt}: {done.stderr.decode().strip()}"))
-        if self.device:
-            if subprocess.run(["losetup", "-d", self.device], capture_output=True).returncode == 0:
-                self.device = ""
-        if not self.mounted:
-            shutil.rmtree(self.path, ignore_errors=True)
-        if errors:
-            raise errors[0]
+        """Unmount, detach the loop device, delete the scratch (``ScratchDir.close``)."""
+        self.scratch.close()
 
 
 @contextmanager
@@ -221,7 +210,7 @@ def btrfs_session(image: Image, options: dict[str, Any], extra_bytes: int = 0) -
     """A btrfs loop file with ``image`` laid down; torn down on every way out."""
     check_available()
     data = sum(e.size for layer in image.layers for e in layer.entries if e.type == "file")
-    with terminate_raises():
+    with guard_signals():
         session = BtrfsSession(options)
         try:
             session.open(2 * (data + extra_bytes) + MIN_LOOP_BYTES)

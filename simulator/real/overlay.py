@@ -36,12 +36,8 @@ of 0).  Everything the kernel does not expose (lookups, copy-up counts, ideal by
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
-import shutil
-import signal
 import stat
-import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -50,10 +46,10 @@ from simulator.image import DEFAULT_DIR_MODE, Entry, Image, Layer
 from simulator.paths import components
 
 from .replay import write_fill
+from .scratch import ScratchDir, guard_signals
 
 OPTION_DATA_LIMIT = 4095  # mount(2) copies one page of options and keeps 4095 bytes
 KERNEL_MAX_LOWERS = 500  # fs/overlayfs/params.h OVL_MAX_STACK
-MNT_DETACH = 2  # linux/fs.h: lazy unmount, the fallback when a mount is busy
 XATTR_OPAQUE = "trusted.overlay.opaque"
 XATTR_METACOPY = "trusted.overlay.metacopy"
 XATTR_REDIRECT = "trusted.overlay.redirect"
@@ -88,32 +84,24 @@ def _mount(source: str, target: str, fstype: str, data: str) -> None:
                                  f"(see dmesg)")
 
 
-def _umount(target: str) -> None:
-    if _libc.umount2(target.encode(), 0) == 0:
-        return
-    err = ctypes.get_errno()
-    if err == errno.EBUSY and _libc.umount2(target.encode(), MNT_DETACH) == 0:
-        return
-    raise OSError(err, f"umount {target}: {os.strerror(err)}")
-
-
 class Scratch:
-    """A tmpfs on a fresh directory; every mount made through it is undone by ``close``."""
+    """A tmpfs on a fresh scratch directory (``scratch.ScratchDir``: recorded in a state file
+    before each mount, so even a SIGKILLed run is cleaned up); ``close`` undoes every mount."""
 
     def __init__(self, size: int):
-        self.path = tempfile.mkdtemp(prefix="layerbench-ovl-")
-        self.mounts: list[str] = []
+        self.dir = ScratchDir("layerbench-ovl-")
+        self.path = self.dir.path
         try:
-            _mount("tmpfs", self.path, "tmpfs", f"size={size},mode=0755")
-            self.mounts.append(self.path)
+            _mount("tmpfs", self.dir.will_mount(""), "tmpfs", f"size={size},mode=0755")
         except BaseException:
-            os.rmdir(self.path)
+            self.dir.close()
             raise
 
     def overlay(self, target: str, lowers: list[str], upper: str, work: str, options: dict[str, bool]) -> None:
         """Mount an overlay at ``target``; every path relative to the scratch root."""
         flags = ",".join(f"{k}={'on' if v else 'off'}" for k, v in options.items())
         data = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},{flags}"
+        self.dir.will_mount(target)
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.chdir(self.path)
@@ -121,42 +109,15 @@ class Scratch:
         finally:
             os.fchdir(cwd)
             os.close(cwd)
-        self.mounts.append(os.path.join(self.path, target))
 
     def umount(self, target: str) -> None:
-        full = os.path.join(self.path, target)
-        _umount(full)
-        self.mounts.remove(full)
+        self.dir.release_mount(target)
 
     def close(self) -> None:
-        errors = []
-        for target in reversed(self.mounts):
-            try:
-                _umount(target)
-            except OSError as exc:
-                errors.append(exc)
-        self.mounts.clear()
-        if not errors:
-            os.rmdir(self.path)  # the tmpfs is gone: an empty directory
-        if errors:
-            raise errors[0]
+        self.dir.close()
 
 
-@contextmanager
-def terminate_raises() -> Iterator[None]:
-    """SIGTERM raises SystemExit(143) while real mounts exist, so every ``finally`` runs."""
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: signals cannot be handled here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+terminate_raises = guard_signals  # the name btrfs (and later backends) import from here
 
 
 # -- laying an image down in overlay form ----------------------------------------------------

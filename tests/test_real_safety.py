@@ -1,0 +1,208 @@
+"""Real backends leave nothing behind: SIGKILL mid-workload, then ``layerbench cleanup``.
+
+Each test runs the real command in a child process with its own state directory
+(``LAYERBENCH_STATE_DIR``) and its own temp dir (``TMPDIR``), so other suites running real
+backends at the same time are never touched, and waits for the state file to list a mount
+that /proc/self/mountinfo shows (the run is mid-workload then).  After SIGKILL the mount,
+loop device and scratch dir are still there (checked: otherwise the test would prove
+nothing); after ``layerbench cleanup`` none is, while decoys it must not touch stay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simulator.errors import BackendUnavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOW_CREATES = 200_000  # 4 KiB creates: minutes of work, so the kill always lands mid-workload
+
+pytestmark = pytest.mark.kernel
+
+
+def _available(driver: str) -> None:
+    from simulator.real import btrfs, overlay
+
+    try:
+        (overlay if driver == "overlay" else btrfs).check_available()
+    except BackendUnavailable as exc:
+        pytest.skip(f"real {driver} backend unavailable: {exc}")
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "TMPDIR": str(tmp / "tmp"), "LAYERBENCH_STATE_DIR": str(tmp / "state"), **extra}
+
+
+def _mounts_under(path: Path) -> list[str]:
+    from simulator.real.scratch import mount_points
+
+    return [p for p in mount_points() if p.startswith(str(path) + "/")]
+
+
+def _loops_under(path: Path) -> list[str]:
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(path) in line]
+
+
+def _states(tmp: Path) -> list[dict]:
+    out = []
+    for p in (tmp / "state").glob("*.json"):
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            pass  # being replaced right now
+    return out
+
+
+def _slow_trace(tmp: Path) -> Path:
+    trace = tmp / "slow.jsonl"
+    trace.write_text("".join(json.dumps({"op": "create", "path": f"/f{i}", "size": 4096}) + "\n"
+                             for i in range(SLOW_CREATES)))
+    return trace
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "simulator", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _start_and_wait_for_mount(tmp: Path, driver: str, wanted_mounts: int) -> subprocess.Popen:
+    (tmp / "tmp").mkdir(exist_ok=True)
+    trace = _slow_trace(tmp)
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", "--backend", "real", "--driver", driver,
+                             "--image", "demo", "--workload", str(trace), "--json"], cwd=ROOT, env=_env(tmp),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while True:
+        listed = [m for s in _states(tmp) for m in s["mounts"]]
+        if len(listed) >= wanted_mounts and all(m in _mounts_under(tmp) for m in listed):
+            break
+        assert proc.poll() is None, f"the run ended before mounting: {proc.stderr.read().decode()}"
+        assert time.monotonic() < deadline, "the run never mounted"
+        time.sleep(0.01)
+    time.sleep(0.3)  # well inside the 200k-create workload
+    return proc
+
+
+@pytest.mark.parametrize("driver,mounts", [("overlay", 2), ("btrfs", 1)])
+def test_sigkill_mid_workload_then_cleanup_leaves_nothing(driver, mounts, tmp_path):
+    _available(driver)
+    # Decoys that cleanup must leave alone: a foreign dir named like a scratch dir, a foreign
+    # tmpfs mount, and the state file of a live process (this one) listing that mount.
+    decoy = tmp_path / "tmp" / "layerbench-ovl-decoy"
+    decoy.mkdir(parents=True)
+    (decoy / "keep").write_text("mine")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(foreign)], check=True)
+    try:
+        proc = _start_and_wait_for_mount(tmp_path, driver, mounts)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        [state] = _states(tmp_path)
+        scratch = Path(state["scratch"])
+        live = tmp_path / "state" / f"{os.getpid()}-live.json"
+        from simulator.real.scratch import start_time
+
+        live.write_text(json.dumps({"pid": os.getpid(), "start_time": start_time(os.getpid()),
+                                    "scratch": str(foreign), "mounts": [str(foreign)], "loop_files": []}))
+        # What SIGKILL left: the scratch dir, its mounts, for btrfs its loop device.
+        assert scratch.is_dir() and len(_mounts_under(scratch.parent)) >= mounts
+        assert bool(_loops_under(scratch)) == (driver == "btrfs")
+
+        listed = _cli("cleanup", "--dry-run", "--json", env=_env(tmp_path))
+        assert listed.returncode == 0, listed.stderr
+        [report] = json.loads(listed.stdout)
+        assert report["pid"] == proc.pid and report["scratch"] == str(scratch) and report["mounts"]
+        assert scratch.is_dir()  # a dry run changes nothing
+
+        done = _cli("cleanup", env=_env(tmp_path))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"pid {proc.pid}: released" in done.stdout
+        assert not _mounts_under(tmp_path / "tmp") and not _loops_under(tmp_path) and not scratch.exists()
+        assert [p.name for p in (tmp_path / "state").iterdir()] == [live.name]  # the live run's stays
+        assert (decoy / "keep").read_text() == "mine"
+        assert str(foreign) in _mounts_under(tmp_path)
+        again = _cli("cleanup", env=_env(tmp_path))
+        assert again.returncode == 0 and "nothing to clean up" in again.stdout
+    finally:
+        subprocess.run(["umount", str(foreign)], check=False)
+
+
+def test_the_next_run_cleans_up_after_a_killed_one(tmp_path):
+    _available("overlay")
+    proc = _start_and_wait_for_mount(tmp_path, "overlay", 2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    [state] = _states(tmp_path)
+    assert _mounts_under(tmp_path / "tmp")
+    ok = _cli("run", "--backend", "real", "--driver", "overlay", "--image", "demo", "--workload", "demo", "--json",
+              env=_env(tmp_path))
+    assert ok.returncode == 0, ok.stderr
+    assert not _mounts_under(tmp_path / "tmp") and not Path(state["scratch"]).exists()
+    assert not list((tmp_path / "state").iterdir())
+
+
+@pytest.mark.parametrize("driver", ["overlay", "btrfs"])
+def test_sigint_mid_workload_releases_everything(driver, tmp_path):
+    _available(driver)
+    proc = _start_and_wait_for_mount(tmp_path, driver, 2 if driver == "overlay" else 1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted" in proc.stderr.read().decode()
+    assert not _mounts_under(tmp_path) and not _loops_under(tmp_path)
+    assert not list((tmp_path / "tmp").iterdir()) and not list((tmp_path / "state").iterdir())
+
+
+@pytest.mark.parametrize("driver", ["overlay", "btrfs"])
+def test_an_existing_scratch_path_is_refused_and_left_alone(driver, tmp_path):
+    _available(driver)
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    (foreign / "data").write_text("do not delete")
+    (tmp_path / "tmp").mkdir()
+    p = _cli("run", "--backend", "real", "--driver", driver, "--image", "demo", "--workload", "demo",
+             env=_env(tmp_path, LAYERBENCH_SCRATCH=str(foreign)))
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.splitlines()) == 1
+    assert f"scratch path {foreign} already exists and was not created by this run" in p.stderr
+    assert [x.name for x in foreign.iterdir()] == ["data"] and (foreign / "data").read_text() == "do not delete"
+    assert not _mounts_under(tmp_path)
+
+
+def test_a_fresh_scratch_path_is_used_and_removed(tmp_path):
+    _available("overlay")
+    (tmp_path / "tmp").mkdir()
+    scratch = tmp_path / "mine"
+    p = _cli("run", "--backend", "real", "--driver", "overlay", "--image", "demo", "--workload", "demo", "--json",
+             env=_env(tmp_path, LAYERBENCH_SCRATCH=str(scratch)))
+    assert p.returncode == 0, p.stderr
+    assert not scratch.exists() and not _mounts_under(tmp_path) and not list((tmp_path / "state").iterdir())
+
+
+def test_cleanup_refuses_a_scratch_dir_without_its_marker(tmp_path):
+    """A stale state file naming a directory that is not ours (no marker with its token):
+    the directory and its contents stay, and cleanup says why and exits 1."""
+    from simulator.real.scratch import cleanup_stale
+
+    target = tmp_path / "not-ours"
+    target.mkdir()
+    (target / "x").write_text("1")
+    state = tmp_path / "state"
+    state.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (state / f"{dead.pid}-x.json").write_text(json.dumps({"pid": dead.pid, "start_time": 1, "token": "t",
+                                                           "scratch": str(target), "mounts": [],
+                                                           "loop_files": []}))
+    [report] = cleanup_stale(str(state))
+    assert report["errors"] and "marker" in report["errors"][0]
+    assert (target / "x").read_text() == "1"
+    assert [p.name for p in state.iterdir()] == [f"{dead.pid}-x.json"]  # kept for another try
