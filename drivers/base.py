@@ -80,6 +80,8 @@ class BaseMount:
 
     keeps_hardlinks: bool = True
     opaque_new_dirs: bool = False
+    opaque_moved_dirs: bool = False
+    indexes_hardlinks: bool = False
 
     def __init__(self, driver: BaseDriver, id: str, tree: ImageTree):
         self.driver = driver

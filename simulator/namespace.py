@@ -203,6 +203,14 @@ class Namespace:
             self.hooks.copy_up(inode, why)
         return inode
 
+    def index_copy_up(self, image_file: ImageFile) -> FileInode:
+        """The private inode of an image hard link, under no name yet (overlay's index dir)."""
+        inode = FileInode.from_image(image_file)
+        self.promoted[image_file] = inode
+        inode.nlink = image_file.nlink - self.image_unlinks[image_file]
+        self.hooks.copy_up(inode, need.NEED_META)  # ovl_copy_up(dentry): flags 0
+        return inode
+
     def private_node(self, r: Resolved, why: str) -> Node:
         """Make the resolved node itself private (attribute changes)."""
         if r.parent is None:
@@ -236,6 +244,8 @@ class Namespace:
 
     def unlink_name(self, parent: Dir, name: str, node: Node) -> None:
         """Remove one name; the hooks learn whether it was the node's last link."""
+        if node.__class__ is ImageFile and node.nlink > 1 and self.hooks.indexes_hardlinks:
+            node = self.index_copy_up(node)  # type: ignore[arg-type]
         if self._lower_has(parent, name):
             parent.own[name] = None
         else:
@@ -255,13 +265,19 @@ class Namespace:
         # Opaque where a lower entry of that name is hidden; overlay with index, metacopy or
         # redirect_dir also marks every new directory of a merged parent (``opaque_new_dirs``).
         opaque = self._lower_has(parent, name) or (self.hooks.opaque_new_dirs and parent.base is not None)
-        d = Dir(mode, 0, 0, None, opaque=opaque)
+        d = Dir(mode | (parent.mode & S_ISGID), 0, self.new_gid(parent), None, opaque=opaque)
         parent.own[name] = d
         self.hooks.metadata("mkdir", d)
         return d
 
+    @staticmethod
+    def new_gid(parent: Dir) -> int:
+        """fs/inode.c inode_init_owner: in a set-group-ID directory a new inode takes the
+        directory's group, and a new directory the S_ISGID bit too (``new_dir``)."""
+        return parent.gid if parent.mode & S_ISGID else 0
+
     def new_file(self, parent: Dir, name: str, mode: int) -> FileInode:
-        inode = FileInode(0, mode, 0, 0, None)
+        inode = FileInode(0, mode, 0, self.new_gid(parent), None)
         inode.nlink = 1
         parent.own[name] = inode
         self.hooks.metadata("create", inode)

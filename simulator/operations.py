@@ -17,6 +17,7 @@ from .trace import Op
 
 DEFAULT_CREATE_MODE = 0o644  # open(O_CREAT, 0644) with umask 0
 DEFAULT_MKDIR_MODE = 0o755
+MKDIR_MODE_BITS = 0o1777  # fs/namei.c vfs_mkdir: S_IRWXUGO | S_ISVTX (set-id bits dropped; measured)
 
 
 def _existing(r: Resolved) -> Node:
@@ -100,7 +101,8 @@ def op_mkdir(ns: Namespace, op: Op) -> None:
     r = ns.resolve(op.path, follow=False)
     if r.node is not None:
         raise FsError("EEXIST")
-    ns.new_dir(ns.private_dir(r.names), r.name, DEFAULT_MKDIR_MODE if op.mode < 0 else op.mode)
+    mode = DEFAULT_MKDIR_MODE if op.mode < 0 else op.mode & MKDIR_MODE_BITS
+    ns.new_dir(ns.private_dir(r.names), r.name, mode)
 
 
 def op_rmdir(ns: Namespace, op: Op) -> None:
@@ -127,18 +129,41 @@ def remove_tree(ns: Namespace, names: list[str], name: str, node: Node) -> None:
     ns.unlink_name(ns.private_dir(names), name, node)
 
 
-def op_remove_tree(ns: Namespace, op: Op) -> None:
+def _resolve_operand(ns: Namespace, path: str) -> Resolved | None:
+    """rm -f's lookup of an operand: None where it is missing (ENOENT or ENOTDIR: coreutils
+    ``ignorable_missing``; rm 9.1 here: 'rm -rf file/x' and 'rm -rf missing/x' exit 0)."""
     try:
-        r = ns.resolve(op.path, follow=False)
+        r = ns.resolve(path, follow=False)
     except FsError as exc:
-        if exc.args[0] in ("ENOENT", "ENOTDIR"):  # coreutils rm -f: ignorable_missing (rm 9.1
-            return  # here: 'rm -rf file/x' and 'rm -rf missing/x' exit 0; ELOOP fails)
-        raise
-    if r.node is None:
+        if exc.args[0] in ("ENOENT", "ENOTDIR"):
+            return None
+        raise  # ELOOP fails
+    return r if r.node is not None else None
+
+
+def remove_operand(ns: Namespace, path: str, r: Resolved) -> None:
+    """``rm -rf path`` for a resolved, existing operand.  rm (fts) empties a directory
+    through directory fds, then removes the operand itself *by its path*: when that path runs
+    through a symbolic link the emptying deleted, the lookup fails, ENOENT is ignored, and
+    the emptied directory stays (coreutils 9.1 here, strace'd; ``simulator/real/replay.py``)."""
+    if r.node.__class__ not in DIR_TYPES or ns.is_empty(r.node):  # type: ignore[arg-type]
+        remove_tree(ns, r.names, r.name, r.node)  # type: ignore[arg-type]
+        return
+    d = ns.private_dir(r.names + [r.name])
+    for child_name in d.names():
+        remove_tree(ns, r.names + [r.name], child_name, ns.child(d, child_name))  # type: ignore[arg-type]
+    again = _resolve_operand(ns, path)
+    if again is not None:  # emptying only unbinds names: the same, now empty, directory
+        ns.unlink_name(ns.private_dir(again.names), again.name, again.node)  # type: ignore[arg-type]
+
+
+def op_remove_tree(ns: Namespace, op: Op) -> None:
+    r = _resolve_operand(ns, op.path)
+    if r is None:
         return  # rm -f: a missing operand is not an error
     if r.parent is None:
         raise FsError("EBUSY")
-    remove_tree(ns, r.names, r.name, r.node)
+    remove_operand(ns, op.path, r)
 
 
 def _check_rename(ns: Namespace, src: Resolved, dst: Resolved) -> bool:
@@ -177,6 +202,9 @@ def _do_rename(ns: Namespace, src: Resolved, dst: Resolved) -> None:
         if node.__class__ is Dir and node.base is not None:  # type: ignore[union-attr]
             node.moved = True  # type: ignore[union-attr]
     dst_parent = ns.private_dir(dst.names)
+    if node.__class__ is Dir and node.base is None and dst_parent.base is not None \
+            and ns.hooks.opaque_moved_dirs:  # overlay: a merged parent's newcomer hides below
+        node.opaque = True  # type: ignore[union-attr]
     old = ns.child(dst_parent, dst.name)
     if old is not None:
         ns.unlink_name(dst_parent, dst.name, old)
@@ -204,7 +232,7 @@ def copy_tree(ns: Namespace, node: Node, parent: Dir, name: str, links: dict) ->
     symlinks and the hard links inside the tree (as ``cp -a``)."""
     if node.__class__ in DIR_TYPES:
         d = ns.new_dir(parent, name, node.mode)  # type: ignore[union-attr]
-        d.uid, d.gid = node.uid, node.gid  # type: ignore[union-attr]
+        d.mode, d.uid, d.gid = node.mode, node.uid, node.gid  # type: ignore[union-attr]
         for child_name in _names(ns, node):  # type: ignore[arg-type]
             copy_tree(ns, ns.child(node, child_name), d, child_name, links)  # type: ignore[arg-type]
     elif node.__class__ in LINK_TYPES:
@@ -242,7 +270,7 @@ def op_move(ns: Namespace, op: Op) -> None:
         ns.unlink_name(dst_parent, dst.name, dst.node)
     copy_tree(ns, src.node, dst_parent, dst.name, {})  # type: ignore[arg-type]
     src_node = ns.child(ns.private_dir(src.names), src.name)
-    remove_tree(ns, src.names, src.name, src_node)  # type: ignore[arg-type]
+    remove_operand(ns, op.path, Resolved(src.names, src.parent, src.name, src_node))  # mv's rm
 
 
 def _attribute_target(ns: Namespace, path: str) -> Node:
@@ -281,7 +309,12 @@ def op_setxattr(ns: Namespace, op: Op) -> None:
         raise FsError("E2BIG")
     if not op.name.startswith(XATTR_NAMESPACES):
         raise FsError("EOPNOTSUPP")
-    node = ns.private_node(r, need.NEED_META)
+    node = r.node
+    named = r.parent.__class__ is Dir and r.parent.own.get(r.name) is node  # type: ignore[union-attr]
+    if node.__class__ is not FileInode or named:
+        node = ns.private_node(r, need.NEED_META)
+    # else: another image name of an inode already up (index): overlayfs sets the xattr on
+    # its upper inode (ovl_xattr_set: ovl_i_dentry_upper), with no link-up, unlike chmod.
     if op.name == "security.capability":  # the only xattr moby's naive diff compares
         node.modified = True  # type: ignore[union-attr]
     ns.hooks.metadata("setxattr", node)
@@ -308,9 +341,10 @@ def op_symlink(ns: Namespace, op: Op) -> None:
     r = ns.resolve(op.path, follow=False)
     if r.node is not None or r.parent is None:
         raise FsError("EEXIST")
-    link = Symlink(op.target)
+    parent = ns.private_dir(r.names)
+    link = Symlink(op.target, 0, ns.new_gid(parent))
     link.nlink = 1
-    ns.private_dir(r.names).own[r.name] = link
+    parent.own[r.name] = link
     ns.hooks.metadata("symlink", link)
 
 

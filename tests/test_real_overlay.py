@@ -194,6 +194,91 @@ def test_absolute_symlinks_stay_inside_the_container():
     assert not os.path.exists(f"/{name}")
 
 
+# -- regressions: each found by the big differential runs, minimised (seed in the name) ---------
+
+def test_truncate_keeps_the_page_holding_the_new_end():
+    # big seed 111.  /a (4096 B) is copied up whole = page 0; the write covers bytes
+    # 10000..75535 = pages 2..18; truncate(10000) frees pages 3..18 but keeps page 2, which
+    # holds the new end (its tail zeroed), though only bytes beyond 10000 were written there.
+    # Page 1 stays a hole.  Pages 0 and 2: 2 * 4096 = 8192.
+    agree(image([f("/a", PAGE)]), ops({"op": "write", "path": "/a", "offset": 10_000, "length": 65_536},
+                                      {"op": "truncate", "path": "/a", "size": 10_000}),
+          {"container_files": 1, "container_data_bytes": 10_000, "container_alloc_bytes": 2 * PAGE})
+    # a cut on a page boundary keeps nothing beyond it: 8192 -> pages 0 and 1, and page 1 is a hole
+    agree(image([f("/a", PAGE)]), ops({"op": "write", "path": "/a", "offset": 10_000, "length": 100},
+                                      {"op": "truncate", "path": "/a", "size": 2 * PAGE}),
+          {"container_files": 1, "container_data_bytes": 2 * PAGE, "container_alloc_bytes": PAGE})
+
+
+def test_own_dir_moved_into_a_merged_dir_becomes_opaque():
+    # big seed 127, default options (so mkdir alone makes nothing opaque).  /n is the
+    # container's own; renamed into /d (a lower dir, copied up: a merge dir) it gets the opaque
+    # xattr (ovl_rename).  /p/q renamed inside the container's own /p stays plain: 1 opaque dir.
+    trace = ops({"op": "mkdir", "path": "/n"}, {"op": "rename", "src": "/n", "dst": "/d/n"},
+                {"op": "mkdir", "path": "/p"}, {"op": "mkdir", "path": "/p/q"},
+                {"op": "rename", "src": "/p/q", "dst": "/p/r"})
+    _, v = agree(DIR_IMAGE, trace, {"opaque_dirs": 1, "whiteouts": 0, "container_files": 0, "failed_ops": 0})
+    assert v["/d/f"]["size"] == 10_000 and "/d/n" in v and "/p/r" in v
+
+
+SYMLINK_LOOP_IMAGE = image([d("/a/b"), f("/a/b/f", 100), {"path": "/a/b/up", "type": "symlink", "target": "/a"}])
+
+
+def test_rm_rf_through_a_symlink_it_deletes_keeps_the_operand():
+    # big seeds 193 and 226.  "/a/b/up/b" is /a/b, reached through /a/b/up.  rm -rf empties it
+    # by directory fd (f and up: 2 whiteouts), then rmdir("/a/b/up/b") by path: up is gone,
+    # ENOENT, which rm -f ignores.  So /a/b stays, empty, and nothing failed.
+    _, v = agree(SYMLINK_LOOP_IMAGE, ops({"op": "remove_tree", "path": "/a/b/up/b"}),
+                 {"whiteouts": 2, "opaque_dirs": 0, "container_files": 0, "failed_ops": 0})
+    assert sorted(v) == ["/a", "/a/b"]
+    # mv of the lower dir by that path: EXDEV, copy to /c (f: 100 B = 1 page, up, b), then rm as above
+    _, v = agree(SYMLINK_LOOP_IMAGE, ops({"op": "move", "src": "/a/b/up/b", "dst": "/c"}),
+                 {"whiteouts": 2, "container_files": 1, "container_data_bytes": 100,
+                  "container_alloc_bytes": PAGE, "failed_ops": 0})
+    assert sorted(v) == ["/a", "/a/b", "/c", "/c/f", "/c/up"]
+
+
+def test_mkdir_in_a_setgid_dir_inherits_the_bit():
+    # big seed 237.  chmod /d 02755, then mkdir /d/n 0755 -> 02755 (inode_init_owner); mkdir
+    # drops set-id bits it is asked for: 06755 & 01777 = 0755; a file keeps the mode it asks.
+    _, v = agree(DIR_IMAGE, ops({"op": "chmod", "path": "/d", "mode": 0o2755}, {"op": "mkdir", "path": "/d/n"},
+                                {"op": "mkdir", "path": "/m", "mode": 0o6755},
+                                {"op": "create", "path": "/d/g", "size": 0, "mode": 0o640}),
+                 {"failed_ops": 0, "container_files": 1})
+    assert (v["/d/n"]["mode"], v["/m"]["mode"], v["/d/g"]["mode"]) == (0o2755, 0o755, 0o640)
+
+
+HARDLINK3_IMAGE = image([f("/a", 10_000), {"path": "/b", "type": "hardlink", "target": "/a"},
+                         {"path": "/c", "type": "hardlink", "target": "/a"}])
+
+
+def test_setxattr_on_another_name_does_not_link_it_up():
+    # big index seed 173.  chmod /a copies the inode up (index) and links /a into the upper;
+    # setxattr /b goes to that upper inode without linking /b up (ovl_xattr_set), chown /c
+    # links /c up (ovl_setattr -> ovl_copy_up -> ovl_link_up).  unlink /a: a whiteout.
+    # setxattr case: the data stays in workdir/index only: 0 files in the upperdir.
+    base = ({"op": "chmod", "path": "/a", "mode": 0o600},)
+    agree(HARDLINK3_IMAGE, ops(*base, {"op": "setxattr", "path": "/b", "name": "user.t", "size": 1},
+                               {"op": "unlink", "path": "/a"}),
+          {"container_files": 0, "container_data_bytes": 0, "whiteouts": 1, "failed_ops": 0}, index=True)
+    # chown case: /c holds the inode: 1 file, 10000 B = 3 pages
+    agree(HARDLINK3_IMAGE, ops(*base, {"op": "chown", "path": "/c", "uid": 1, "gid": 1},
+                               {"op": "unlink", "path": "/a"}),
+          {"container_files": 1, "container_data_bytes": 10_000, "container_alloc_bytes": 3 * PAGE,
+           "whiteouts": 1}, index=True)
+
+
+def test_unlinking_a_lower_hard_link_copies_it_to_the_index():
+    # big index seed 39.  With index, unlink /a first copies the inode up into workdir/index
+    # (ovl_nlink_start keeps the union nlink there), then whites /a out.  setxattr /b then
+    # finds the inode up: no copy-up into the upperdir, 0 files.  Without index, setxattr /b
+    # copies /b up whole: 1 file, 10000 B = 3 pages.
+    trace = ops({"op": "unlink", "path": "/a"}, {"op": "setxattr", "path": "/b", "name": "user.t", "size": 1})
+    agree(LINK_IMAGE, trace, {"container_files": 0, "whiteouts": 1, "failed_ops": 0}, index=True)
+    agree(LINK_IMAGE, trace, {"container_files": 1, "container_data_bytes": 10_000,
+                              "container_alloc_bytes": 3 * PAGE, "whiteouts": 1, "failed_ops": 0})
+
+
 @pytest.mark.parametrize("options", list(OPTION_SETS), ids=list(OPTION_SETS))
 def test_differential_random_cases(options):
     """RANDOM_CASES seeded images and traces: the kernel and the simulator agree exactly."""

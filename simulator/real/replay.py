@@ -22,7 +22,8 @@ not visible inside.
 What each op does is SPEC section 4 with these choices, each mirrored by the simulator:
 ``utime`` is ``os.utime`` (coreutils ``touch`` would open for write and copy up);
 ``remove_tree`` is ``rm -rf`` (a missing operand, ENOENT or ENOTDIR on its lookup, is not a
-failure: coreutils ``ignorable_missing``); ``move`` is ``mv``: rename(2), and on EXDEV a
+failure: coreutils ``ignorable_missing``; the contents go by directory fd and the operand by
+its path, see ``_rm_rf``); ``move`` is ``mv``: rename(2), and on EXDEV a
 ``cp -a``-like copy (modes, owners, symlinks, hard links inside the tree; every data byte
 written, no holes) then ``rm -rf`` of the source.
 """
@@ -88,17 +89,41 @@ def _read(fd: int, offset: int, length: int) -> int:
 
 
 def _rm_rf(path: str) -> None:
-    """``rm -rf path``: the path itself if not a directory, else depth-first."""
+    """``rm -rf path`` as coreutils does it (fts): the operand is looked up by its path,
+    its contents removed through directory fds (``unlinkat(dirfd, name)``), and the operand
+    itself removed by its path at the end, where ENOENT or ENOTDIR is ignored (rm -f's
+    ``ignorable_missing``).  So when the path runs through a symbolic link that the removal
+    deletes, the operand directory stays, emptied (coreutils 9.1 here, strace'd)."""
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return
-    if stat.S_ISDIR(st.st_mode):
-        for name in os.listdir(path):
-            _rm_rf(os.path.join(path, name))
-        os.rmdir(path)
-    else:
+    if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        _empty_dir(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+
+def _empty_dir(fd: int) -> None:
+    """Remove everything inside the directory open as ``fd``, depth-first, by fd."""
+    for name in os.listdir(fd):
+        if stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            try:
+                _empty_dir(sub)
+            finally:
+                os.close(sub)
+            os.rmdir(name, dir_fd=fd)
+        else:
+            os.unlink(name, dir_fd=fd)
 
 
 def _copy_tree(src: str, dst: str, links: dict[tuple[int, int], str], c: _Counters) -> None:
