@@ -285,12 +285,18 @@ class AufsDriver(BaseDriver):
         self.tally.remounts += mount_batches(ro, bool(self.options["dirperm1"]))[1]
 
     def _diff(self, id: str) -> DiffResult:
-        """The native diff without files aufs never copied up (opened for writing only)."""
+        """The native diff without files aufs never copied up (opened for writing only),
+        under any of their names (a hard link's other image names included)."""
         result = super()._diff(id)
-        ghosts = {path for path, _p, _n, node in walk_private(self.containers[id].ns) if _ghost(node)}
+        ns = self.containers[id].ns
+        walked = {path for path, _p, _n, node in walk_private(ns) if _ghost(node)}
+        ghosts = set(walked)
+        for image_file, inode in ns.promoted.items():
+            if _ghost(inode):
+                ghosts.update(p for p in ns.tree.link_names.get(image_file, ()) if ns.exists(p) is inode)
         if not ghosts:
             return result
-        entries = tuple(e for e in result.layer.entries
-                        if e.path not in ghosts and not (e.type == "hardlink" and e.target in ghosts))
-        changes = [c for c in result.changes if c.path not in ghosts]
-        return DiffResult(Layer(result.layer.id, entries), changes, result.files_scanned - len(ghosts))
+        entries = tuple(e for e in result.layer.entries if e.type == "whiteout" or not (
+            e.path in ghosts or (e.type == "hardlink" and e.target in ghosts)))
+        changes = [c for c in result.changes if c.kind == "D" or c.path not in ghosts]
+        return DiffResult(Layer(result.layer.id, entries), changes, result.files_scanned - len(walked))

@@ -58,9 +58,12 @@ class _DiffWalk:
     def run(self) -> None:
         self._private_dir(self.ns.root, "/", relocated=False)
         # A hard-linked image file made private through one name changed under all its
-        # names; the names the container never touched are not in its private dirs.
+        # names; the names the container never touched are not in its private dirs.  A
+        # modified one belongs in the layer even when every touched name is gone since
+        # (unlinked, renamed over), or the layer would show the old file there: found by
+        # unpacking exported layers with umoci (tests/test_aufs_umoci.py).
         for image_file, inode in self.ns.promoted.items():
-            if id(inode) not in self.links:
+            if id(inode) not in self.links and not inode.modified:
                 continue
             for path in self.ns.tree.link_names.get(image_file, ()):
                 if path not in self.paths and self.ns.exists(path) is inode:
