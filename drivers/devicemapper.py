@@ -45,6 +45,7 @@ zero the partial tail block.
 
 from __future__ import annotations
 
+from simulator.errors import BadInput
 from simulator.imagetree import ImageDir, ImageFile
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode
@@ -76,6 +77,10 @@ class DevicemapperMount(BaseMount):
         self.dirs: dict[Dir, int] = {}  # container-made directory -> its dir block
         self.inodes: dict[object, int] = {}  # container-made dir/symlink -> fs inode
         self._ctx: list = [None, None]  # parents of the last two lookups (rename: src, dst)
+        self._created: FileInode | None = None  # the file this operation created
+        self._replaced = False  # this operation removed a name (a rename over a target)
+        self.alloc_on_close: set[FileInode] = set()  # ext4 EXT4_STATE_DA_ALLOC_CLOSE
+        self.atime_fresh: set[int] = set()  # fs inodes whose atime is past mtime/ctime (relatime)
         self.fs.mount()
 
     # -- accounting sink --
@@ -121,6 +126,7 @@ class DevicemapperMount(BaseMount):
     # -- hooks --
     def lookup(self, parent, name: str) -> int:
         self._ctx = [self._ctx[-1], parent]
+        self._replaced = False
         return 1  # one btree whatever the depth (thin-provisioning.rst)
 
     def meta_copy_up(self, node) -> None:
@@ -131,7 +137,34 @@ class DevicemapperMount(BaseMount):
         self._filemap(inode)  # block-level: nothing is copied per file
 
     def write(self, inode: FileInode, offset: int, length: int) -> None:
-        self.fs.dirty_inode(self._filemap(inode).ino)  # file_update_time: mtime, ctime
+        ino = self._filemap(inode).ino
+        self.fs.dirty_inode(ino)  # file_update_time: mtime, ctime
+        self.atime_fresh.discard(ino)
+
+    def _accessed(self, node) -> None:
+        """relatime (the mount default): reading updates atime when it is not past mtime and
+        ctime - the first read of any image file (built moments before), and of a file
+        changed since its last read."""
+        ino = self._inode_of(node)
+        if ino not in self.atime_fresh:
+            self.atime_fresh.add(ino)
+            self.fs.dirty_inode(ino)
+
+    def _flush(self, inode: FileInode) -> None:
+        """ext4_alloc_da_blocks: ``filemap_flush`` of the file's delayed data, now."""
+        self.alloc_on_close.discard(inode)
+        self.ns.writeback(inode)
+
+    def closed(self, node, op: str) -> None:
+        if op == "read":  # filemap_read: file_accessed() even at EOF (not for a 0-byte read)
+            self._accessed(node)
+        if node.__class__ is not FileInode:
+            return
+        if op == "create" and node is not self._created:
+            self.alloc_on_close.add(node)  # open(O_TRUNC) of an existing file, even an empty one
+        self._created = None
+        if node in self.alloc_on_close:  # ext4_release_file, on any close (a read's too)
+            self._flush(node)
 
     def writeback(self, inode: FileInode, ranges: RangeSet) -> None:
         fm = self._filemap(inode)
@@ -142,6 +175,9 @@ class DevicemapperMount(BaseMount):
         if fm.cut(round_up(new_size, FS_BLOCK)):
             self.fs.dirty_alloc()
         self.fs.dirty_inode(fm.ino)
+        self.atime_fresh.discard(fm.ino)
+        if new_size == 0:
+            self.alloc_on_close.add(inode)  # ext4_truncate: EXT4_STATE_DA_ALLOC_CLOSE
 
     def fsync(self, node) -> None:
         self.tally.fsyncs += 1
@@ -152,6 +188,9 @@ class DevicemapperMount(BaseMount):
         fs = self.fs
         if op == "create" and node.__class__ is FileInode:
             self._filemap(node)
+            self._created = node
+        elif op == "rename" and self._replaced and node.__class__ is FileInode:
+            self._flush(node)  # ext4_rename: a file renamed over any existing name is flushed
         elif op == "mkdir":
             self.inodes[node] = fs.new_inode()
             self.dirs[node] = fs.new_dir_block()
@@ -159,7 +198,9 @@ class DevicemapperMount(BaseMount):
             fs.dirty_alloc()
         elif op == "symlink":
             self.inodes[node] = fs.new_inode()
-        fs.dirty_inode(self._inode_of(node))
+        ino = self._inode_of(node)
+        fs.dirty_inode(ino)
+        self.atime_fresh.discard(ino)  # ctime moved
         if op in NAMESPACE_OPS:
             fs.dirty_block(self._dir_location(self._ctx[-1])[1])
             if op == "rename":
@@ -168,7 +209,13 @@ class DevicemapperMount(BaseMount):
             fs.dirty_ialloc()
 
     def remove(self, node, last_link: bool) -> None:
-        if last_link and node.__class__ in (FileInode, ImageFile) and node.size:
+        self._replaced = True
+        if node.__class__ is FileInode:
+            self.alloc_on_close.discard(node)
+            allocated = bool(self._filemap(node).extents)  # delalloc data never written: no blocks
+        else:
+            allocated = node.__class__ is ImageFile and bool(self.fs.layout.file(node.ino).extents)
+        if last_link and allocated:
             self.fs.dirty_alloc()  # blocks freed in the fs; the pool keeps them (no discard)
 
     def cache_key(self, node) -> object:
@@ -204,11 +251,16 @@ class DevicemapperDriver(BaseDriver):
         Option("base_size", DOCKER_DEFAULT_BASE_SIZE, "size of the base device and its filesystem, bytes",
                minimum=MIN_BASE_SIZE, maximum=MAX_BASE_SIZE, multiple_of=FS_BLOCK),
         Option("fs", "xfs", "filesystem on the thin devices", choices=("xfs", "ext4")),
+        Option("journal", True, "ext4 with a journal (Docker's mkfs); false: mkfs.ext4 -O ^has_journal, "
+               "the reflinked-image reference of REAL_KERNEL.md 4a (xfs always logs)"),
     )
 
     def __init__(self, options=None):
         super().__init__(options)
-        self.geometry = Geometry.make(str(self.options["fs"]), int(self.options["base_size"]))
+        if self.options["fs"] == "xfs" and not self.options["journal"]:
+            raise BadInput("devicemapper: journal=false needs fs=ext4 (xfs cannot run without its log)")
+        self.geometry = Geometry.make(str(self.options["fs"]), int(self.options["base_size"]),
+                                      bool(self.options["journal"]))
         self.chunk = int(self.options["chunk_size"])
         self.base = mkfs(self.geometry, self.chunk)  # the base device, before any layer
         self.layer_fs: dict[str, ThinFs] = {}

@@ -69,14 +69,14 @@ class Geometry:
     header_blocks: int
 
     @classmethod
-    def make(cls, fs: str, base_size: int) -> Geometry:
+    def make(cls, fs: str, base_size: int, journal: bool = True) -> Geometry:
         inodes = base_size // EXT4_INODE_RATIO
         log_start = base_size // 2 // FS_BLOCK * FS_BLOCK  # mkfs puts the journal/log mid-device
         if fs == "ext4":
             # block 0 sb, 1 GDT, 2 block bitmap, 3 inode bitmap; then the inode table
             start, size = 4 * FS_BLOCK, inodes * EXT4_INODE_SIZE
             return cls(fs, base_size, EXT4_INODE_SIZE, start, size, round_up(start + size, FS_BLOCK),
-                       log_start, ext4_journal_blocks(base_size // FS_BLOCK) * FS_BLOCK, size,
+                       log_start, ext4_journal_blocks(base_size // FS_BLOCK) * FS_BLOCK if journal else 0, size,
                        alloc_blocks=(2, 1), ialloc_blocks=(3, 1), header_blocks=4)
         # block 0: SB/AGF/AGI/AGFL sectors; 1 bnobt, 2 cntbt, 3 inobt, 4 finobt, ... 7
         start, size = 8 * FS_BLOCK, inodes * XFS_INODE_SIZE
@@ -85,10 +85,12 @@ class Geometry:
                    alloc_blocks=(0, 1, 2), ialloc_blocks=(0, 3, 4), header_blocks=8)
 
     def inode_block(self, ino: int) -> int:
-        return (self.inode_start + ino * self.inode_size) // FS_BLOCK
+        return (self.inode_start + (ino - 1) * self.inode_size) // FS_BLOCK  # inode 1 is the first slot
 
     def log_write_bytes(self, items: int) -> int:
         """Bytes one journal/log commit of ``items`` dirtied metadata blocks writes."""
+        if not self.log_bytes:
+            return 0
         if self.fs == "ext4":
             return (items + ceil_div(items, JBD2_TAGS_PER_DESCRIPTOR) + 1) * FS_BLOCK
         return round_up(XLOG_HEADER_BYTES + items * XFS_LOG_ITEM_BYTES, FS_BLOCK)
@@ -226,9 +228,10 @@ class ThinFs:
         if not self.pending:
             return
         nbytes = self.geometry.log_write_bytes(len(self.pending))
-        log = self.log_ranges(nbytes)
-        self.state.log_head += nbytes
-        self.write(log)
+        if nbytes:  # ext4 without a journal writes its metadata home directly
+            log = self.log_ranges(nbytes)
+            self.state.log_head += nbytes
+            self.write(log)
         home = RangeSet()
         for b in sorted(self.pending):
             home.add(b * FS_BLOCK, (b + 1) * FS_BLOCK)
