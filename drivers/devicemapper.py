@@ -63,7 +63,7 @@ DOCKER_DEFAULT_BASE_SIZE = 10 * GiB  # moby deviceset.go defaultBaseFsSize (dm.b
 MIN_BASE_SIZE = 1 * GiB  # the journal/log and inode region must fit (our limit)
 MAX_BASE_SIZE = 1 << 50  # symbolic anyway; 1 PiB keeps offsets sane
 NAMESPACE_OPS = ("create", "mkdir", "unlink", "rmdir", "rename", "link", "symlink")
-INODE_ALLOC_OPS = ("create", "mkdir", "unlink", "rmdir", "symlink")
+INODE_ALLOC_OPS = ("create", "mkdir", "symlink")  # frees: ``remove`` with the last link
 
 
 class DevicemapperMount(BaseMount):
@@ -207,6 +207,8 @@ class DevicemapperMount(BaseMount):
                 fs.dirty_block(self._dir_location(self._ctx[-2])[1])
         if op in INODE_ALLOC_OPS:
             fs.dirty_ialloc()
+        if op == "rmdir":  # its block is freed with ext4_forget: a dirty copy is dropped, not written
+            fs.pending.discard(self._dir_location(node)[1])
 
     def remove(self, node, last_link: bool) -> None:
         self._replaced = True
@@ -215,8 +217,10 @@ class DevicemapperMount(BaseMount):
             allocated = bool(self._filemap(node).extents)  # delalloc data never written: no blocks
         else:
             allocated = node.__class__ is ImageFile and bool(self.fs.layout.file(node.ino).extents)
-        if last_link and allocated:
-            self.fs.dirty_alloc()  # blocks freed in the fs; the pool keeps them (no discard)
+        if last_link:
+            self.fs.dirty_ialloc()
+            if allocated or node.__class__ in (Dir, ImageDir):
+                self.fs.dirty_alloc()  # blocks freed in the fs; the pool keeps them (no discard)
 
     def cache_key(self, node) -> object:
         if node.__class__ is FileInode and node.origin is not None:

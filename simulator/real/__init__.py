@@ -2,7 +2,7 @@
 
 ``run_real`` and ``view_real`` mirror ``simulator.runner.run_cell`` and ``view_cell``: the
 same inputs, validated the same way before any work, and the same record shape with
-``backend: "real"``.  Only the overlay driver has a real backend so far.  The record's
+``backend: "real"``.  overlay, btrfs and devicemapper (``thin.py``) have one.  The record's
 ``sim_seconds`` is the wall time of the whole real run; ``real_seconds`` only that of starting
 the containers (overlay: the mount) and of their operations (timed inside the replaying
 child), which is what ``est_seconds`` predicts; metrics the kernel does not expose
@@ -21,7 +21,7 @@ from simulator.trace import WRITE_OPS
 
 from .replay import ReplayResult, replay
 
-REAL_DRIVERS = ("overlay", "btrfs")
+REAL_DRIVERS = ("overlay", "btrfs", "devicemapper")
 UPPER_KEYS = ("container_files", "container_data_bytes", "container_alloc_bytes", "whiteouts", "opaque_dirs",
               "metacopy_files", "redirect_dirs")
 
@@ -58,6 +58,10 @@ def measure_prepared(prepared: Prepared, containers: int,
         from .btrfs import measure_btrfs
 
         return measure_btrfs(prepared.image, prepared.ops, containers, prepared.driver.options, views)
+    if prepared.driver.name == "devicemapper":
+        from .thin import measure_thin
+
+        return measure_thin(prepared.image, prepared.ops, containers, prepared.driver.options, views)
     from .overlay import overlay_session, tree_view, upper_stats
 
     totals = ReplayResult()
@@ -96,6 +100,10 @@ def view_prepared(prepared: Prepared, container: int = 0) -> dict[str, dict[str,
         from .btrfs import view_btrfs
 
         return view_btrfs(prepared.image, prepared.ops, container, prepared.driver.options)
+    if prepared.driver.name == "devicemapper":
+        from .thin import view_thin
+
+        return view_thin(prepared.image, prepared.ops, container, prepared.driver.options)
     from .overlay import overlay_session, tree_view
 
     with overlay_session(prepared.image, prepared.driver.options, _written_estimate(prepared)) as session:

@@ -46,6 +46,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -271,23 +272,33 @@ def thin_session(image: Image, options: dict[str, Any], extra_bytes: int = 0) ->
             session.close()
 
 
-def measure_thin(image: Image, ops: list[Op], containers: int, options: dict[str, Any]) -> dict[str, Any]:
-    """SPEC section 5 metrics of a workload on reflinked guest images, null where unobserved."""
+def measure_thin(image: Image, ops: list[Op], containers: int, options: dict[str, Any],
+                 views: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """SPEC section 5 metrics of a workload on reflinked guest images, null where unobserved.
+    ``views``, if given, receives each container's view after its operations."""
+    from .overlay import tree_view
+
     written = sum(op.size if op.kind == "create" else op.length for op in ops if op.kind in WRITE_OPS)
     chunk = int(options["chunk_size"])
     metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     totals = ReplayResult()
     new_bytes = chunks = device_writes = 0
+    seconds = 0.0  # reflink copy + guest mount + the operations: what est_seconds predicts
     with thin_session(image, options, written) as session:
         image_phys = RangeSet()
         for img in [os.path.join(session.host, "base.img")] + [
                 os.path.join(session.host, f"L{k}.img") for k in range(len(image.layers))]:
             image_phys.update(physical(fiemap(img)))
         for c in range(containers):
+            start = time.perf_counter()
             img = session.snapshot(f"C{c}")
             with session.mounted(img) as (root, dev):
+                seconds += time.perf_counter() - start
                 before = _loop_write_bytes(dev)
                 result = replay(root, [op for op in ops if op.container == c])
+                seconds += result.seconds
+                if views is not None:
+                    views[c] = tree_view(root)
                 os.sync()
             device_writes += _loop_write_bytes(dev) - before
             for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
@@ -298,7 +309,8 @@ def measure_thin(image: Image, ops: list[Op], containers: int, options: dict[str
     metrics.update(ops=totals.ops, failed_ops=totals.failed_ops, written_bytes=totals.written_bytes,
                    read_bytes=totals.read_bytes, cow_blocks=chunks, container_alloc_bytes=chunks * chunk,
                    container_physical_bytes=new_bytes, image_physical_bytes=image_phys.total(),
-                   physical_bytes=new_bytes + image_phys.total(), device_write_bytes=device_writes)
+                   physical_bytes=new_bytes + image_phys.total(), device_write_bytes=device_writes,
+                   real_seconds=seconds)
     return metrics
 
 
