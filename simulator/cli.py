@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .campaign.commands import add_parsers as add_campaign_parsers
 
     add_campaign_parsers(sub)
+    from .fidelity.commands import add_parsers as add_fidelity_parsers
+
+    add_fidelity_parsers(sub)
+    run.add_argument("--calibration", metavar="FILE",
+                     help="cost-model calibration file for est_seconds (default: the shipped one)")
     _trace_arguments(sub)
     clean = sub.add_parser("cleanup", help="release mounts, loop devices and scratch dirs of killed real runs")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be released")
@@ -96,7 +101,12 @@ def _run_one(args: argparse.Namespace, driver: str) -> dict[str, Any]:
         return run_real(cell)
     from .runner import run_cell
 
-    return run_cell(cell)
+    cost = None
+    if args.calibration:
+        from .calibration import load_calibration
+
+        cost = load_calibration(args.calibration).for_driver(driver)
+    return run_cell(cell, cost)
 
 
 def _format_metric(key: str, value: Any) -> str:
@@ -231,7 +241,14 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 1 if any(r["errors"] for r in reports) else 0
 
 
-COMMANDS = {"run": cmd_run, "view": cmd_view, "drivers": cmd_drivers, "workloads": cmd_builtins,
+def _fidelity_command(args: argparse.Namespace) -> int:
+    from .fidelity.commands import COMMANDS as FIDELITY_COMMANDS
+
+    return FIDELITY_COMMANDS[args.command](args)
+
+
+COMMANDS = {"validate": _fidelity_command, "calibrate": _fidelity_command,
+            "run": cmd_run, "view": cmd_view, "drivers": cmd_drivers, "workloads": cmd_builtins,
             "images": cmd_builtins, "campaign": _campaign_command, "report": _campaign_command,
             "compare": _campaign_command, "trace": cmd_trace, "cleanup": cmd_cleanup}
 

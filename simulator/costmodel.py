@@ -3,8 +3,10 @@
 The model prices the events a run counts (operations, lookup probes, copied and written
 bytes, metadata updates, fsyncs, mounts, files a diff scans).  The defaults come from the
 measurements in the project's REAL_KERNEL notes (kernel 6.18, this machine kind) where one
-exists and are marked *uncalibrated* where not; ``layerbench calibrate`` (a later issue)
-fits them on the real kernel and writes a file that ``CostModel.from_mapping`` reads.
+exists and are marked *uncalibrated* where not; ``layerbench calibrate`` fits them on the
+real kernel and writes a calibration file (``simulator.calibration``, per-driver sections)
+whose parameters ``CostModel.from_mapping`` reads; the shipped ``default.json`` is what
+``est_seconds`` uses by default.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class CostModel:
     probe_seconds: float = 4.0e-6
     # A system call that does no I/O: open/stat/close on a warm dentry (uncalibrated).
     syscall_seconds: float = 2.0e-6
+    # The open + close pair around a data operation (create, write, append, read, open,
+    # fsync): file descriptor, struct file and, on overlay, the real file's open (uncalibrated).
+    open_seconds: float = 4.0e-6
     # Copy-up and page-cache write bandwidth on the tmpfs/ext4 upper (uncalibrated;
     # chriskuehl/docker-storage-benchmark copies 1.69 GiB in about a second on tmpfs).
     copy_bytes_per_second: float = 1.6e9
@@ -38,6 +43,10 @@ class CostModel:
     mount_layer_seconds: float = 19.4e-6
     # One file examined by a diff (stat of both sides for the naive differ) (uncalibrated).
     diff_file_seconds: float = 5.0e-6
+    # Bytes the workload moves through the page cache: write(2) into it, read(2) out of it
+    # (memcpy plus page allocation; uncalibrated: a few GB/s).
+    cache_write_bytes_per_second: float = 3.0e9
+    read_bytes_per_second: float = 5.0e9
     # One extra per-branch permission check on a directory (aufs_permission walks every
     # branch unless dirperm1): generic_permission on a cached inode (uncalibrated).
     perm_check_seconds: float = 0.2e-6
@@ -60,7 +69,8 @@ class CostModel:
 
     def estimate(self, *, ops: int, probes: int, copyup_bytes: int, copyups: int,
                  device_write_bytes: int, metadata_ops: int, fsyncs: int, mounts: int,
-                 mounted_layers: int, diff_files: int, perm_checks: int = 0) -> float:
+                 mounted_layers: int, diff_files: int, perm_checks: int = 0, written_bytes: int = 0,
+                 read_bytes: int = 0, opens: int = 0) -> float:
         """Predicted wall time of a workload from its event counts."""
         return (ops * self.syscall_seconds
                 + probes * self.probe_seconds
@@ -72,4 +82,7 @@ class CostModel:
                 + mounts * self.mount_seconds
                 + mounted_layers * self.mount_layer_seconds
                 + diff_files * self.diff_file_seconds
-                + perm_checks * self.perm_check_seconds)
+                + perm_checks * self.perm_check_seconds
+                + written_bytes / self.cache_write_bytes_per_second
+                + read_bytes / self.read_bytes_per_second
+                + opens * self.open_seconds)

@@ -21,6 +21,7 @@ from .trace import Op
 from .viewstats import private_inodes
 
 MAX_CONTAINERS = 100_000
+OPENING_OPS = frozenset({"create", "write", "append", "read", "open", "fsync"})  # open + close a file
 
 
 def container_id(index: int, generation: int = 0) -> str:
@@ -56,7 +57,7 @@ class Run:
             driver.create_read_write(container_id(c), parent)
             self.mounts.append(driver.get(container_id(c)))
         self.base_tree = self.mounts[0].ns.tree
-        self.ops = self.failed = 0
+        self.ops = self.failed = self.opens = 0
         self.retired: list[Namespace] = []  # namespaces replaced by a commit
         driver.counting = True
 
@@ -66,6 +67,7 @@ class Run:
     def apply(self, op: Op) -> bool:
         """Replay one operation; False when it was refused."""
         self.ops += 1
+        self.opens += op.kind in OPENING_OPS
         try:
             if op.kind == "commit":
                 self._commit(op)
@@ -125,7 +127,8 @@ class Run:
             copyups=tally.copyup_count + tally.copyup_meta_count,
             device_write_bytes=tally.device_write_bytes, metadata_ops=tally.metadata_ops,
             fsyncs=tally.fsyncs, mounts=mounts, mounted_layers=mounted_layers,
-            diff_files=tally.commit_files_scanned, perm_checks=tally.perm_checks)
+            diff_files=tally.commit_files_scanned, perm_checks=tally.perm_checks,
+            written_bytes=written, read_bytes=read, opens=self.opens)
         return metrics
 
     def _ideal_bytes(self) -> int:

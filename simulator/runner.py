@@ -91,8 +91,13 @@ def peak_rss_bytes() -> int:
 
 
 def run_cell(cell: Cell, cost: CostModel | None = None) -> dict[str, Any]:
-    """Simulate one cell; the record ``layerbench run --json`` prints."""
+    """Simulate one cell; the record ``layerbench run --json`` prints.  ``est_seconds`` uses
+    ``cost``, by default the shipped calibration's parameters for the cell's driver."""
     start = time.perf_counter()
+    if cost is None:
+        from .calibration import cost_for
+
+        cost = cost_for(cell.driver)
     with gc_paused():
         prepared = prepare(cell)
         metrics = simulate(prepared.driver, prepared.image, prepared.ops, cell.containers, cost, prepared.tree)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -80,20 +80,22 @@ def compare(case: Case, backend: str, metrics: Iterable[str], sim: Side, real: S
         diff = sum(view_difference(sim.views[c], real.views[c]) for c in sim.views)
         rows.append({**base, "metric": "view", "sim": entries_sim, "real": entries_real, "abs_error": diff,
                      "rel_error": diff / entries_real if entries_real else float(diff > 0)})
-    return rows
+    return [{k: row[k] for k in ROW_KEYS} for row in rows]
 
 
 def run_case(case: Case, result: Validation, calibration: Calibration | None = None,
              only: Iterable[str] | None = None) -> None:
     """Simulate ``case`` and run it on each of its available backends; rows into ``result``."""
     cell = Cell(case.driver, case.image, case.workload, dict(case.options), case.containers, case.seed)
+    start = time.perf_counter()
+    prepared = prepare(cell)  # bad input: BadInput before any real work
+    # the options the user gave, as the driver parsed them ("true" -> True)
+    case = replace(case, options={k: prepared.driver.options[k] for k in case.options})
     chosen = [b for b in backends_for(case.driver, case.options)
               if (case.backends is None or b.name in case.backends) and (only is None or b.name in only)]
     chosen = [b for b in chosen if b.name not in result.skipped]
     if not chosen:
         return
-    start = time.perf_counter()
-    prepared = prepare(cell)  # bad input: BadInput before any real work
     sim = simulate_case(prepared, case.containers, cost_for(case.driver, calibration))
     sim.seconds = time.perf_counter() - start  # loading the inputs included, as sim_seconds does
     for backend in chosen:
