@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--calibration", metavar="FILE",
                      help="cost-model calibration file for est_seconds (default: the shipped one)")
     _trace_arguments(sub)
+    diff = sub.add_parser("diff", help="write a container's changes as an OCI layer tar (AUFS whiteouts)")
+    _cell_arguments(diff, many_drivers=False)
+    diff.add_argument("--container", type=int, default=0, help="which container (default 0)")
+    diff.add_argument("--output", required=True, help="layer tar to write")
     clean = sub.add_parser("cleanup", help="release mounts, loop devices and scratch dirs of killed real runs")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be released")
     clean.add_argument("--json", action="store_true", help="print JSON only")
@@ -224,6 +228,16 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from workloads.oci_export import diff_cell
+
+    if args.backend != "sim":
+        raise BadInput("diff: only the simulator's diff is exported (--backend sim)")
+    out = diff_cell(_cell(args, args.driver), args.container, args.output)
+    print(json.dumps(out) if args.json else f"{out['output']}: {out['members']} members, {out['digest']}")
+    return 0
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
     """What real runs killed by SIGKILL left (simulator.real.scratch); 1 if some could not go."""
     from .real.scratch import cleanup_stale, state_dir
@@ -250,7 +264,8 @@ def _fidelity_command(args: argparse.Namespace) -> int:
 COMMANDS = {"validate": _fidelity_command, "calibrate": _fidelity_command,
             "run": cmd_run, "view": cmd_view, "drivers": cmd_drivers, "workloads": cmd_builtins,
             "images": cmd_builtins, "campaign": _campaign_command, "report": _campaign_command,
-            "compare": _campaign_command, "trace": cmd_trace, "cleanup": cmd_cleanup}
+            "compare": _campaign_command, "trace": cmd_trace, "cleanup": cmd_cleanup,
+            "diff": cmd_diff}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import hashlib
+import json
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -40,7 +43,7 @@ from workloads.oci_layer import OPAQUE_MARKER, WHITEOUT_PREFIX, check_symlink
 from workloads.random import random_image, random_trace
 
 UMOCI = shutil.which("umoci")
-pytestmark = pytest.mark.skipif(UMOCI is None, reason="umoci is not installed (apt-get install umoci)")
+needs_umoci = pytest.mark.skipif(UMOCI is None, reason="umoci is not installed (apt-get install umoci)")
 TAG = "t"
 
 
@@ -117,6 +120,7 @@ def export_container(r: Run, tmp: Path) -> tuple[Image, Layer, Path, Path]:
 # -- hand-checked scenarios -----------------------------------------------------------
 
 
+@needs_umoci
 def test_deletions_an_opaque_dir_and_a_hard_link_as_aufs_whiteouts(tmp_path):
     img = image([f("/etc/a", 10), f("/etc/b", 20), {"path": "/var/cache", "type": "dir", "mode": 0o755},
                  f("/var/cache/x", 100), f("/big", 5000), {"path": "/big2", "type": "hardlink", "target": "/big"}])
@@ -143,6 +147,7 @@ def test_deletions_an_opaque_dir_and_a_hard_link_as_aufs_whiteouts(tmp_path):
     assert len(data) == 5001 and 0 not in data  # real, non-zero content of the entry's size
 
 
+@needs_umoci
 def test_hard_link_changed_then_unlinked_shows_under_its_other_name(tmp_path):
     """The bug umoci found: /a and /b are one inode; the container appends through /a
     (aufs copies up all 5000 bytes) and unlinks /a.  /b must show 5001 bytes after the
@@ -156,6 +161,7 @@ def test_hard_link_changed_then_unlinked_shows_under_its_other_name(tmp_path):
     assert view == view_of(r.namespace(0)) == {"/b": {"type": "file", "size": 5001, "mode": 0o644}}
 
 
+@needs_umoci
 def test_hard_link_opened_for_writing_only_leaves_nothing_but_the_whiteout(tmp_path):
     """aufs copies nothing at open(w): with /a unlinked, only .wh.a is in the rw branch and
     /b is still the lower file."""
@@ -167,19 +173,27 @@ def test_hard_link_opened_for_writing_only_leaves_nothing_but_the_whiteout(tmp_p
     assert walk_view(umoci_unpack(layout, tmp_path / "bundle")) == view_of(r.namespace(0))
 
 
-def test_layout_imports_and_digests_are_stable(tmp_path):
+def test_layout_digests_are_real_stable_and_import_back(tmp_path):
     img = image([f("/x", 3, mode=0o4755), {"path": "/d", "type": "dir", "mode": 0o700}, f("/d/y", 7)],
                 [{"path": "/d", "type": "dir", "mode": 0o750, "opaque": True}, {"path": "/x", "type": "whiteout"}])
     one = export_layout(img, tmp_path / "one", TAG)
-    two = export_layout(img, tmp_path / "two", TAG)
-    assert one == two and len(one) == 2
-    manifest_layers = [b.digest for b in one]
-    assert len(set(manifest_layers)) == 2
+    assert export_layout(img, tmp_path / "two", TAG) == one and len(one) == 2  # same image, same digests
+    blobs = tmp_path / "one" / "blobs" / "sha256"
+    for b in one:
+        data = (blobs / b.digest.split(":")[1]).read_bytes()
+        assert (b.digest, b.size) == ("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+    index = json.loads((tmp_path / "one" / "index.json").read_text())
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    config = json.loads((blobs / manifest["config"]["digest"].split(":")[1]).read_text())
+    # Uncompressed layers: each diff_id is the layer blob's own digest.
+    assert [m["digest"] for m in manifest["layers"]] == config["rootfs"]["diff_ids"] == [b.digest for b in one]
+    assert {m["mediaType"] for m in manifest["layers"]} == {MEDIA_LAYER}
+    assert [m.name for m in members(blobs / one[1].digest.split(":")[1])] == ["d", "d/.wh..wh..opq", ".wh.x"]
     assert view_of(Run(make_driver("vfs"), load_image(f"{tmp_path / 'one'}:{TAG}"), 1).namespace(0)) == \
         {"/d": {"type": "dir", "size": 0, "mode": 0o750}}
-    assert MEDIA_LAYER.endswith(".tar")  # uncompressed: the config's diff_ids are the digests
 
 
+@needs_umoci
 def test_a_parent_hidden_below_is_written_0755(tmp_path):
     """Layer 1 makes /a opaque, hiding /a/b (0700); layer 2 adds /a/b/c without listing /a/b.
     The model makes the missing parent 0755; the export writes it so umoci does not guess."""
@@ -215,6 +229,7 @@ def _case(seed: int) -> tuple[Image, list[Op]]:
     return img, trace
 
 
+@needs_umoci
 @pytest.mark.parametrize("seed", range(48))
 def test_umoci_unpacks_image_plus_aufs_diff_as_the_model_views_it(seed, tmp_path):
     img, trace = _case(seed)
@@ -251,3 +266,55 @@ def test_umoci_unpacks_image_plus_aufs_diff_as_the_model_views_it(seed, tmp_path
         imported = load_image(f"{layout}:{TAG}")
         assert len(imported.layers) == len(base.layers) + 1
         assert view_of(Run(make_driver("vfs"), imported, 1).namespace(0)) == want
+
+
+# -- layerbench diff --------------------------------------------------------------------
+
+
+def layerbench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True)
+
+
+def _write_inputs(tmp: Path, entries: list[dict], trace: list[dict]) -> tuple[Path, Path]:
+    img, wl = tmp / "image.json", tmp / "trace.jsonl"
+    img.write_text(json.dumps({"name": "cli", "layers": [{"id": "l0", "entries": entries}]}))
+    wl.write_text("".join(json.dumps(op) + "\n" for op in trace))
+    return img, wl
+
+
+@needs_umoci
+def test_cli_diff_layer_added_by_umoci_unpacks_as_layerbench_view(tmp_path):
+    """The issue's recipe, end to end through the command line: ``layerbench diff`` writes
+    the layer, ``umoci raw add-layer`` stacks it on the exported image, ``umoci unpack``
+    extracts it, and the tree equals ``layerbench view``."""
+    img, wl = _write_inputs(tmp_path, [f("/etc/a", 10), f("/etc/b", 20), f("/log", 4096)],
+                            [{"op": "unlink", "path": "/etc/a"}, {"op": "append", "path": "/log", "length": 100},
+                             {"op": "mkdir", "path": "/new"}, {"op": "create", "path": "/new/f", "size": 7},
+                             {"op": "chmod", "path": "/new", "mode": 0o700}])
+    args = ["--driver", "aufs", "--image", str(img), "--workload", str(wl)]
+    p = layerbench("diff", *args, "--output", str(tmp_path / "layer.tar"), "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    # etc/, etc/.wh.a, log (4096 + 100 bytes), new/, new/f: 5 entries, 5 members, 4196 + 7 bytes
+    assert (out["entries"], out["members"], out["diff_bytes"]) == (5, 5, 4203)
+    assert sorted(m.name.rstrip("/") for m in members(tmp_path / "layer.tar")) == \
+        ["etc", "etc/.wh.a", "log", "new", "new/f"]
+    layout = tmp_path / "oci"
+    export_layout(load_image(str(img)), layout, TAG)
+    subprocess.run([UMOCI, "raw", "add-layer", "--image", f"{layout}:{TAG}", str(tmp_path / "layer.tar")],
+                   check=True, capture_output=True)
+    view = layerbench("view", *args, "--json")
+    assert view.returncode == 0, view.stderr
+    assert walk_view(umoci_unpack(layout, tmp_path / "bundle")) == json.loads(view.stdout)
+
+
+def test_cli_diff_refuses_what_it_cannot_export(tmp_path):
+    img, wl = _write_inputs(tmp_path, [f("/huge", 2 << 30)], [{"op": "append", "path": "/huge", "length": 1}])
+    out = tmp_path / "layer.tar"
+    args = ["diff", "--driver", "aufs", "--image", str(img), "--workload", str(wl), "--output", str(out)]
+    p = layerbench(*args)  # 2 GiB + 1 byte of file data > MAX_EXPORT_BYTES (1 GiB)
+    assert p.returncode == 2 and "more than the 1,073,741,824" in p.stderr and not out.exists()
+    p = layerbench(*args, "--container", "1")
+    assert p.returncode == 2 and p.stderr.strip().endswith("--container 1: only 1 container(s) run")
+    p = layerbench(*args, "--backend", "real")
+    assert p.returncode == 2 and "--backend sim" in p.stderr

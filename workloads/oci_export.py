@@ -199,10 +199,15 @@ def export_layer(image: Image, layer: Layer, path: str | Path) -> tuple[Blob, in
         below.apply(lower)
     path = Path(path)
     try:
-        with path.open("wb") as fh:
-            members = write_layer_tar(layer, fh, below)
+        fh = path.open("wb")
     except OSError as exc:
         raise BadInput(f"{path}: cannot write: {exc.strerror}") from None
+    try:
+        with fh:
+            members = write_layer_tar(layer, fh, below)
+    except BaseException:
+        path.unlink(missing_ok=True)  # no half-written layer left behind
+        raise
     return Blob(_file_digest(path), path.stat().st_size), members
 
 
@@ -247,3 +252,22 @@ def export_layout(image: Image, path: str | Path, tag: str = "latest") -> list[B
     index["manifests"].append(_descriptor(MEDIA_MANIFEST, manifest_blob, annotations={REF_NAME: tag}))
     index_path.write_text(json.dumps(index, sort_keys=True))
     return layers
+
+
+def diff_cell(cell, container: int, output: str | Path) -> dict[str, object]:
+    """``layerbench diff``: replay ``cell`` (a ``simulator.runner.Cell``) and write container
+    ``container``'s changes, the driver's ``diff``, as a layer tar over its image."""
+    from simulator.harness import Run
+    from simulator.runner import prepare
+
+    if not 0 <= container < cell.containers:
+        raise BadInput(f"--container {container}: only {cell.containers} container(s) run")
+    prepared = prepare(cell)
+    run = Run(prepared.driver, prepared.image, cell.containers, prepared.tree)
+    for op in prepared.ops:
+        run.apply(op)
+    mount = run.mounts[container]
+    layer = run.driver.diff(mount.id)
+    blob, members = export_layer(mount.ns.tree.image, layer, output)
+    return {"output": str(output), "mediaType": MEDIA_LAYER, "digest": blob.digest, "size": blob.size,
+            "entries": len(layer.entries), "members": members, "diff_bytes": run.driver.diff_size(mount.id)}
