@@ -1,7 +1,9 @@
 """Running a campaign's cells: a local process pool or Dask, atomic cell files, resume.
 
 Crash safety comes from one rule: a cell is done exactly when ``cells/<digest>.parquet``
-exists, and that file appears by ``rename(2)`` of a complete, fsynced temporary file.  So a
+exists, and that file appears by ``rename(2)`` of a complete, fsynced temporary file.  A file
+damaged after that (disk, copy, hand edit) is caught by the checksum of its row kept in its
+metadata: every run checks every cell file first and recomputes the damaged ones.  So a
 ``kill -9`` at any moment loses only the cells in flight; a rerun lists ``cells/``, skips what
 is there and computes the rest.  A cell that raises is appended to ``failures.jsonl`` and never
 written to ``cells/``, so it is retried next time (benchopt once cached crashed runs as done).
@@ -146,8 +148,23 @@ class Progress:
             self.stream.flush()
 
 
-def done_digests(cells_dir: Path) -> set[str]:
-    return {p.stem for p in cells_dir.glob("*.parquet") if not p.name.startswith(".")}
+def done_digests(cells_dir: Path, verify: bool = False, log: TextIO | None = sys.stderr) -> set[str]:
+    """Cells whose file exists; with ``verify``, a damaged file (truncated, checksum mismatch,
+    another cell's row: ``results.check_cell_file``) is deleted, said on ``log``, and not done."""
+    from .results import check_cell_file
+
+    done = set()
+    for p in cells_dir.glob("*.parquet"):
+        if p.name.startswith("."):
+            continue
+        problem = check_cell_file(p, p.stem) if verify else None
+        if problem is None:
+            done.add(p.stem)
+            continue
+        p.unlink(missing_ok=True)
+        if log is not None:
+            log.write(f"layerbench: {p} is damaged ({problem}); it will be recomputed\n")
+    return done
 
 
 def clean_temporaries(cells_dir: Path) -> None:

@@ -7,11 +7,13 @@ Types are fixed here, not guessed per cell: integer metrics are ``int64`` (nulla
 pandas, since a metric may mean nothing for a driver), ratios and times ``float64``.
 
 Schema history (``RESULTS_SCHEMA`` in the manifest and in every row):
-  1 -- first version.
+  1 -- first version.  Cell files carry ``layerbench.checksum`` in their parquet metadata
+       (added later, compatibly: files without it are still read).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -27,6 +29,7 @@ from ..metrics import METRIC_KEYS
 from .spec import Campaign, CampaignCell
 
 RESULTS_SCHEMA = 1
+CHECKSUM_KEY = "layerbench.checksum"  # cell file metadata: see table_checksum
 FLOAT_METRICS = frozenset({"space_amplification", "write_amplification", "lookup_depth_mean", "est_seconds",
                            "sim_seconds"})
 NONDETERMINISTIC = ("sim_seconds", "sim_peak_rss_bytes")  # the simulator's own wall time and memory
@@ -64,7 +67,37 @@ def row_table(cell: CampaignCell, metrics: dict[str, Any]) -> pa.Table:
         arrays.append(pa.array([value], type=metric_type(key, value)))
     names.append("results_schema")
     arrays.append(pa.array([RESULTS_SCHEMA], type=pa.int32()))
-    return pa.Table.from_arrays(arrays, names=names)
+    table = pa.Table.from_arrays(arrays, names=names)
+    return table.replace_schema_metadata({CHECKSUM_KEY: table_checksum(table)})
+
+
+def table_checksum(table: pa.Table) -> str:
+    """SHA-256 of a table's schema (types, without metadata) and values, as stored in the
+    cell file's metadata: a cell file whose bytes were damaged, yet still parse, is caught."""
+    body = json.dumps([str(table.schema.remove_metadata()), table.to_pylist()], sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def check_cell_file(path: Path, digest: str) -> str | None:
+    """Why the cell file at ``path`` cannot be trusted as cell ``digest``, or None if it can.
+
+    Truncated files fail to parse; damaged values fail the checksum; a file of another cell
+    fails its id.  Files from before checksums (no ``CHECKSUM_KEY``) are judged by parsing."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 -- ArrowInvalid, OSError...: all mean unreadable
+        return f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+    if table.num_rows != 1 or "cell_id" not in table.column_names:
+        return f"{table.num_rows} rows, not one cell"
+    stored = (table.schema.metadata or {}).get(CHECKSUM_KEY.encode())
+    if stored is not None and stored.decode(errors="replace") != table_checksum(table):
+        return "checksum mismatch"
+    cell_id = table.column("cell_id")[0].as_py()
+    if hashlib.sha256(str(cell_id).encode()).hexdigest()[:16] != digest:
+        return f"holds cell {cell_id!r}, not {digest}"
+    return None
 
 
 def consolidate(campaign: Campaign, out: Path) -> Path:

@@ -12,13 +12,64 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, TextIO
 
-from ..errors import BadInput
+from ..errors import BadInput, LayerbenchError
 from .execute import (Progress, append_failure, clean_temporaries, dask_client, dask_outcomes, done_digests,
                       pool_outcomes, read_failures, write_cell)
 from .results import RESULTS_SCHEMA, consolidate, provenance, read_manifest, write_manifest
 from .spec import Campaign, load_campaign
+
+
+LOCK_FILE = ".lock"
+
+
+class CampaignLocked(LayerbenchError):
+    """Another process is running a campaign in the same directory (exit code 1: nothing is
+    wrong with the input; the directory is busy)."""
+
+
+@contextmanager
+def directory_lock(out: Path) -> Iterator[None]:
+    """Exclusive use of ``out`` for this process, as a POSIX record lock on ``out/.lock``.
+
+    ``lockf`` (fcntl F_SETLK), not ``flock``: a record lock belongs to the process, so the pool
+    workers forked from it do not inherit it, and the kernel drops it the moment the process
+    dies, ``kill -9`` included, so a lock file left behind never blocks anyone.  The file is
+    deleted (while still locked) at the end, so the directory holds only SPEC section 8's
+    files; a process that locked a file just deleted sees another inode at the path and tries
+    again."""
+    import fcntl
+
+    fresh = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise CampaignLocked(f"{out}: another campaign process (pid {holder}) is using this directory; "
+                                 f"wait for it to finish or choose another --out") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file its holder had just deleted: take the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        if fresh and not any(out.iterdir()):
+            out.rmdir()  # refused before writing anything: leave no trace
+        os.close(fd)  # releases the lock
 
 
 def _now() -> str:
@@ -40,6 +91,12 @@ def run_campaign(source: str | Path | Mapping[str, Any] | Campaign, out: str | P
     if jobs is not None and jobs < 1:
         raise BadInput(f"--jobs {jobs}: must be at least 1")
     jobs = jobs or os.cpu_count() or 1
+    with directory_lock(out):
+        return _run_locked(campaign, out, jobs, dask, resume, report, progress)
+
+
+def _run_locked(campaign: Campaign, out: Path, jobs: int, dask: str | None, resume: bool, report: bool,
+                progress: TextIO | None) -> Path:
     previous = read_manifest(out)
     if previous and previous.get("campaign", {}).get("text") != campaign.text and not resume:
         raise BadInput(f"{out}: holds results of a different campaign file; pass --resume to keep its finished "
@@ -63,7 +120,7 @@ def _run(campaign: Campaign, out: Path, jobs: int, client: Any, dask: str | None
     failures_path = out / "failures.jsonl"
     attempts = {f["digest"]: int(f.get("attempt", 1)) for f in read_failures(failures_path)}
     failures_path.write_text("")  # this run's failures only; earlier ones are retried below
-    done = done_digests(cells_dir)
+    done = done_digests(cells_dir, verify=True, log=progress)
     todo = [c for c in campaign.cells if c.digest not in done]
     executor = f"dask {dask}" if dask else f"local pool, {jobs} processes"
     run_entry = {"started": _now(), "finished": None, "executor": executor, "computed": 0, "failed": 0}
