@@ -212,6 +212,8 @@ class DevicemapperMount(BaseMount):
 
     def remove(self, node, last_link: bool) -> None:
         self._replaced = True
+        if node.__class__ is ImageFile:  # the namespace counts an image file's removed names
+            last_link = self.ns.image_unlinks[node] >= node.nlink
         if node.__class__ is FileInode:
             self.alloc_on_close.discard(node)
             allocated = bool(self._filemap(node).extents)  # delalloc data never written: no blocks

@@ -75,9 +75,9 @@ FIEMAP_BATCH = 512  # extents asked for per ioctl
 FIEMAP_MAX = (1 << 64) - 1
 
 
-def check_available(filesystems: str = "/proc/filesystems") -> None:
+def check_available(geteuid=os.geteuid, filesystems: str = "/proc/filesystems") -> None:
     """Raise BackendUnavailable (exit 3) with the reason when this cannot run here."""
-    if os.geteuid() != 0:
+    if geteuid() != 0:
         raise BackendUnavailable("the real devicemapper backend needs root (loop devices, mount); "
                                  "run as root or use --backend sim")
     try:

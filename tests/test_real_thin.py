@@ -1,0 +1,230 @@
+"""The devicemapper model against reflinked guest-ext4 images (REAL_KERNEL.md 4a).
+
+No device-mapper here: ``simulator/real/thin.py`` lays the image down as journal-less ext4
+images reflink-copied on a loop-mounted xfs (one per layer, one per container) and measures
+with FIEMAP the container image's bytes on host blocks its origin does not hold.  With
+``chunk_size=4096`` that is what the model's container allocates: ``container_alloc_bytes``
+(chunks x 4096) is compared with the real unshared bytes, and ``container_physical_bytes``
+(which adds the model's 48 B of pool metadata per chunk) too.  Bars (the issue's): within 5%
+on the built-in write workloads, within 5% or 32 KiB (the larger) on the metadata-only
+built-ins and on seeded random images and traces.  Each case takes 0.2-2 s (mkfs of a
+1 GiB guest, a reflink copy and a loop mount per layer and container, FIEMAP).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from drivers import make_driver
+from helpers import f, image, ops
+from simulator.costmodel import CostModel
+from simulator.errors import BackendUnavailable
+from simulator.harness import Run
+from simulator.imagetree import ImageTree
+from simulator.runner import Cell, prepare
+from workloads.random import random_image, random_trace
+
+pytestmark = pytest.mark.kernel
+
+try:
+    from simulator.real.thin import check_available, measure_thin, thin_session
+
+    check_available()
+    UNAVAILABLE = ""
+except BackendUnavailable as exc:
+    UNAVAILABLE = str(exc)
+
+K, M = 1024, 1 << 20
+BLOCK = 4096
+POOL_META = 48  # drivers/thinpool.py METADATA_BYTES_PER_CHUNK
+OPTS = {"chunk_size": BLOCK, "fs": "ext4", "journal": False, "base_size": 1 << 30}
+WRITE_BAR = 0.05
+SMALL_BAR = 32 * K
+
+
+@pytest.fixture(autouse=True)
+def _needs_thin():
+    if UNAVAILABLE:
+        pytest.skip(f"reflinked-ext4 thin emulation unavailable: {UNAVAILABLE}")
+
+
+def simulate(img, trace, containers=1, **options):
+    r = Run(make_driver("devicemapper", {**OPTS, **options}), img, containers)
+    for op in trace:
+        r.apply(op)
+    return r.finish(CostModel())
+
+
+def compare(img, trace, containers=1, bar=WRITE_BAR, floor=0):
+    sim = simulate(img, trace, containers)
+    real = measure_thin(img, trace, containers, make_driver("devicemapper", OPTS).options)
+    assert (sim["ops"], sim["failed_ops"], sim["written_bytes"], sim["read_bytes"]) == \
+        (real["ops"], real["failed_ops"], real["written_bytes"], real["read_bytes"])
+    unshared = real["container_physical_bytes"]
+    assert real["cow_blocks"] * BLOCK == unshared  # 4 KiB chunks: one per new host block
+    assert sim["container_physical_bytes"] == sim["cow_blocks"] * (BLOCK + POOL_META)
+    keys = ("container_alloc_bytes", "container_physical_bytes") if bar or floor else ("container_alloc_bytes",)
+    for key in keys:  # exact cases compare the blocks; the pool metadata is the model's own
+        assert abs(sim[key] - unshared) <= max(bar * unshared, floor), (key, sim[key], unshared)
+    return sim, real
+
+
+def test_reference_scenario_of_real_kernel_4a():
+    # 3 x 1-byte overwrites in 10 MiB files + a new 1 MiB file + delete a 10 MiB file.
+    img = image([f("/a", 10 * M), f("/b", 10 * M), f("/c", 10 * M), f("/d", 10 * M)])
+    trace = ops(*({"op": "write", "path": p, "offset": 5000, "length": 1} for p in ("/a", "/b", "/c")),
+                {"op": "create", "path": "/new", "size": M}, {"op": "unlink", "path": "/d"})
+    # 256 data blocks of /new + 3 rewritten data blocks + 6 metadata blocks, each named by
+    # dumpe2fs of the container image: superblock, group descriptors (block 1), the block
+    # bitmap of the group holding /d and /new, the inode bitmap, the inode-table block of
+    # inodes 12-16 (a, b, c, d, new) and the root directory's block.  REAL_KERNEL 4a's run
+    # had 8 metadata blocks (1093632): its files were spread over more groups and inode
+    # blocks (a 200 MiB base); the data part, 1 MiB + 12 KiB, is the same.
+    expected = (256 + 3 + 6) * BLOCK
+    sim, real = compare(img, trace)
+    assert real["container_physical_bytes"] == expected == 1085440
+    assert sim["container_alloc_bytes"] == expected
+    assert sim["container_physical_bytes"] == (256 + 3 + 6) * (BLOCK + POOL_META)
+
+
+SCENARIOS = {  # each checked block by block against dumpe2fs/FIEMAP when it was found
+    # ext4 auto_da_alloc: a file renamed over an existing name is flushed at once
+    "rename-over-empty": ([f("/e"), f("/s", 10000)], [{"op": "create", "path": "/n", "size": 200000},
+                                                      {"op": "rename", "src": "/n", "dst": "/e"},
+                                                      {"op": "unlink", "path": "/e"}]),
+    "rename-to-new-name": ([f("/e"), f("/s", 10000)], [{"op": "create", "path": "/n", "size": 200000},
+                                                       {"op": "rename", "src": "/n", "dst": "/m"},
+                                                       {"op": "unlink", "path": "/m"}]),
+    # O_TRUNC of an existing (even empty) file, or truncate to 0: flushed at the next close
+    "otrunc-empty": ([f("/e"), f("/s", 10000)], [{"op": "create", "path": "/e", "size": 200000},
+                                                 {"op": "unlink", "path": "/e"}]),
+    "truncate0-write": ([f("/s", 10000)], [{"op": "truncate", "path": "/s", "size": 0},
+                                           {"op": "write", "path": "/s", "offset": 0, "length": 200000},
+                                           {"op": "unlink", "path": "/s"}]),
+    "truncate0-read-write": ([f("/s", 10000)], [{"op": "truncate", "path": "/s", "size": 0},
+                                                {"op": "read", "path": "/s", "offset": 0, "length": 1},
+                                                {"op": "write", "path": "/s", "offset": 0, "length": 200000},
+                                                {"op": "unlink", "path": "/s"}]),
+    # relatime: the first read of an image file (and one at EOF) writes its inode's atime
+    "read-past-eof": ([f("/s", 10000)], [{"op": "read", "path": "/s", "offset": 20000, "length": 1}]),
+    "read-chmod-read": ([f(f"/f{i}", 10000) for i in range(40)],
+                        [{"op": "read", "path": "/f0", "offset": 0, "length": 1},
+                         {"op": "chmod", "path": "/f39", "mode": 0o600},
+                         {"op": "read", "path": "/f39", "offset": 0, "length": 1}]),
+    # unlinking one name of a hard link: superblock, inode block, directory block only
+    "unlink-hardlink": ([f("/a", 5000), {"path": "/b", "type": "hardlink", "target": "/a"}],
+                        [{"op": "unlink", "path": "/b"}]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenarios_match_block_for_block(name):
+    entries, trace = SCENARIOS[name]
+    sim, real = compare(image(entries), ops(*trace), bar=0)
+    assert sim["container_alloc_bytes"] == real["container_physical_bytes"]
+
+
+def test_remove_tree_writes_no_block_of_a_removed_directory():
+    img = image([f(f"/t/d{i}/f{j}", 3000) for i in range(4) for j in range(5)])
+    sim, real = compare(img, ops({"op": "remove_tree", "path": "/t"}), floor=BLOCK)
+    # Real (FIEMAP + dumpe2fs): superblock, GDT, block bitmaps of groups 0 and 1, inode
+    # bitmap, the 3 inode-table blocks of inodes 12-36 and the root directory's block: 9.
+    # None of the 5 removed directories' blocks (ext4_free_blocks(FORGET) drops them dirty).
+    # The model has one block bitmap (its layout is flat), so 8: the allocator put some of
+    # these small files in group 1, which the model does not place.
+    assert real["container_physical_bytes"] == 9 * BLOCK
+    assert sim["container_alloc_bytes"] == 8 * BLOCK
+
+
+SYNTHETIC = "synthetic:files=300,layers=3"
+WRITE_WORKLOADS = ("append-log", "overwrite-random", "small-files", "package-install")
+METADATA_WORKLOADS = ("delete-tree", "rename-dirs", "chmod-tree", "read-startup")
+
+
+@pytest.mark.parametrize("workload", WRITE_WORKLOADS + METADATA_WORKLOADS)
+def test_builtin_workloads(workload):
+    p = prepare(Cell("devicemapper", SYNTHETIC, workload, OPTS))
+    floor = SMALL_BAR if workload in METADATA_WORKLOADS else 0
+    compare(p.image, p.ops, floor=floor)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_images_and_traces(seed):
+    rng = np.random.default_rng(seed)
+    img = random_image(rng, layers=3, entries=25)
+    paths = [p for p, _ in ImageTree.build(img).walk()]
+    compare(img, random_trace(rng, paths, ops=80, containers=2), 2, floor=SMALL_BAR)
+
+
+def _leftovers(path):
+    with open("/proc/mounts") as fh:
+        mounts = [line for line in fh if path in line]
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    return mounts, [line for line in loops.splitlines() if path in line]
+
+
+def test_session_cleans_up_on_exception():
+    seen = {}
+    with pytest.raises(RuntimeError):
+        with thin_session(image([f("/a", 10)]), make_driver("devicemapper", OPTS).options) as s:
+            seen["path"] = s.path
+            with s.mounted(s.snapshot("C0")):
+                mounts, loops = _leftovers(s.path)
+                assert len(mounts) == 2 and len(loops) == 2  # host xfs and the guest
+                raise RuntimeError("boom")
+    assert _leftovers(seen["path"]) == ([], []) and not os.path.exists(seen["path"])
+
+
+def test_session_cleans_up_on_sigterm():
+    code = ("import time\n"
+            "from drivers import make_driver\n"
+            "from simulator.image import image_from_dict\n"
+            "from simulator.real.thin import thin_session\n"
+            "img = image_from_dict({'name': 't', 'layers': [{'id': 'l', 'entries': []}]})\n"
+            f"with thin_session(img, make_driver('devicemapper', {OPTS!r}).options) as s:\n"
+            "    with s.mounted(s.snapshot('C0')):\n"
+            "        print(s.path, flush=True)\n"
+            "        time.sleep(60)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        path = child.stdout.readline().strip()
+        assert path and len(_leftovers(path)[0]) == 2
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        if child.poll() is None:
+            child.kill()
+    deadline = time.monotonic() + 5
+    while _leftovers(path) != ([], []) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _leftovers(path) == ([], []) and not os.path.exists(path)
+
+
+def test_unavailable_says_why(tmp_path):
+    with pytest.raises(BackendUnavailable, match="needs root"):
+        check_available(geteuid=lambda: 1000)
+    (tmp_path / "fs").write_text("nodev\ttmpfs\n\text4\n")
+    with pytest.raises(BackendUnavailable, match="no xfs"):
+        check_available(filesystems=str(tmp_path / "fs"))
+
+
+def test_cli_real_run_and_view():
+    args = [sys.executable, "-m", "simulator", "run", "--driver", "devicemapper", "--image", "demo",
+            "--workload", "demo", "--backend", "real", "--json"]
+    for k, v in OPTS.items():
+        args += ["--opt", f"{k}={str(v).lower()}"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(args, cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    metrics = json.loads(done.stdout)["metrics"]
+    assert metrics["container_physical_bytes"] == metrics["cow_blocks"] * BLOCK > 0
+    view = subprocess.run([a if a != "run" else "view" for a in args], cwd=root, capture_output=True, text=True)
+    assert view.returncode == 0 and "/app" in json.loads(view.stdout)
