@@ -137,6 +137,8 @@ def micro_benchmarks() -> list[Bench]:
                        lambda img, n=n: [Op("append", f"/d/f{i}", length=1) for i in range(n)]))
     b.append(Bench("create-empty", "per-file metadata", lambda: _files(0, 0),
                    lambda img: [Op("create", f"/d/n{i}", size=0) for i in range(1500)]))
+    b.append(Bench("create-small", "per-file cost of small data files", lambda: _files(0, 0),
+                   lambda img: [Op("create", f"/d/n{i}", size=(1 + i % 8) * 1024) for i in range(1000)]))
     b.append(Bench("mkdir", "per-directory metadata", lambda: _files(0, 0),
                    lambda img: [Op("mkdir", f"/d/m{i}") for i in range(1500)]))
     b.append(Bench("chmod-small", "copy-up of small files (fixed cost)", lambda: _files(1000, 100),

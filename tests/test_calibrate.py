@@ -1,0 +1,132 @@
+"""Calibration: the fit recovers known parameters, the shipped file loads and drives
+est_seconds, bad files are refused, and a real calibration reports its held-out error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from simulator.calibration import default_calibration, load_calibration, parse_calibration
+from simulator.costmodel import CostModel
+from simulator.errors import BackendUnavailable, BadInput
+from simulator.fidelity.calibrate import FEATURES, TERMS, UNMEASURABLE_BANDWIDTH, fit, nnls, params_from
+from simulator.runner import Cell, run_cell
+
+
+def test_nnls_hand_example():
+    # min (x1-1)^2 + (x2+1)^2 + (x1+x2)^2 with x >= 0: x2 wants to be negative, so x2 = 0,
+    # then d/dx1 [(x1-1)^2 + x1^2] = 0 gives x1 = 1/2.
+    a = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    b = np.array([1.0, -1.0, 0.0])
+    assert nnls(a, b) == pytest.approx([0.5, 0.0], abs=1e-12)
+
+
+def test_fit_recovers_known_parameters_exactly():
+    rng = np.random.default_rng(7)
+    truth = CostModel(syscall_seconds=3e-6, probe_seconds=1.5e-6, copy_bytes_per_second=2e9, copyup_seconds=40e-6,
+                      write_bytes_per_second=1e9, metadata_seconds=9e-6, fsync_seconds=2e-3, mount_seconds=4e-3,
+                      mount_layer_seconds=20e-6, cache_write_bytes_per_second=3e9, read_bytes_per_second=5e9,
+                      open_seconds=6e-6)
+    rows = []
+    for _ in range(60):  # random event counts of realistic magnitude, exact times from the truth
+        counts = {f: int(rng.integers(0, 10 ** (7 if f.endswith("bytes") else 3))) for f in FEATURES}
+        seconds = truth.estimate(**counts, diff_files=0)
+        rows.append((np.array([counts[f] for f in FEATURES], dtype=float), seconds))
+    params = params_from(fit(rows))
+    for feature in FEATURES:
+        name = TERMS[feature][0]
+        assert params[name] == pytest.approx(getattr(truth, name), rel=1e-6), name
+
+
+def test_a_cost_the_data_never_shows_is_free_not_zero_bandwidth():
+    coef = np.zeros(len(FEATURES))
+    params = params_from(coef)
+    assert params["copy_bytes_per_second"] == UNMEASURABLE_BANDWIDTH  # never a division by zero
+    assert params["syscall_seconds"] == 0.0
+    CostModel.from_mapping(params).estimate(**dict.fromkeys(FEATURES, 1), diff_files=0)
+
+
+def test_shipped_calibration_loads_with_a_section_per_calibrated_driver():
+    cal = default_calibration()
+    assert set(cal.drivers) >= {"overlay", "btrfs"}
+    for driver in ("overlay", "btrfs", "zfs"):
+        model = cal.for_driver(driver)
+        assert all(v >= 0 for v in model.as_dict().values())
+    assert cal.for_driver("btrfs") != cal.for_driver("overlay")  # measured separately
+
+
+def test_shipped_calibration_reports_held_out_error():
+    from importlib import resources
+
+    raw = json.loads((resources.files("simulator.calibration") / "default.json").read_text())
+    held = raw["fit"]["held_out"]
+    assert {h["driver"] for h in held} >= {"overlay", "btrfs"}
+    for h in held:
+        assert h["rel_error"] == pytest.approx(abs(h["est_seconds"] - h["real_seconds"]) / h["real_seconds"])
+    fitted = {m["name"] for m in raw["fit"]["microbenchmarks"]}
+    assert not fitted & {h["workload"] for h in held}  # held out: never fitted on
+
+
+def test_est_seconds_uses_the_shipped_calibration_by_default():
+    cell = Cell("btrfs", "demo", "demo")
+    default = run_cell(cell)["metrics"]["est_seconds"]
+    explicit = run_cell(cell, default_calibration().for_driver("btrfs"))["metrics"]["est_seconds"]
+    plain = run_cell(cell, CostModel())["metrics"]["est_seconds"]
+    assert default == explicit and default != plain
+
+
+def test_calibration_file_on_the_command_line(tmp_path):
+    cal = {"schema": 1, "params": {"syscall_seconds": 1.0}, "drivers": {"vfs": {"mount_seconds": 100.0}}}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal))
+    out = subprocess.run([sys.executable, "-m", "simulator", "run", "--driver", "vfs", "--image", "demo",
+                          "--workload", "demo", "--calibration", str(path), "--json"],
+                         capture_output=True, text=True, check=True)
+    est = json.loads(out.stdout)["metrics"]["est_seconds"]
+    # 10 operations at 1 s each and one container start at 100 s dominate everything else
+    assert 110.0 <= est < 110.1
+
+
+@pytest.mark.parametrize("raw, fault", [
+    ({"schema": 2}, "'schema' must be 1"),
+    ({"schema": 1, "params": {"warp_seconds": 1}}, "warp_seconds"),
+    ({"schema": 1, "params": {"syscall_seconds": -1}}, "non-negative"),
+    ({"schema": 1, "drivers": {"btrfs": []}}, "drivers.btrfs"),
+    ({"schema": 1, "extra": 1}, "unknown key"),
+])
+def test_bad_calibration_files_are_refused(raw, fault):
+    with pytest.raises(BadInput, match=fault):
+        parse_calibration(raw, "cal.json")
+
+
+def test_bad_calibration_file_exits_2(tmp_path):
+    path = tmp_path / "cal.json"
+    path.write_text("{not json")
+    done = subprocess.run([sys.executable, "-m", "simulator", "run", "--driver", "vfs", "--image", "demo",
+                           "--workload", "demo", "--calibration", str(path)], capture_output=True, text=True)
+    assert done.returncode == 2 and "not JSON" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    with pytest.raises(BadInput, match="cannot read"):
+        load_calibration(tmp_path / "missing.json")
+
+
+@pytest.mark.kernel
+def test_calibrate_on_the_kernel_reports_held_out_error(tmp_path):
+    from simulator.fidelity.calibrate import calibrate
+    from simulator.real.overlay import check_available
+
+    try:
+        check_available()
+    except BackendUnavailable as exc:
+        pytest.skip(f"real overlay backend unavailable: {exc}")
+    run = calibrate(["overlay"], repeats=1, held_out=["append-log:files=2,appends=300,length=512"])
+    params = run.calibration.drivers["overlay"]
+    assert params["mount_seconds"] > 0 and params["probe_seconds"] > 0  # mounts and lookups cost time
+    (held,) = run.held_out
+    assert held["real_seconds"] > 0
+    assert held["rel_error"] == pytest.approx(abs(held["est_seconds"] - held["real_seconds"]) / held["real_seconds"])
+    report = run.report()
+    assert len(report["fit"]["microbenchmarks"]) == len(run.fit_samples) >= 15
