@@ -29,6 +29,7 @@ from ..units import format_bytes  # noqa: E402
 
 LOG_SPAN = 100.0  # max/min of the positive values shown at which an axis turns logarithmic
 MAX_PANELS = 6  # facets per figure; more would be unreadable at report width
+SWEEP_COLUMNS = 5  # panels per row in a sweep chart: wider stops being readable
 BAR_METRICS = ("physical_bytes", "container_physical_bytes", "copyup_bytes", "device_write_bytes",
                "write_amplification", "space_amplification", "page_cache_bytes", "lookup_depth_mean", "est_seconds")
 RANK_METRICS = ("est_seconds", "physical_bytes", "device_write_bytes")
@@ -154,7 +155,7 @@ def _stats(df: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     return out
 
 
-def _facets(df: pd.DataFrame, columns: list[str]) -> list[tuple[str, pd.DataFrame]]:
+def _facets(df: pd.DataFrame, columns: list[str], limit: int | None = MAX_PANELS) -> list[tuple[str, pd.DataFrame]]:
     varying = [c for c in columns if c in df.columns and df[c].nunique(dropna=False) > 1]
     if not varying:
         return [("", df)]
@@ -163,7 +164,7 @@ def _facets(df: pd.DataFrame, columns: list[str]) -> list[tuple[str, pd.DataFram
     for key, part in groups:
         key = key if isinstance(key, tuple) else (key,)
         out.append((", ".join(f"{c} {k}" if c == "containers" else str(k) for c, k in zip(varying, key)), part))
-    return out[:MAX_PANELS]
+    return out[:limit]
 
 
 def plot_bars(df: pd.DataFrame, metric: str) -> Figure:
@@ -226,10 +227,16 @@ def sweep_metrics(axis: str) -> tuple[str, ...]:
 
 def plot_sweep(df: pd.DataFrame, axis: str, metric: str) -> Figure:
     """``metric`` against the swept ``axis``, one line per driver (mean ± std over seeds)."""
-    facet_by = ["image"] if axis.startswith("workload.") else ["workload"]
+    # Never average over an axis the chart does not show: one panel per image and workload.
+    facet_by = ["image"] if axis.startswith("workload.") else ["image", "workload"]
     part_df = df[df[axis].notna()]
-    facets = _facets(part_df, facet_by)
-    fig, axes = plt.subplots(1, len(facets), figsize=(5.2 * len(facets) + 1.5, 4.0), squeeze=False)
+    facets = _facets(part_df, facet_by, limit=None)  # a grid of small panels: show them all
+    ncols = min(len(facets), SWEEP_COLUMNS)
+    nrows = -(-len(facets) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 1.5, 3.6 * nrows), squeeze=False)
+    for ax in grid.flat[len(facets):]:
+        ax.set_visible(False)
+    axes = grid.reshape(1, -1)
     colors = plt.get_cmap("tab10")
     drivers = list(dict.fromkeys(part_df["driver"].astype(str)))
     x_all = pd.to_numeric(part_df[axis]).astype(float).to_numpy()
@@ -250,7 +257,7 @@ def plot_sweep(df: pd.DataFrame, axis: str, metric: str) -> Figure:
         ax.grid(alpha=0.3)
         format_axis(ax, "x", axis, x_all)
         format_axis(ax, "y", metric, y_all)
-    axes[0, -1].legend(title="driver", fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    grid[0, -1].legend(title="driver", fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{TITLES.get(metric, metric)} vs {axis_label(axis).split(' (')[0]}", x=0.01, ha="left",
                  fontweight="bold")
     fig.tight_layout()
