@@ -1,10 +1,15 @@
 """devicemapper: chunk copy-on-write computed by hand on the modelled thin-device layout.
 
-ext4 on the default 10 GiB base device (drivers/thinfs.py), 64 KiB chunks:
-  inode table  [16384, 16384 + 655360*256)   = blocks 4 .. ; inode 12, 13 -> block 4 (chunk 0)
-  data start   16384 + 167772160 = 167788544  (chunk 2560 + 16384); root dir block there
-  /big (1 MiB) 167792640 .. 168841216         = chunks 2560 .. 2576 (starts 20480 into 2560)
-  journal      5 GiB = chunk 81920, 64 MiB; layer l0's commit left its head at 28672
+ext4 on the default 10 GiB base device, 64 KiB chunks, as mke2fs lays it out (dumpe2fs of a
+real 10 GiB mkfs.ext4 here; drivers/thinfs.py Ext4Layout): 80 groups, flex groups of 16,
+  block 0 superblock, 1-2 GDT, 3-1026 reserved GDT          -> chunks 0 .. 64
+  block bitmaps 1027-1042 (chunk 64), inode bitmaps 1043-1058 (chunk 65)
+  inode tables of flex group 0: 1059 .. 9250; inodes 12-16 in block 1059 (chunk 66)
+  root dir block 9251 = 37892096 (chunk 578 + 0); /big (1 MiB) 37896192 .. 38944768
+                                              = chunks 578 .. 594 (starts 16384 into 578)
+  journal      block 1081344 (group 33, e2fsprogs' midpoint rule) = chunk 67584, 64 MiB
+The superblock, the bitmaps and the inode table are three chunks apart: a metadata change
+writes chunks 0, 64/65 and 66, where a flat layout would have put them all in chunk 0.
 A chunk every device of the chain already maps is "shared": the first partial write to it
 copies it (copyup_bytes += 65536); a write covering it whole, or a never-mapped chunk, does not.
 """
@@ -19,8 +24,8 @@ from simulator.costmodel import CostModel
 
 K = 1024
 CHUNK = 64 * K
-BIG_DEV = 167792640  # /big's first byte on the device
-LOG = 5 * 1024 * K * K  # journal start
+BIG_DEV = 9252 * 4096  # /big's first byte on the device: the block after the root directory's
+LOG = 1081344 * 4096  # journal start
 IMG = image([f("/big", 1024 * K)])
 MOUNT_EXT4 = 4096  # superblock written at mount (REAL_KERNEL 4a: 4096 B of mount noise)
 EXT4 = {"fs": "ext4"}
@@ -31,7 +36,7 @@ def jbd2(items):
 
 
 def test_layout_of_the_big_file():
-    assert BIG_DEV % CHUNK == 20480 and BIG_DEV // CHUNK == 2560
+    assert BIG_DEV % CHUNK == 16384 and BIG_DEV // CHUNK == 578 and LOG // CHUNK == 67584
     r = Run(make_driver("devicemapper", EXT4), IMG, 1)
     rec = r.driver.layer_fs["l0"].layout.file(1)
     assert rec.extents == ((BIG_DEV, 1024 * K),)
@@ -39,16 +44,16 @@ def test_layout_of_the_big_file():
 
 def test_aligned_4k_write_into_lower_file_copies_one_chunk():
     m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 0, "length": 4096}), **EXT4)
-    # chunks made private: 0 (superblock at mount, inode block 4 later), 2560 (the data
-    # block), 81920 (journal: descriptor + inode block + commit).  Each was shared and
-    # written partly, so each is copied: the data write alone costs one 64 KiB copy.
-    assert m["cow_blocks"] == 3
-    assert m["copyup_bytes"] == 3 * CHUNK
+    # chunks made private: 0 (superblock at mount), 578 (the data block), 67584 (journal:
+    # descriptor + inode block + commit), 66 (the inode block's home write).  Each was
+    # shared and written partly, so each is copied: the data write alone costs one 64 KiB copy.
+    assert m["cow_blocks"] == 4
+    assert m["copyup_bytes"] == 4 * CHUNK
     assert m["copyup_count"] == 0  # block-level: no file is copied
-    assert m["container_alloc_bytes"] == 3 * CHUNK
-    assert m["container_physical_bytes"] == 3 * (CHUNK + 48)  # 48 B pool metadata per chunk
-    # device writes: sb, data block, journal (3 blocks), home inode block, + 3 chunk copies
-    assert m["device_write_bytes"] == MOUNT_EXT4 + 4096 + jbd2(1) + 4096 + 3 * CHUNK
+    assert m["container_alloc_bytes"] == 4 * CHUNK
+    assert m["container_physical_bytes"] == 4 * (CHUNK + 48)  # 48 B pool metadata per chunk
+    # device writes: sb, data block, journal (3 blocks), home inode block, + 4 chunk copies
+    assert m["device_write_bytes"] == MOUNT_EXT4 + 4096 + jbd2(1) + 4096 + 4 * CHUNK
     assert m["container_data_bytes"] == 4096 + 4096 + jbd2(1) + 4096  # sb, data, journal, inode block
 
 
@@ -57,16 +62,16 @@ def test_4k_reference_chunks_never_copy():
     m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 5, "length": 1}),
             chunk_size=4096, **EXT4)
     assert m["copyup_bytes"] == 0
-    # sb, inode block 4, data block, 3 journal blocks
+    # sb, inode block 1059, data block, 3 journal blocks
     assert m["cow_blocks"] == 1 + 1 + 1 + 3
 
 
 def test_write_covering_a_whole_chunk_is_not_copied():
-    # file offset 45056 is device offset 2561 * 65536: chunk 2561 is overwritten whole
-    assert BIG_DEV + 45056 == 2561 * CHUNK
-    m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 45056, "length": CHUNK}), **EXT4)
-    assert m["cow_blocks"] == 3  # 0, 2561, 81920
-    assert m["copyup_bytes"] == 2 * CHUNK  # superblock's and journal's chunks only
+    # file offset 49152 is device offset 579 * 65536: chunk 579 is overwritten whole
+    assert BIG_DEV + 49152 == 579 * CHUNK
+    m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 49152, "length": CHUNK}), **EXT4)
+    assert m["cow_blocks"] == 4  # 0, 579, 67584, 66
+    assert m["copyup_bytes"] == 3 * CHUNK  # superblock's, journal's and inode table's chunks only
 
 
 def test_sharing_is_broken_once_and_blocks_written_twice_cost_once():
@@ -75,39 +80,43 @@ def test_sharing_is_broken_once_and_blocks_written_twice_cost_once():
                 {"op": "fsync", "path": "/big"},
                 {"op": "write", "path": "/big", "offset": 200, "length": 10})  # after: written again, same chunk
     m = run("devicemapper", IMG, trace, **EXT4)
-    assert m["cow_blocks"] == 3 and m["copyup_bytes"] == 3 * CHUNK
-    # mount sb; writeback 1 (block + copy); commit 1 (journal + copy, home in chunk 0);
+    assert m["cow_blocks"] == 4 and m["copyup_bytes"] == 4 * CHUNK
+    # mount sb; writeback 1 (block + copy); commit 1 (journal + copy, home in chunk 66 + copy);
     # writeback 2 (block, chunk already private); commit 2 (journal, home)
-    assert m["device_write_bytes"] == (MOUNT_EXT4 + CHUNK) + (4096 + CHUNK) + (jbd2(1) + CHUNK) + 4096 \
+    assert m["device_write_bytes"] == (MOUNT_EXT4 + CHUNK) + (4096 + CHUNK) + (jbd2(1) + CHUNK) + (4096 + CHUNK) \
         + 4096 + jbd2(1) + 4096
 
 
 def test_new_small_file_lands_in_the_chunk_the_image_shares():
-    # delalloc puts /new right after /big: 168841216, inside chunk 2576, which /big's tail
+    # delalloc puts /new right after /big: 38944768, inside chunk 594, which /big's tail
     # already maps - a small new file still copies a chunk, as "several small files share a chunk"
     m = run("devicemapper", IMG, ops({"op": "create", "path": "/new", "size": 10000}), **EXT4)
-    # chunks: 0 (sb; inode 13 in block 4; bitmaps 1-3), 2576 (data), 81920 (journal),
-    # 2560 (root directory block home write)
-    assert m["cow_blocks"] == 4 and m["copyup_bytes"] == 4 * CHUNK
-    items = 5  # inode block 4, root dir block, inode bitmap 3, GDT 1, block bitmap 2
-    assert m["device_write_bytes"] == MOUNT_EXT4 + 3 * 4096 + jbd2(items) + items * 4096 + 4 * CHUNK
+    # chunks: 0 (sb, GDT), 594 (data), 67584 (journal), 578 (root directory block), 64 (block
+    # bitmap 1027), 65 (inode bitmap 1043), 66 (inode 13 in block 1059)
+    assert m["cow_blocks"] == 7 and m["copyup_bytes"] == 7 * CHUNK
+    items = 5  # inode block 1059, root dir block, inode bitmap 1043, GDT 1, block bitmap 1027
+    assert m["device_write_bytes"] == MOUNT_EXT4 + 3 * 4096 + jbd2(items) + items * 4096 + 7 * CHUNK
 
 
 def test_deleting_frees_nothing_in_the_pool():
     base = run("devicemapper", IMG, [], **EXT4)
     m = run("devicemapper", IMG, ops({"op": "unlink", "path": "/big"}), **EXT4)
     assert m["image_physical_bytes"] == base["image_physical_bytes"]
-    # metadata only: chunks 0, 2560 (root dir block), 81920 (journal); no data chunk freed
-    assert m["cow_blocks"] == 3
+    # metadata only: chunks 0 (sb, GDT), 578 (root dir block), 67584 (journal), 66 (inode),
+    # 64 and 65 (block and inode bitmaps: /big's blocks and inode freed); no data chunk freed
+    assert m["cow_blocks"] == 6
     assert base["cow_blocks"] == 1  # an idle container: its superblock write
 
 
 def test_image_physical_bytes_base_device_and_layer():
     m = run("devicemapper", IMG, [], **EXT4)
-    # base (mkfs, lazy init off): header + inode table + root dir block = chunks 0..2560
-    # (2561), journal 64 MiB = 1024 chunks.  Layer l0: chunk 0 (sb, bitmaps, inode block),
-    # 2560..2576 (/big and root dir block), 81920 (journal).
-    assert m["image_physical_bytes"] == (2561 + 1024 + 1 + 17 + 1) * (CHUNK + 48)
+    # base (mkfs, lazy init off): group 0's headers + flex group 0's inode tables + root dir
+    # block = blocks 0..9251 = chunks 0..578 (579); journal 64 MiB = 1024 chunks; backup
+    # superblock + GDT + reserved GDT (1027 blocks = 65 chunks) in groups 1 3 5 7 9 25 27 49;
+    # flex groups 1-4's bitmaps and tables (16 + 16 + 16 * 512 blocks = 514 chunks) at groups
+    # 16 32 48 64.  Layer l0: chunks 0 (sb, GDT), 64, 65 (bitmaps), 66 (inode 12),
+    # 578..594 (/big and the root dir block), 67584 (journal).
+    assert m["image_physical_bytes"] == (579 + 1024 + 8 * 65 + 4 * 514 + 4 + 17 + 1) * (CHUNK + 48)
 
 
 def test_mount_noise_matches_the_measured_figures():
@@ -172,13 +181,13 @@ def test_bad_options(opts):
 
 
 def test_est_seconds_prices_chunk_copies():
-    cheap = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 45056, "length": CHUNK}), **EXT4)
-    # the fs writes whole 4 KiB blocks: 45057 + 65534 bytes still cover chunk 2561 exactly
-    same = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 45057, "length": CHUNK - 2}),
+    cheap = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 49152, "length": CHUNK}), **EXT4)
+    # the fs writes whole 4 KiB blocks: 49153 + 65534 bytes still cover chunk 579 exactly
+    same = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 49153, "length": CHUNK - 2}),
                **EXT4)
     assert same["copyup_bytes"] == cheap["copyup_bytes"]
-    # one block later, the same length straddles chunks 2561 and 2562: two partial chunks
-    dear = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 45056 + 4096, "length": CHUNK}),
+    # one block later, the same length straddles chunks 579 and 580: two partial chunks
+    dear = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 49152 + 4096, "length": CHUNK}),
                **EXT4)
     assert dear["copyup_bytes"] == cheap["copyup_bytes"] + 2 * CHUNK
     assert dear["est_seconds"] > cheap["est_seconds"]
