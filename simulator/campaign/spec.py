@@ -320,6 +320,7 @@ def _inputs(raw: Mapping[str, Any], section: str, base: Path, ck: _Checker) -> l
             resolved = (base / str(written)).resolve()
             if not isinstance(written, str) or not resolved.is_file():
                 raise ck.fail(where + (file_key,), f"no such file: {resolved}")
+            _check_file_input(section, resolved, where + (file_key,), ck)
             label = entry.get("label", Path(written).stem)
             out.append(Variant(written, str(label), (), str(resolved)))
             continue
@@ -339,6 +340,17 @@ def _inputs(raw: Mapping[str, Any], section: str, base: Path, ck: _Checker) -> l
             out.append(Variant(name, _label(str(label), combo, _swept(entry, "params")), combo, columns=combo,
                                per_container=per_container))
     return out
+
+
+def _check_file_input(section: str, path: Path, where: tuple[Any, ...], ck: _Checker) -> None:
+    """Parse an image or trace file now, so a bad one is refused before any cell runs
+    (SPEC section 7) instead of failing every cell that uses it."""
+    from ..inputs import load_image, load_trace
+
+    try:
+        load_image(str(path)) if section == "images" else load_trace(path)
+    except BadInput as exc:
+        raise ck.fail(where, str(exc)) from None
 
 
 def _unique(variants: list[Variant], section: str, ck: _Checker) -> None:
