@@ -134,6 +134,11 @@ def view_totals(ns: Namespace, totals: ImageTotals, data_blocks) -> ViewTotals:
                 todo.append(node)  # type: ignore[arg-type]
             else:
                 _private_node(node, out, seen, data_blocks)
+    # The cached image subtrees know nothing of this container: a hard-linked image file it
+    # made private (through another name) is its private inode now, counted once.
+    for f in [f for f in out.shared_links if f in ns.promoted]:
+        out.shared_links.discard(f)
+        _private_node(ns.promoted[f], out, seen, data_blocks)
     return totals.resolve_links(out)
 
 

@@ -37,3 +37,11 @@ def test_containers_each_hold_a_copy():
     m = run("vfs", IMG, [], containers=3)
     assert m["container_physical_bytes"] == 3 * COPY
     assert m["container_files"] == 6
+
+
+def test_a_hard_link_made_private_through_one_name_counts_once():
+    # /a/x and /b/y are one inode; writing through /a/x makes it private while /b stays the
+    # image's directory: the copy holds one file of 101 bytes, not two.
+    img = image([f("/a/x", 100), {"path": "/b/y", "type": "hardlink", "target": "/a/x"}])
+    m = run("vfs", img, ops({"op": "append", "path": "/a/x", "length": 1}))
+    assert (m["container_files"], m["container_data_bytes"]) == (1, 101)
