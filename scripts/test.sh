@@ -10,6 +10,7 @@ APT_PACKAGES=(
   xfsprogs         # reflink-capable host filesystem for the dm-thin emulation
   e2fsprogs        # journal-less ext4 guest images
   fuse-overlayfs   # the FUSE overlay reference
+  fuse3            # fusermount3, to unmount it
   qemu-utils       # qcow2 backing chains: exact block-CoW reference
   umoci skopeo     # third-party OCI tools: build and unpack real image layouts
   strace           # recording traces of real programs
