@@ -94,7 +94,10 @@ class _DiffWalk:
                     self.entries.append(Entry(child_path, "dir", mode=node.mode, uid=node.uid, gid=node.gid,
                                               opaque=fresh and lower is not None))
                 self._private_dir(node, child_path, relocated=relocated or moved)
-            elif kind == "A" or not self.naive or getattr(node, "modified", True):
+            # The naive differ compares lstat by path: an unmodified file renamed over this
+            # name is a change here too (its origin is not the lower file of this name).
+            elif kind == "A" or not self.naive or getattr(node, "modified", True) \
+                    or node.origin is not lower:  # type: ignore[union-attr]
                 self.changes.append(Change(child_path, kind))
                 self._leaf(child_path, node)
 
@@ -111,8 +114,8 @@ class _DiffWalk:
                     self._leaf(join(path, name), child)
                 else:
                     self._image_subtree(join(path, name), child)
-        else:
-            self._leaf(path, node)
+        else:  # a hard-linked image file changed through another name shows that change
+            self._leaf(path, self.ns.promoted.get(node, node) if node.__class__ is ImageFile else node)
 
     def _leaf(self, path: str, node: Node) -> None:
         self.paths.add(path)
