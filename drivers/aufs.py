@@ -73,8 +73,9 @@ from simulator.paths import components
 from simulator.units import PAGE_SIZE, ceil_div, round_up
 from simulator.viewstats import walk_private
 
-from .base import DIR_BLOCK_BYTES, INODE_BYTES, METADATA_WRITE_BYTES, BaseDriver, BaseMount
+from .base import METADATA_WRITE_BYTES, BaseDriver, BaseMount
 from .options import Option
+from .upperdir import upper_space
 
 AUFS_BRANCH_MAX = 127  # include/uapi/linux/aufs_type.h, CONFIG_AUFS_BRANCH_MAX_127 (int8 bindex)
 AUFS_BRANCH_MAX_LARGEST = 32767  # CONFIG_AUFS_BRANCH_MAX_32767 (int16 bindex)
@@ -233,30 +234,9 @@ class AufsMount(BaseMount):
 
     # -- state at the end --
     def space(self) -> Space:
-        whiteouts = opaque = files = data = alloc = 0
-        inodes, dirs = RW_BRANCH_META_INODES, RW_BRANCH_META_DIRS
-        seen: set[int] = set()
-        for _path, _parent, _name, node in walk_private(self.ns):
-            if node is None:
-                whiteouts += 1  # a hard link of .wh..wh.aufs: a name, no inode
-            elif node.__class__ is Dir:
-                dirs += 1
-                inodes += 1
-                opaque += node.opaque
-            elif node.__class__ is FileInode:
-                if id(node) in seen or _ghost(node):
-                    continue
-                seen.add(id(node))
-                files += 1
-                inodes += 1
-                data += node.size
-                alloc += self._blocks(node) * self.block
-            else:
-                inodes += 1
-        return Space(whiteouts=whiteouts, opaque_dirs=opaque, container_files=files,
-                     container_data_bytes=data, container_alloc_bytes=alloc, image_physical_bytes=0,
-                     container_physical_bytes=alloc + inodes * INODE_BYTES + dirs * DIR_BLOCK_BYTES,
-                     page_cache_bytes=0, cow_blocks=None)
+        # Whiteouts are hard links of .wh..wh.aufs: a name each, no inode.
+        return upper_space(self.ns, self.block, self._blocks, whiteout_inodes=False, absent=_ghost,
+                           extra_inodes=RW_BRANCH_META_INODES, extra_dirs=RW_BRANCH_META_DIRS)
 
     def _blocks(self, inode: FileInode) -> int:
         copied = min(inode.drv.copied, inode.size) if inode.drv is not None else 0

@@ -78,10 +78,10 @@ from simulator.imagetree import ImageFile
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode, Symlink
 from simulator.ranges import RangeSet
-from simulator.viewstats import walk_private
 
-from .base import DIR_BLOCK_BYTES, INODE_BYTES, METADATA_WRITE_BYTES, BaseDriver, BaseMount
+from .base import METADATA_WRITE_BYTES, BaseDriver, BaseMount
 from .options import Option
+from .upperdir import upper_space
 
 DOCKER_MAX_LOWERS = 128  # moby overlay2 maxDepth: ((26+len("l")+1)*128) <= pageSize-512
 KERNEL_MAX_LOWERS = 500  # fs/overlayfs/params.h OVL_MAX_STACK (REAL_KERNEL section 1, pitfall 2)
@@ -206,30 +206,7 @@ class OverlayMount(BaseMount):
         return node
 
     def space(self) -> Space:
-        whiteouts = opaque = files = data = alloc = inodes = dirs = 0
-        seen: set[int] = set()
-        for _path, _parent, _name, node in walk_private(self.ns):
-            if node is None:
-                whiteouts += 1
-                inodes += 1
-            elif node.__class__ is Dir:
-                dirs += 1
-                inodes += 1
-                opaque += node.opaque
-            elif node.__class__ is FileInode:
-                if id(node) in seen:
-                    continue
-                seen.add(id(node))
-                files += 1
-                inodes += 1
-                data += node.size
-                alloc += data_blocks(node, self.block) * self.block
-            else:
-                inodes += 1
-        return Space(whiteouts=whiteouts, opaque_dirs=opaque, container_files=files,
-                     container_data_bytes=data, container_alloc_bytes=alloc, image_physical_bytes=0,
-                     container_physical_bytes=alloc + inodes * INODE_BYTES + dirs * DIR_BLOCK_BYTES,
-                     page_cache_bytes=0, cow_blocks=None)
+        return upper_space(self.ns, self.block, lambda inode: data_blocks(inode, self.block))
 
 
 class OverlayDriver(BaseDriver):
