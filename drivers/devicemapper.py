@@ -75,7 +75,7 @@ from .base import BaseDriver, BaseMount
 from .options import Option
 from .thinfs import FS_BLOCK, FileMap, Geometry, ThinFs, build_layer, mkfs
 from .thinpool import (DM_THIN_CHUNK_STEP, DM_THIN_MAX_CHUNK, DM_THIN_MIN_CHUNK, DOCKER_DEFAULT_CHUNK,
-                       REFERENCE_CHUNK_4K, ThinDevice, chunk_physical_bytes)
+                       REFERENCE_CHUNK_4K, chunk_physical_bytes)
 
 DOCKER_DEFAULT_BASE_SIZE = 10 * GiB  # moby deviceset.go defaultBaseFsSize (dm.basesize)
 MIN_BASE_SIZE = 1 * GiB  # the journal/log and inode region must fit (our limit)

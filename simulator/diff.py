@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from .image import Entry, Layer
 from .imagetree import ImageDir, ImageFile, ImageSymlink
 from .namespace import Namespace
-from .nodes import Dir, FileInode, Node, Symlink
+from .nodes import Dir, Node, Symlink
 from .paths import join
 from .viewstats import ImageTotals, view_totals
 

@@ -39,7 +39,6 @@ as SystemExit by ``terminate_raises``); the cwd is never inside a mount.
 
 from __future__ import annotations
 
-import array
 import fcntl
 import os
 import shutil
