@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     _cell_arguments(diff, many_drivers=False)
     diff.add_argument("--container", type=int, default=0, help="which container (default 0)")
     diff.add_argument("--output", required=True, help="layer tar to write")
+    bench = sub.add_parser("bench", help="measure the simulator's own speed and memory (issue 7's targets)")
+    bench.add_argument("--json", action="store_true", help="print the pytest-benchmark JSON document only")
+    bench.add_argument("--output", metavar="FILE", help="also write the pytest-benchmark JSON document to FILE")
+    bench.add_argument("--quick", action="store_true", help="a tenth of the scale (seconds, not minutes)")
+    bench.add_argument("--vs-real", action="store_true", help="also time the real overlay backend (root)")
+    bench.add_argument("--driver", action="append", help="drivers to time (default: all; repeatable)")
     clean = sub.add_parser("cleanup", help="release mounts, loop devices and scratch dirs of killed real runs")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be released")
     clean.add_argument("--json", action="store_true", help="print JSON only")
@@ -255,6 +261,25 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     return 1 if any(r["errors"] for r in reports) else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import format_results, run_bench, to_benchmark_json
+
+    if args.driver:
+        from drivers import make_driver
+
+        for name in args.driver:
+            make_driver(name)  # unknown driver: exit 2 before any work
+    say = None if args.json else (lambda what: print(f"layerbench: bench: {what}...", file=sys.stderr))
+    results = run_bench(quick=args.quick, vs_real=args.vs_real, drivers=args.driver, progress=say)
+    doc = to_benchmark_json(results, args.quick)
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(doc, indent=1) if args.json else format_results(results))
+    return 0
+
+
 def _fidelity_command(args: argparse.Namespace) -> int:
     from .fidelity.commands import COMMANDS as FIDELITY_COMMANDS
 
@@ -265,7 +290,7 @@ COMMANDS = {"validate": _fidelity_command, "calibrate": _fidelity_command,
             "run": cmd_run, "view": cmd_view, "drivers": cmd_drivers, "workloads": cmd_builtins,
             "images": cmd_builtins, "campaign": _campaign_command, "report": _campaign_command,
             "compare": _campaign_command, "trace": cmd_trace, "cleanup": cmd_cleanup,
-            "diff": cmd_diff}
+            "diff": cmd_diff, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

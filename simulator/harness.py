@@ -78,6 +78,12 @@ class Run:
             self.failed += 1
             return False
 
+    def replay(self, ops: Iterable[Op]) -> None:
+        """Replay ``ops`` in order (refused ones count in ``failed_ops``)."""
+        apply = self.apply
+        for op in ops:
+            apply(op)
+
     def _commit(self, op: Op) -> None:
         c = op.container
         old = self.mounts[c]
@@ -159,6 +165,5 @@ def simulate(driver, image: Image, ops: Iterable[Op], containers: int = 1,
              cost: CostModel | None = None, tree: ImageTree | None = None) -> dict[str, Any]:
     """Every SPEC section 5 metric but the simulator's own time and memory."""
     run = Run(driver, image, containers, tree)
-    for op in ops:
-        run.apply(op)
+    run.replay(ops)
     return run.finish(cost or CostModel())

@@ -1,0 +1,401 @@
+"""``layerbench bench``: the simulator's own speed and memory, measured (issue 7).
+
+What it measures, each in one run so that every ratio compares figures taken side by side:
+
+* **throughput**: operations per second of built-in workloads on every driver, on a
+  100,000-file, 32-layer ``synthetic`` image; only the replay is timed (``Run.replay``),
+  not building the image or computing the metrics at the end;
+* **trace**: a JSONL trace of those workloads read from a file, parsed and replayed;
+* **memory**: bytes of RAM per file entry of a 1,000,000-file image (its ``Image`` and its
+  merged ``ImageTree``), and per container of 1,000 containers on a 100,000-file image;
+* **depth**: time per operation of the same workloads on a 128-layer image over a 1-layer
+  image of the same files (the modelled lookup depth grows; the simulator's cost must not);
+* **real** (``--vs-real``, root): the simulator against the real overlay backend
+  (``simulator.real.measure_prepared``) on the same trace, and on a copy-up-heavy one.
+
+Times are CPU seconds of this process (``time.process_time``), which other processes on a
+shared machine disturb far less than wall time; the real-kernel comparison uses wall time on
+both sides (the kernel's work is not this process's CPU time).  Each figure is the best of
+``rounds``, as pytest-benchmark's ``min``.  The JSON document is pytest-benchmark's
+``--benchmark-json`` schema (machine_info, commit_info, benchmarks[], datetime, version), so
+``pytest-benchmark compare`` reads it next to ``benchmarks/``'s own runs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from .harness import Run, simulate
+from .imagetree import ImageTree
+from .inputs import load_image, load_trace, load_workload
+from .runner import gc_paused
+from .trace import dump_trace
+
+# Issue 7's targets, on one 2-core machine:
+TARGET_OPS_PER_SECOND = 2_000_000  # built-in workloads, per core, 100k files / 32 layers
+TARGET_TRACE_OPS_PER_SECOND = 500_000  # JSONL trace, parsing included
+TARGET_DEPTH_RATIO = 1.2  # time per op at 128 layers over 1 layer
+TARGET_BYTES_PER_FILE = 200  # RAM per file entry of a 1,000,000-file image
+TARGET_CONTAINERS_BYTES = 1 << 30  # 1,000 containers on a 100,000-file image
+TARGET_REAL_RATIO, TARGET_REAL_COPYUP_RATIO = 100, 1000
+BENCH_JSON_VERSION = "5.2.3"  # the pytest-benchmark JSON layout written (its version field)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What one ``bench`` run measures; ``--quick`` is the same at a tenth of the scale."""
+
+    image: str
+    workloads: tuple[str, ...]
+    memory_files: int
+    containers: int
+    container_image: str
+    depth_files: int
+    depth_workloads: tuple[str, ...]
+    real_image: str
+    real_workload: str
+    copyup_image: str
+    copyup_workload: str
+    rounds: int
+
+
+FULL = Sizes(
+    image="synthetic:layers=32,files=100000",
+    workloads=("append-log:appends=100000", "overwrite-random:writes=100000", "read-startup",
+               "import-scan:modules=20000,path_dirs=12", "small-files:files=50000", "mixed:scale=4"),
+    memory_files=1_000_000, containers=1000, container_image="synthetic:layers=32,files=100000",
+    depth_files=20_000, depth_workloads=("import-scan:modules=5000,path_dirs=12", "read-startup:fraction=0.2",
+                                         "append-log:appends=20000", "small-files:files=5000"),
+    real_image="synthetic:layers=8,files=2000", real_workload="mixed:scale=1",
+    copyup_image="synthetic:layers=8,files=2000,size_median=262144",
+    copyup_workload="overwrite-random:files=200,writes=400,fsync_every=0",
+    rounds=3)
+QUICK = Sizes(
+    image="synthetic:layers=32,files=10000",
+    workloads=("append-log:appends=10000", "overwrite-random:writes=10000", "read-startup",
+               "import-scan:modules=2000,path_dirs=12", "small-files:files=5000", "mixed:scale=0.5"),
+    memory_files=100_000, containers=100, container_image="synthetic:layers=32,files=10000",
+    depth_files=2000, depth_workloads=("import-scan:modules=500,path_dirs=12", "append-log:appends=2000"),
+    real_image="synthetic:layers=4,files=300", real_workload="mixed:scale=0.1",
+    copyup_image="synthetic:layers=4,files=300,size_median=262144",
+    copyup_workload="overwrite-random:files=20,writes=40,fsync_every=0",
+    rounds=2)
+
+
+@dataclass
+class Result:
+    """One benchmark: its timings (seconds a round) and what it found."""
+
+    group: str
+    name: str
+    params: dict[str, Any]
+    times: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _replay_seconds(driver: str, image, tree: ImageTree, ops, rounds: int) -> list[float]:
+    from drivers import make_driver
+
+    containers = 1 + max((op.container for op in ops), default=0)
+    times = []
+    for _ in range(rounds):
+        run = Run(make_driver(driver), image, containers, tree)
+        with gc_paused():
+            start = time.process_time()
+            run.replay(ops)
+            times.append(time.process_time() - start)
+    return times
+
+
+def bench_throughput(sizes: Sizes, drivers: list[str]) -> list[Result]:
+    image = load_image(sizes.image, 0)
+    tree = ImageTree.build(image)
+    out = []
+    for workload in sizes.workloads:
+        ops = load_workload(workload, tree, 0)
+        for driver in drivers:
+            r = Result("throughput", f"replay[{driver}-{workload}]", {"driver": driver, "workload": workload})
+            r.times = _replay_seconds(driver, image, tree, ops, sizes.rounds)
+            r.extra.update(ops=len(ops), image=sizes.image, ops_per_second=round(len(ops) / min(r.times)))
+            out.append(r)
+    return out
+
+
+def bench_trace(sizes: Sizes, driver: str = "overlay") -> Result:
+    """Parse a JSONL file of every throughput workload, one after the other, and replay it."""
+    image = load_image(sizes.image, 0)
+    tree = ImageTree.build(image)
+    ops = [op for w in sizes.workloads for op in load_workload(w, tree, 0)]
+    r = Result("trace", f"trace-parse-replay[{driver}]", {"driver": driver})
+    with tempfile.TemporaryDirectory(prefix="layerbench-bench-") as tmp:
+        path = Path(tmp) / "trace.jsonl"
+        path.write_text(dump_trace(ops), encoding="utf-8")
+        from drivers import make_driver
+
+        parse = []
+        for _ in range(sizes.rounds):
+            run = Run(make_driver(driver), image, 1, tree)
+            with gc_paused():
+                start = time.process_time()
+                parsed = load_trace(path)
+                middle = time.process_time()
+                run.replay(parsed)
+                end = time.process_time()
+            r.times.append(end - start)
+            parse.append(middle - start)
+    r.extra.update(ops=len(ops), image=sizes.image, ops_per_second=round(len(ops) / min(r.times)),
+                   parse_ops_per_second=round(len(ops) / min(parse)))
+    return r
+
+
+def _rss() -> int:
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+def _in_fresh_process(func: Callable[..., Result], *args: Any) -> Result:
+    """Run a memory benchmark in a new interpreter: RSS growth means something only where no
+    earlier benchmark left freed memory for the allocator to reuse."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(func, *args).result()
+
+
+def bench_memory(sizes: Sizes) -> list[Result]:
+    return [_in_fresh_process(bench_image_memory, sizes), _in_fresh_process(bench_containers, sizes)]
+
+
+def bench_image_memory(sizes: Sizes) -> Result:
+    """RSS growth (after a full collection) of building a big image and its tree, per file."""
+    spec = f"synthetic:layers=32,files={sizes.memory_files}"
+    with gc_paused():
+        before = _rss()
+        start = time.process_time()
+        image = load_image(spec, 0)
+        built_image = _rss()
+        tree = ImageTree.build(image)
+        seconds = time.process_time() - start
+        after = _rss()
+    files = tree.stats.links
+    r = Result("memory", "bytes-per-file-entry", {"image": spec}, [seconds])
+    r.extra.update(files=files, image_bytes=built_image - before, tree_bytes=after - built_image,
+                   bytes_per_file=round((after - before) / files),
+                   tree_bytes_per_file=round((after - built_image) / files))
+    return r
+
+
+def bench_containers(sizes: Sizes) -> Result:
+    """Memory of starting many containers on one image, each appending to a few logs: the
+    Python allocations they add (tracemalloc: exact, and RSS moves in whole arenas) and the
+    process's whole RSS at the end, image included."""
+    import tracemalloc
+
+    from drivers import make_driver
+
+    image = load_image(sizes.container_image, 0)
+    tree = ImageTree.build(image)
+    n = sizes.containers
+    ops = load_workload(f"append-log:appends=4,files=4,containers={n}", tree, 0)
+    with gc_paused():
+        tracemalloc.start()
+        start = time.process_time()
+        run = Run(make_driver("overlay"), image, n, tree)
+        run.replay(ops)
+        seconds = time.process_time() - start
+        grown = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    r = Result("memory", f"containers[{n}]", {"image": sizes.container_image, "containers": n}, [seconds])
+    r.extra.update(containers=n, ops=len(ops), bytes=grown, bytes_per_container=round(grown / n),
+                   total_rss_bytes=_rss())
+    del run
+    return r
+
+
+def bench_depth(sizes: Sizes, driver: str = "overlay") -> Result:
+    """Time per op of the same workloads on a 128-layer and a 1-layer image of the same size."""
+    per_op = {}
+    lookup_depth = {}
+    for layers in (1, 128):
+        image = load_image(f"synthetic:layers={layers},files={sizes.depth_files}", 0)
+        tree = ImageTree.build(image)
+        seconds = ops = 0.0
+        for workload in sizes.depth_workloads:
+            wops = load_workload(workload, tree, 0)
+            seconds += min(_replay_seconds(driver, image, tree, wops, sizes.rounds))
+            ops += len(wops)
+        per_op[layers] = seconds / ops
+        metrics = simulate(_driver(driver), image, load_workload(sizes.depth_workloads[0], tree, 0), 1, None, tree)
+        lookup_depth[layers] = metrics["lookup_depth_mean"]
+    r = Result("depth", f"depth-ratio[{driver}]", {"driver": driver, "workloads": list(sizes.depth_workloads)},
+               [per_op[128]])
+    r.extra.update(seconds_per_op_1=per_op[1], seconds_per_op_128=per_op[128],
+                   depth_ratio=round(per_op[128] / per_op[1], 3),
+                   lookup_depth_mean_1=lookup_depth[1], lookup_depth_mean_128=lookup_depth[128])
+    return r
+
+
+def _driver(name: str):
+    from drivers import make_driver
+
+    return make_driver(name)
+
+
+def bench_real(sizes: Sizes) -> list[Result]:
+    """Wall seconds of the simulator (the whole ``simulate``) against the real overlay
+    backend's ``real_seconds`` (mounts and operations; laying the image down is not counted)."""
+    from .real import measure_prepared
+    from .runner import Cell, prepare
+
+    out = []
+    for label, image, workload in (("trace", sizes.real_image, sizes.real_workload),
+                                   ("copyup", sizes.copyup_image, sizes.copyup_workload)):
+        cell = Cell("overlay", image, workload)
+        sim = []
+        for _ in range(sizes.rounds):
+            prepared = prepare(cell)
+            with gc_paused():
+                start = time.perf_counter()
+                simulate(prepared.driver, prepared.image, prepared.ops, 1, None, prepared.tree)
+                sim.append(time.perf_counter() - start)
+        real = measure_prepared(prepare(cell), 1)["real_seconds"]
+        r = Result("real", f"vs-real[overlay-{label}]", {"image": image, "workload": workload}, sim)
+        target = TARGET_REAL_COPYUP_RATIO if label == "copyup" else TARGET_REAL_RATIO
+        r.extra.update(ops=len(prepared.ops), real_seconds=real, sim_seconds=min(sim),
+                       real_ratio=round(real / min(sim), 1), target_ratio=target)
+        out.append(r)
+    return out
+
+
+def run_bench(quick: bool = False, vs_real: bool = False, drivers: list[str] | None = None,
+              progress: Callable[[str], None] | None = None) -> list[Result]:
+    from drivers import driver_names
+
+    sizes = QUICK if quick else FULL
+    say = progress or (lambda _msg: None)
+    say("throughput")
+    results = bench_throughput(sizes, drivers or driver_names())
+    say("trace")
+    results.append(bench_trace(sizes))
+    say("depth")
+    results.append(bench_depth(sizes))
+    say("memory")
+    results.extend(bench_memory(sizes))
+    if vs_real:
+        say("real overlay")
+        results.extend(bench_real(sizes))
+    return results
+
+
+def summary(results: list[Result]) -> dict[str, Any]:
+    """The headline figures and whether each target is met."""
+    replay = [r.extra["ops_per_second"] for r in results if r.group == "throughput"]
+    out: dict[str, Any] = {"min_ops_per_second": min(replay), "median_ops_per_second": statistics.median(replay)}
+    for r in results:
+        if r.group == "trace":
+            out["trace_ops_per_second"] = r.extra["ops_per_second"]
+        elif r.group == "depth":
+            out["depth_ratio"] = r.extra["depth_ratio"]
+        elif r.name == "bytes-per-file-entry":
+            out["bytes_per_file"] = r.extra["bytes_per_file"]
+            out["tree_bytes_per_file"] = r.extra["tree_bytes_per_file"]
+        elif r.group == "memory":
+            out["containers_bytes"] = r.extra["bytes"]
+        elif r.group == "real":
+            out[f"real_ratio_{r.name.split('-')[-1].rstrip(']')}"] = r.extra["real_ratio"]
+    return out
+
+
+def _stats(times: list[float]) -> dict[str, Any]:
+    """pytest-benchmark's ``stats`` block for ``times`` (its Stats.as_dict fields)."""
+    data = sorted(times)
+    n = len(data)
+    mean = sum(data) / n
+    q1, median, q3 = (statistics.quantiles(data, n=4, method="inclusive") if n > 1 else (data[0],) * 3)
+    iqr = q3 - q1
+    stddev = statistics.stdev(data) if n > 1 else 0.0
+    return {"min": data[0], "max": data[-1], "mean": mean, "stddev": stddev, "rounds": n, "median": median,
+            "iqr": iqr, "q1": q1, "q3": q3, "iqr_outliers": sum(x < q1 - 1.5 * iqr or x > q3 + 1.5 * iqr for x in data),
+            "stddev_outliers": sum(abs(x - mean) > stddev for x in data) if stddev else 0, "outliers": "0;0",
+            "ld15iqr": min(x for x in data if x >= q1 - 1.5 * iqr),
+            "hd15iqr": max(x for x in data if x <= q3 + 1.5 * iqr),
+            "ops": 1 / mean if mean else 0.0, "total": sum(data), "iterations": 1}
+
+
+def _commit_info() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"id": git("rev-parse", "HEAD"), "time": git("log", "-1", "--format=%cI"),
+            "author_time": git("log", "-1", "--format=%aI"), "dirty": bool(git("status", "--porcelain", "-uno")),
+            "project": "layerbench", "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
+
+
+def to_benchmark_json(results: list[Result], quick: bool) -> dict[str, Any]:
+    """The document ``pytest --benchmark-json`` writes, with our figures in ``extra_info``."""
+    uname = platform.uname()
+    machine = {"node": uname.node, "processor": uname.processor, "machine": uname.machine,
+               "python_compiler": platform.python_compiler(),
+               "python_implementation": platform.python_implementation(),
+               "python_implementation_version": platform.python_version(),
+               "python_version": platform.python_version(), "python_build": list(platform.python_build()),
+               "release": uname.release, "system": uname.system,
+               "cpu": {"count": os.cpu_count(), "brand_raw": uname.processor or uname.machine},
+               "load_average": list(os.getloadavg())}
+    benchmarks = []
+    for r in results:
+        benchmarks.append({
+            "group": r.group, "name": r.name, "fullname": f"layerbench bench::{r.name}",
+            "params": r.params, "param": "-".join(str(v) for v in r.params.values()),
+            "extra_info": r.extra, "options": {"timer": "time.process_time", "rounds": len(r.times),
+                                               "quick": quick},
+            "stats": _stats(r.times)})
+    return {"machine_info": machine, "commit_info": _commit_info(), "benchmarks": benchmarks,
+            "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "version": BENCH_JSON_VERSION, "layerbench_summary": summary(results)}
+
+
+def format_results(results: list[Result]) -> str:
+    """The figures as a person reads them, with each target and whether it is met."""
+    lines = ["throughput (ops/s, CPU time, best round):"]
+    for r in results:
+        if r.group == "throughput":
+            lines.append(f"  {r.params['driver']:<13} {r.params['workload']:<42} {r.extra['ops']:>9,} ops "
+                         f"{r.extra['ops_per_second']:>12,}")
+    s = summary(results)
+    mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    lines.append(f"  slowest {s['min_ops_per_second']:,} ops/s, median {s['median_ops_per_second']:,.0f} "
+                 f"(target {TARGET_OPS_PER_SECOND:,}: {mark(s['min_ops_per_second'] >= TARGET_OPS_PER_SECOND)})")
+    lines.append(f"trace parse+replay: {s['trace_ops_per_second']:,} ops/s "
+                 f"(target {TARGET_TRACE_OPS_PER_SECOND:,}: {mark(s['trace_ops_per_second'] >= TARGET_TRACE_OPS_PER_SECOND)})")
+    lines.append(f"depth ratio (time/op, 128 layers over 1): {s['depth_ratio']} "
+                 f"(target <= {TARGET_DEPTH_RATIO}: {mark(s['depth_ratio'] <= TARGET_DEPTH_RATIO)})")
+    lines.append(f"bytes per file entry: {s['bytes_per_file']} image+tree, {s['tree_bytes_per_file']} tree "
+                 f"(target <= {TARGET_BYTES_PER_FILE}: {mark(s['bytes_per_file'] <= TARGET_BYTES_PER_FILE)})")
+    for r in results:
+        if r.group == "memory" and r.name != "bytes-per-file-entry":
+            lines.append(f"{r.extra['containers']} containers: {r.extra['bytes'] / 2**20:,.1f} MiB allocated "
+                         f"({r.extra['bytes_per_container']:,} B each), whole process RSS "
+                         f"{r.extra['total_rss_bytes'] / 2**20:,.0f} MiB (target: 1,000 on 100k files in 1 GiB)")
+        if r.group == "real":
+            lines.append(f"{r.name}: real {r.extra['real_seconds']:.3f} s, sim {r.extra['sim_seconds']:.4f} s: "
+                         f"{r.extra['real_ratio']}x (target {r.extra['target_ratio']}x: "
+                         f"{mark(r.extra['real_ratio'] >= r.extra['target_ratio'])})")
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""``layerbench bench``: it runs, and its JSON is pytest-benchmark's schema with our figures.
+
+No timing is asserted (speed is for benchmarks, never tests): only that every figure the
+issue asks for is there, of the right kind, and that the document has the fields
+``pytest-benchmark compare`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+
+from simulator.cli import main
+
+SUMMARY_KEYS = ("min_ops_per_second", "median_ops_per_second", "trace_ops_per_second", "depth_ratio",
+                "bytes_per_file", "tree_bytes_per_file", "containers_bytes")
+STATS_KEYS = ("min", "max", "mean", "stddev", "rounds", "median", "iqr", "q1", "q3", "ops", "total")
+
+
+def test_bench_quick_json(capsys, tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--json", "--driver", "overlay", "--driver", "vfs", "--output", str(out)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == doc
+    for key in ("machine_info", "commit_info", "benchmarks", "datetime", "version"):
+        assert key in doc
+    summary = doc["layerbench_summary"]
+    for key in SUMMARY_KEYS:
+        assert isinstance(summary[key], (int, float)) and summary[key] > 0, key
+    groups = {b["group"] for b in doc["benchmarks"]}
+    assert groups == {"throughput", "trace", "depth", "memory"}
+    replays = [b for b in doc["benchmarks"] if b["group"] == "throughput"]
+    assert {b["params"]["driver"] for b in replays} == {"overlay", "vfs"}
+    for b in doc["benchmarks"]:
+        assert all(k in b["stats"] for k in STATS_KEYS)
+        assert b["stats"]["min"] <= b["stats"]["mean"] <= b["stats"]["max"]
+    for b in replays:
+        assert b["extra_info"]["ops_per_second"] == round(b["extra_info"]["ops"] / b["stats"]["min"])
+
+
+def test_bench_text_names_each_target(capsys) -> None:
+    assert main(["bench", "--quick", "--driver", "overlay"]) == 0
+    text = capsys.readouterr().out
+    for phrase in ("ops/s", "trace parse+replay", "depth ratio", "bytes per file entry", "containers"):
+        assert phrase in text
+
+
+def test_bench_unknown_driver_exits_2(capsys) -> None:
+    assert main(["bench", "--quick", "--driver", "nope"]) == 2
+    assert "unknown driver" in capsys.readouterr().err
