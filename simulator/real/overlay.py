@@ -8,16 +8,18 @@ xattr blocks and no reflinks)::
         l/<k>/            image layer k (0 = bottom) in overlay on-disk form: files with real
                           non-zero data, whiteouts as char 0/0, opaque dirs with
                           trusted.overlay.opaque=y (moby's overlayWhiteoutConverter)
+                          (k >= the image's layers: a committed container layer)
         c/<i>/u  w  m     container i: upperdir, workdir, merged mount point
+        c/<i>/lv          during a commit: read-only overlay of container i's lowers
 
 Every container mounts ``lowerdir=l/<top>:...:l/0`` with its own upper and work dirs, as
 Docker's overlay2 does.  Options are short paths relative to the scratch root (the mount
 call runs with that as its cwd) because mount(2) keeps only 4095 bytes of option data and
 drops the rest silently (REAL_KERNEL.md section 1, pitfall 1); 500 layers need ~3 KB.
 
-``commit`` is not supported here: turning an upperdir into a lower layer needs the OCI
-diff/apply round trip (and metacopy/redirect files need moby's naive differ), which this
-backend does not do yet.  A workload with a commit is refused before any work (BadInput).
+``commit`` (``OverlaySession.commit``, ``overlay_commit``): the container's mount is read
+into a new layer directory ``l/<k>``, then unmounted, and remounted with ``l/<k>`` on top of
+its lowers and an empty upperdir, as ``docker commit`` leaves a container.
 
 A whiteout that hides nothing (no visible entry of that name in the layers below, after
 the layer's own opaque dirs) is not written: the image model says it does nothing, but
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import stat
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -45,6 +48,7 @@ from simulator.errors import BackendUnavailable, BadInput
 from simulator.image import DEFAULT_DIR_MODE, Entry, Image, Layer
 from simulator.paths import components
 
+from .overlay_commit import LayerWriter
 from .replay import write_fill
 from .scratch import ScratchDir, guard_signals
 
@@ -106,6 +110,17 @@ class Scratch:
         try:
             os.chdir(self.path)
             _mount("overlay", target, "overlay", data)
+        finally:
+            os.fchdir(cwd)
+            os.close(cwd)
+
+    def lower_view(self, target: str, lowers: list[str]) -> None:
+        """A read-only overlay of ``lowers`` alone (the image a container started from)."""
+        self.dir.will_mount(target)
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.chdir(self.path)
+            _mount("overlay", target, "overlay", f"lowerdir={':'.join(lowers)}")
         finally:
             os.fchdir(cwd)
             os.close(cwd)
@@ -317,6 +332,8 @@ class OverlaySession:
 
     def __init__(self, scratch: Scratch, lowers: list[str], options: dict[str, bool]):
         self.scratch, self.lowers, self.options = scratch, lowers, options
+        self.container_lowers: dict[int, list[str]] = {}  # top first; grows with each commit
+        self.next_layer = len(lowers)  # the directory number of the next committed layer
         os.mkdir(os.path.join(scratch.path, "c"))
 
     def path(self, container: int, part: str) -> str:
@@ -328,9 +345,39 @@ class OverlaySession:
         os.mkdir(base)
         for part in ("u", "w", "m"):
             os.mkdir(os.path.join(base, part), 0o755)
+        self.container_lowers[container] = list(self.lowers)
+        return self._mount(container)
+
+    def _mount(self, container: int) -> str:
         rel = f"c/{container}"
-        self.scratch.overlay(f"{rel}/m", self.lowers, f"{rel}/u", f"{rel}/w", self.options)
+        self.scratch.overlay(f"{rel}/m", self.container_lowers[container], f"{rel}/u", f"{rel}/w", self.options)
         return self.path(container, "m")
+
+    def commit(self, container: int) -> str:
+        """``docker commit`` (``overlay_commit``): the upperdir's diff becomes a new lower
+        layer ``l/<k>``, and the container is remounted on it with an empty upperdir."""
+        lowers = self.container_lowers[container]
+        layer = f"l/{self.next_layer}"
+        self.next_layer += 1
+        view = self.path(container, "lv")
+        if len(lowers) > 1:  # overlayfs needs two lowers to mount without an upper
+            os.mkdir(view)
+            self.scratch.lower_view(f"c/{container}/lv", lowers)
+        try:
+            LayerWriter(self.path(container, "u"), self.path(container, "m"),
+                        view if len(lowers) > 1 else os.path.join(self.scratch.path, lowers[0]),
+                        os.path.join(self.scratch.path, layer), self.options["index"],
+                        naive=self.options["metacopy"] or self.options["redirect_dir"]).write()
+        finally:
+            if len(lowers) > 1:
+                self.scratch.umount(f"c/{container}/lv")
+                os.rmdir(view)
+        self.scratch.umount(f"c/{container}/m")
+        for part in ("u", "w"):  # the old layer goes, as docker removes the container's
+            shutil.rmtree(self.path(container, part))
+            os.mkdir(self.path(container, part), 0o755)
+        self.container_lowers[container] = [layer, *lowers]
+        return self._mount(container)
 
 
 @contextmanager
