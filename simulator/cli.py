@@ -293,12 +293,22 @@ COMMANDS = {"validate": _fidelity_command, "calibrate": _fidelity_command,
             "diff": cmd_diff, "bench": cmd_bench}
 
 
+def error_line(exc: BaseException) -> str:
+    """The one stderr line of an error: a newline or other control character inside a name
+    from the input (a JSON key, a member name) is shown escaped, so the message stays one
+    line (found by fuzzing)."""
+    text = str(exc)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return f"layerbench: error: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except LayerbenchError as exc:
-        print(f"layerbench: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("layerbench: interrupted", file=sys.stderr)

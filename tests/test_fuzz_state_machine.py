@@ -191,6 +191,6 @@ class AllDrivers(RuleBasedStateMachine):
             assert m["ops"] == len(self.steps)
 
 
-AllDrivers.TestCase.settings = settings(max_examples=25, stateful_step_count=20, deadline=None,
+AllDrivers.TestCase.settings = settings(max_examples=100, stateful_step_count=20, deadline=None,
                                         suppress_health_check=[HealthCheck.too_slow])
 test_all_drivers_agree_step_by_step = AllDrivers.TestCase

@@ -203,7 +203,7 @@ def _open_layer_stream(fileobj: IO[bytes], where: str) -> tuple[tarfile.TarFile,
             stream = zstandard.ZstdDecompressor().stream_reader(fileobj)
             return tarfile.open(fileobj=_EofGuard(stream), mode="r|"), True
         return tarfile.open(fileobj=fileobj, mode="r:"), False
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib_error) as exc:  # EOFError: a cut gzip header (fuzzing)
         raise BadInput(f"{where}: not a tar archive: {exc}") from None
 
 
