@@ -79,9 +79,14 @@ class FileState:
     def drop(self, start: int, end: int) -> None:
         """Sectors ``[start, end)`` no longer reference what they did."""
         self.shared.remove(start, end)
-        for run in self.runs:
-            run.refs.remove(start, end)
-        self.runs = [r for r in self.runs if r.refs]
+        emptied = False
+        for run in self.runs:  # a run's refs lie within its own sectors: skip runs elsewhere
+            if run.start < end and start < run.start + run.length:
+                refs = run.refs
+                refs.remove(start, end)
+                emptied = emptied or not refs
+        if emptied:
+            self.runs = [r for r in self.runs if r.refs]
 
 
 def live_inodes(ns) -> list[FileInode]:

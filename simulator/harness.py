@@ -79,10 +79,29 @@ class Run:
             return False
 
     def replay(self, ops: Iterable[Op]) -> None:
-        """Replay ``ops`` in order (refused ones count in ``failed_ops``)."""
-        apply = self.apply
-        for op in ops:
-            apply(op)
+        """Replay ``ops`` in order (refused ones count in ``failed_ops``): ``apply`` for each,
+        with the lookups it repeats per operation hoisted out of the loop."""
+        operations, opening, mounts = OPERATIONS, OPENING_OPS, self.mounts
+        spaces = [m.ns for m in mounts]
+        n = failed = opens = 0
+        try:
+            for op in ops:
+                n += 1
+                kind = op.kind
+                if kind in opening:
+                    opens += 1
+                try:
+                    if kind == "commit":
+                        self._commit(op)
+                        spaces[op.container] = mounts[op.container].ns
+                    else:
+                        operations[kind](spaces[op.container], op)
+                except FsError:
+                    failed += 1
+        finally:
+            self.ops += n
+            self.failed += failed
+            self.opens += opens
 
     def _commit(self, op: Op) -> None:
         c = op.container

@@ -21,6 +21,7 @@ from .imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
 from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, DirNode, FileInode, Node, Symlink
 
 MAXSYMLINKS = 40  # fs/namei.c: ELOOP after 40 links in one resolution
+RESOLVE_CACHE_ENTRIES = 512  # paths remembered per container (hot files; more only slows misses)
 XATTR_SIZE_MAX = 65536  # linux/limits.h
 XATTR_NAMESPACES = ("user.", "trusted.", "security.")
 S_ISUID, S_ISGID, S_IXGRP = 0o4000, 0o2000, 0o010
@@ -53,6 +54,15 @@ class Namespace:
         self.lookups = 0
         self.written_bytes = 0
         self.read_bytes = 0
+        # Where each path led, by ``follow``: valid until the next change of any name, which
+        # every mutation below reports through ``changed()``.  Workloads hit a few paths
+        # many times (logs, data files); the walk is skipped, the lookup still counts.
+        self._walked: tuple[dict[str, Resolved], dict[str, Resolved]] = ({}, {})
+
+    def changed(self) -> None:
+        """A name now leads elsewhere (created, removed, renamed, made private): forget walks."""
+        self._walked[0].clear()
+        self._walked[1].clear()
 
     # -- lookup ---------------------------------------------------------------------------
     def child(self, d: DirNode, name: str) -> Node | None:
@@ -73,9 +83,26 @@ class Namespace:
     def resolve(self, path: str, follow: bool) -> Resolved:
         """Walk ``path``; raise ENOENT/ENOTDIR/ELOOP for a missing or bad intermediate.
 
-        The common case (no symbolic link on the way) takes one dictionary probe per
-        component; a link anywhere sends the walk to ``_resolve_links``.
+        Every call counts one lookup and asks the driver for its depth (``hooks.lookup``:
+        the probes depend on the driver's state, and some drivers note the lookup), whether
+        or not the walk itself is remembered from an earlier call.
         """
+        walked = self._walked[follow]
+        r = walked.get(path)
+        if r is None:
+            r = self._walk(path, follow)
+            if r.node is not None:  # a missing name is mostly created next, or never asked again
+                if len(walked) >= RESOLVE_CACHE_ENTRIES:
+                    walked.clear()
+                walked[path] = r
+        self.lookups += 1
+        parent = r.parent
+        self.depth_hist[self.hooks.lookup(parent, r.name) if parent is not None else 1] += 1
+        return r
+
+    def _walk(self, path: str, follow: bool) -> Resolved:
+        """The walk of ``resolve``, uncounted.  The common case (no symbolic link on the way)
+        takes one dictionary probe per component; a link sends it to ``_resolve_links``."""
         parts = path[1:].split("/")
         last = len(parts) - 1
         d: DirNode = self.root
@@ -104,8 +131,6 @@ class Namespace:
         if follow and node is not None and node.__class__ in LINK_TYPES:
             return self._resolve_links(path, follow)
         del parts[last]
-        self.lookups += 1
-        self.depth_hist[self.hooks.lookup(d, name)] += 1
         return Resolved(parts, d, name, node)
 
     def _resolve_links(self, path: str, follow: bool) -> Resolved:
@@ -124,8 +149,8 @@ class Namespace:
                 if not todo:
                     node = chain[-1]
                     if len(chain) == 1:
-                        return self._counted(Resolved([], None, "", node))
-                    return self._counted(Resolved(names[:-1], chain[-2], names[-1], node))
+                        return Resolved([], None, "", node)
+                    return Resolved(names[:-1], chain[-2], names[-1], node)
                 continue
             d = chain[-1]
             node = self.child(d, name)
@@ -139,25 +164,19 @@ class Namespace:
                 parts = [p for p in target.split("/") if p]
                 if not parts:  # the link points at "/"
                     if not todo:
-                        return self._counted(Resolved([], None, "", self.root))
+                        return Resolved([], None, "", self.root)
                     continue
                 parts.reverse()
                 todo.extend(parts)
                 continue
             if not todo:
-                return self._counted(Resolved(names, d, name, node))
+                return Resolved(names, d, name, node)
             if node is None:
                 raise FsError("ENOENT")
             if node.__class__ not in DIR_TYPES:
                 raise FsError("ENOTDIR")
             chain.append(node)  # type: ignore[arg-type]
             names.append(name)
-
-    def _counted(self, r: Resolved) -> Resolved:
-        self.lookups += 1
-        depth = self.hooks.lookup(r.parent, r.name) if r.parent is not None else 1
-        self.depth_hist[depth] += 1
-        return r
 
     def exists(self, path: str, follow: bool = False) -> Node | None:
         """The node at ``path`` or None, without counting a lookup (for tests and views)."""
@@ -178,6 +197,7 @@ class Namespace:
             if node.__class__ is ImageDir:
                 node = Dir.from_image(node)  # type: ignore[arg-type]
                 d.own[name] = node
+                self.changed()
                 self.hooks.meta_copy_up(node)
             d = node  # type: ignore[assignment]
         return d
@@ -193,11 +213,13 @@ class Namespace:
             else:
                 inode.nlink = 1
             parent.own[name] = inode
+            self.changed()
             node = inode
         elif name not in parent.own:
             # Another image name of an already promoted inode (index=on): the kernel links it
             # up (ovl_link_up) into this directory before the change.
             parent.own[name] = node  # type: ignore[assignment]
+            self.changed()
         inode = node  # type: ignore[assignment]
         if inode.origin is not None:
             self.hooks.copy_up(inode, why)
@@ -207,6 +229,7 @@ class Namespace:
         """The private inode of an image hard link, under no name yet (overlay's index dir)."""
         inode = FileInode.from_image(image_file)
         self.promoted[image_file] = inode
+        self.changed()
         inode.nlink = image_file.nlink - self.image_unlinks[image_file]
         self.hooks.copy_up(inode, need.NEED_META)  # ovl_copy_up(dentry): flags 0
         return inode
@@ -225,6 +248,7 @@ class Namespace:
             link = Symlink(node.target, node.uid, node.gid)  # type: ignore[union-attr]
             link.nlink = 1
             parent.own[r.name] = link
+            self.changed()
             self.hooks.meta_copy_up(link)
             return link
         return node  # type: ignore[return-value]
@@ -250,6 +274,7 @@ class Namespace:
             parent.own[name] = None
         else:
             parent.own.pop(name, None)
+        self.changed()
         last = True
         if node.__class__ is FileInode or node.__class__ is Symlink:
             node.nlink -= 1  # type: ignore[union-attr]
@@ -267,6 +292,7 @@ class Namespace:
         opaque = self._lower_has(parent, name) or (self.hooks.opaque_new_dirs and parent.base is not None)
         d = Dir(mode | (parent.mode & S_ISGID), 0, self.new_gid(parent), None, opaque=opaque)
         parent.own[name] = d
+        self.changed()
         self.hooks.metadata("mkdir", d)
         return d
 
@@ -280,6 +306,7 @@ class Namespace:
         inode = FileInode(0, mode, 0, self.new_gid(parent), None)
         inode.nlink = 1
         parent.own[name] = inode
+        self.changed()
         self.hooks.metadata("create", inode)
         return inode
 

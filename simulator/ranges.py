@@ -108,10 +108,15 @@ class RangeSet:
         if start >= end:
             return
         starts, ends = self._starts, self._ends
-        # Fast path: appending at or after the end (logs, sequential writes).
+        # Fast paths: at or after the end (logs, sequential writes), or within/extending the
+        # last interval (rewrites of a file's tail, appends that touch it).
         if not starts or start > ends[-1]:
             starts.append(start)
             ends.append(end)
+            return
+        if start >= starts[-1]:
+            if end > ends[-1]:
+                ends[-1] = end
             return
         lo = bisect_left(ends, start)  # first interval that ends at or after start
         hi = bisect_right(starts, end)  # intervals before hi start at or before end
