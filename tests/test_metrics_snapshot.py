@@ -65,3 +65,64 @@ def test_metrics_unchanged(name: str, cell: Cell) -> None:
     expected = json.loads(SNAPSHOT.read_text())[name]
     got = json.loads(json.dumps(metrics_of(cell)))  # the same JSON round trip as the snapshot
     assert got == expected
+
+
+EDGE_LINES = [
+    '{"op":"write","path":"/a/b","offset":1,"length":2}', '{"op":"write","path":"/a/b","offset":true,"length":2}',
+    '{"op":"write","path":"/a/b","offset":-1,"length":2}', '{"op":"write","path":"/a/b","offset":1.0,"length":2}',
+    '{"op":"write","path":"/a/b","offset":18446744073709551616,"length":2}',
+    '{"op":"write","path":"/a/b","offset":1099511627776000,"length":1099511627776000}',
+    '{"op":"append","path":"/a/.b","length":3}', '{"op":"append","path":"/a/..","length":3}',
+    '{"op":"append","path":"/a//b","length":3}', '{"op":"append","path":"/a/b/","length":3}',
+    '{"op":"append","path":"a/b","length":3}', '{"op":"append","path":"/","length":3}',
+    '{"op":"append","path":"/a\\u0000b","length":3}', '{"op":"append","path":"/\\u00e9t\\u00e9","length":3}',
+    '{"op":"append","path":"/' + "x" * 256 + '","length":3}', '{"op":"append","path":"/' + "x" * 254 + '","length":3}',
+    '{"op":"append","path":["/a"],"length":3}', '{"op":"append","path":"/a","length":3,"extra":1}',
+    '{"op":"append","length":3}', '{"op":"open","path":"/a","mode":"rw"}', '{"op":"open","path":"/a","mode":"x"}',
+    '{"op":"open","path":"/a","mode":420}', '{"op":"chmod","path":"/a","mode":"rw"}', '{"op":"chmod","path":"/a","mode":420}',
+    '{"op":"rename","src":"/a","dst":"/b","container":3}', '{"op":"link","src":"/a","dst":"/.b"}',
+    '{"op":"symlink","target":"../x","path":"/l"}', '{"op":"setxattr","path":"/a","name":"user.x","size":3}',
+    '{"op":"commit","layer":"L"}', '{"op":"stat","path":"/a","container":1000001}', '{"op":"nope","path":"/a"}',
+    '[1]', '"\\ud800"', '{"op":"stat","path":"/a","op":"unlink"}', '', '   ', '{"op":"create","path":"/n","size":5,"mode":493}',
+    '{"op":"mkdir","path":"/d"}', '{"op":"chown","path":"/a","uid":4294967296,"gid":0}', '{bad json',
+]
+
+
+@pytest.mark.parametrize("line", EDGE_LINES)
+def test_fast_trace_parser_agrees_with_the_validator(line: str) -> None:
+    """``parse_trace_lines``'s fast path accepts what ``op_from_dict`` accepts, builds the same
+    ``Op`` and leaves every refusal (and its message) to the validator."""
+    from simulator.errors import BadInput
+    from simulator.trace import op_from_dict, parse_trace_lines
+
+    def slow():
+        if not line.strip():
+            return []
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return f"t: line 1: invalid JSON: {exc.msg}"
+        try:
+            return [op_from_dict(raw, "t: line 1")]
+        except BadInput as exc:
+            return str(exc)
+
+    try:
+        fast = list(parse_trace_lines([line], "t"))
+    except BadInput as exc:
+        fast = str(exc)
+    assert fast == slow()
+
+
+def test_fast_trace_parser_round_trips_builtin_workloads() -> None:
+    from simulator.imagetree import ImageTree
+    from simulator.inputs import load_image, load_workload
+    from simulator.trace import dump_trace, op_from_dict, parse_trace_lines
+
+    image = load_image("synthetic:layers=4,files=800", 3)
+    tree = ImageTree.build(image)
+    for workload in WORKLOADS:
+        ops = load_workload(workload, tree, 3)
+        text = dump_trace(ops)
+        assert list(parse_trace_lines(text.splitlines(), "t")) == ops
+        assert [op_from_dict(json.loads(line), "t") for line in text.splitlines()] == ops
