@@ -2,8 +2,10 @@
 
 The ten kill moments come from a seeded RNG: the first half at a random time after the
 process starts (start-up, manifest writing, the first cells: wherever it lands on a loaded
-machine), the second half at a random time after the run's first new cell file, so those
-surely hit mid-computation.  Each kill is followed by a resume that is itself the next one
+machine), the second half once the run has written a random number (1-6) of new cell files,
+plus a random fraction of a second, so those surely hit mid-computation.  Moments are tied
+to progress rather than to the clock so that a fast, idle machine cannot finish the grid
+before the tenth kill (it did, with clock-only moments).  Each kill is followed by a resume that is itself the next one
 killed, and a last resume finishes.  The
 result must equal an uninterrupted run in every deterministic metric.
 """
@@ -32,8 +34,9 @@ from simulator.campaign.run import directory_lock
 REPO = Path(__file__).resolve().parent.parent
 KILLS = 10
 KILL_SEED = 8_2024
-START_WINDOW = (0.2, 3.0)  # seconds after start; the first cell appears after ~2 s here
-CELL_WINDOW = (0.0, 1.0)  # seconds after the run's first new cell
+START_WINDOW = (0.2, 1.2)  # seconds after start; the first cell appears after 0.8-2 s here
+NEW_CELLS = (1, 6)  # second half: kill after this many new cells (inclusive range)...
+CELL_JITTER = (0.0, 0.2)  # ...plus this many seconds
 DURABLE = """
 name = "durable"
 seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
@@ -111,10 +114,11 @@ def test_ten_kill9s_at_random_moments_then_resume_equals_an_uninterrupted_run(tm
         proc = subprocess.Popen(_cmd(toml, out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         after_progress = k >= KILLS // 2
         if after_progress:
+            target = before + int(rng.integers(NEW_CELLS[0], NEW_CELLS[1] + 1))
             deadline = time.monotonic() + 60
-            while len(_cells(out)) == before and proc.poll() is None and time.monotonic() < deadline:
+            while len(_cells(out)) < target and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.005)
-        time.sleep(float(rng.uniform(*(CELL_WINDOW if after_progress else START_WINDOW))))
+        time.sleep(float(rng.uniform(*(CELL_JITTER if after_progress else START_WINDOW))))
         assert proc.poll() is None, "the campaign finished before its kill: make it longer"
         workers = _children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
