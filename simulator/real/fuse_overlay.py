@@ -2,8 +2,13 @@
 
 Same layout as the kernel backend (``overlay.py``: lower layers in overlay form on a scratch
 tmpfs, one upper/work/merged triple per container), mounted with ``fuse-overlayfs -o
-lowerdir=...,upperdir=...,workdir=...`` and unmounted with ``fusermount3 -u``.  What differs
-from the kernel (REAL_KERNEL.md section 2, fuse-overlayfs 1.10 here):
+lowerdir=...,upperdir=...,workdir=...``.  Each merged dir is recorded in the run's state
+file before ``fuse-overlayfs`` runs (``scratch.ScratchDir.will_mount``) and released with
+umount2(2), which for root is what ``fusermount3 -u`` does (lazily when busy); the daemon
+then exits by itself (checked here: gone within 0.2 s).  The daemon is not our child and
+survives a SIGKILL of the run, holding its mount; ``layerbench cleanup`` unmounts it like
+any listed mount, the FUSE mount before the tmpfs below it.  What differs from the kernel
+(REAL_KERNEL.md section 2, fuse-overlayfs 1.10 here):
 
 * there is no metacopy and no redirect_dir: only the overlay model's *default* option set
   is comparable (a directory rename of a lower dir fails with EXDEV, as the kernel's does);
@@ -69,14 +74,6 @@ def upper_stats(upper: str) -> dict[str, int]:
     return out
 
 
-def _unmount(target: str) -> None:
-    done = subprocess.run(["fusermount3", "-u", target], capture_output=True, text=True)
-    if done.returncode:
-        done = subprocess.run(["fusermount3", "-uz", target], capture_output=True, text=True)
-        if done.returncode:
-            raise LayerbenchError(f"fusermount3 -u {target}: {done.stderr.strip()}")
-
-
 def measure_fuse(image: Image, ops: list[Op], containers: int,
                  views: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     """SPEC section 5 metrics on fuse-overlayfs, null where it does not tell."""
@@ -93,7 +90,6 @@ def measure_fuse(image: Image, ops: list[Op], containers: int,
     seconds = 0.0
     with terminate_raises():
         scratch = Scratch(room)
-        mounted: list[str] = []
         try:
             lowers = [os.path.join(scratch.path, rel) for rel in materialize_image(image, scratch.path)]
             for c in range(containers):
@@ -103,11 +99,11 @@ def measure_fuse(image: Image, ops: list[Op], containers: int,
                 for p in (u, w, m):
                     os.mkdir(p, 0o755)
                 start = time.perf_counter()
+                scratch.dir.will_mount(m)  # before the daemon mounts: see scratch.py
                 done = subprocess.run(["fuse-overlayfs", "-o", f"lowerdir={':'.join(lowers)},upperdir={u},"
                                        f"workdir={w}", m], capture_output=True, text=True)
                 if done.returncode:
                     raise LayerbenchError(f"fuse-overlayfs: {done.stderr.strip()}")
-                mounted.append(m)
                 seconds += time.perf_counter() - start
                 result = replay(m, [op for op in ops if op.container == c])
                 seconds += result.seconds
@@ -115,14 +111,11 @@ def measure_fuse(image: Image, ops: list[Op], containers: int,
                     setattr(totals, key, getattr(totals, key) + getattr(result, key))
                 if views is not None:
                     views[c] = tree_view(m)
-                _unmount(m)
-                mounted.remove(m)
+                scratch.umount(m)
                 for key, value in upper_stats(u).items():
                     space[key] += value
         finally:
-            for m in mounted:
-                _unmount(m)
-            scratch.close()
+            scratch.close()  # the FUSE mounts still listed first, then the tmpfs
     metrics.update(ops=totals.ops, failed_ops=totals.failed_ops, written_bytes=totals.written_bytes,
                    read_bytes=totals.read_bytes, real_seconds=seconds, **space)
     return metrics

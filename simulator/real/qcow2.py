@@ -10,6 +10,9 @@ set against the model's own chunks.  tests/test_qcow2_chain.py established the m
 
 No root, kernel or mount is needed; qemu-img/qemu-io (Debian qemu-utils) must be installed.
 Writes go through ``qemu-io`` with many ``-c`` commands per process (~50 ms a process).
+The layer files live in a ``scratch.ScratchDir`` (a fresh directory with a state file), so
+the sparse files of a run killed with SIGKILL are found and deleted by ``layerbench
+cleanup``; SIGTERM is raised as SystemExit (``guard_signals``) so ``finally`` deletes them.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from typing import Sequence
 
 from simulator.errors import BackendUnavailable, LayerbenchError
 from simulator.ranges import RangeSet
+
+from .scratch import ScratchDir, guard_signals
 
 QCOW2_CLUSTER = 65536  # qemu-img create -o cluster_size default, and dm-thin's 64 KiB block
 COMMANDS_PER_PROCESS = 400  # qemu-io -c arguments per process: keeps argv well under ARG_MAX
@@ -62,16 +66,17 @@ def chain_clusters(chain: Sequence[RangeSet], branches: Sequence[RangeSet] = (),
     """Allocated clusters of each layer of a linear ``chain`` (bottom first) and of each
     ``branches`` layer, all of which are backed by the chain's top (containers)."""
     check_available()
-    scratch = tempfile.mkdtemp(prefix="layerbench-qcow2-")
-    try:
-        backing: str | None = None
-        own = []
-        for k, ranges in enumerate(chain):
-            path = os.path.join(scratch, f"L{k}.qcow2")
-            own.append(make_layer(path, backing, ranges, cluster))
-            backing = path
-        tops = [make_layer(os.path.join(scratch, f"C{c}.qcow2"), backing, ranges, cluster)
-                for c, ranges in enumerate(branches)]
-        return own, tops
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with guard_signals():
+        scratch = ScratchDir("layerbench-qcow2-")
+        try:
+            backing: str | None = None
+            own = []
+            for k, ranges in enumerate(chain):
+                path = os.path.join(scratch.path, f"L{k}.qcow2")
+                own.append(make_layer(path, backing, ranges, cluster))
+                backing = path
+            tops = [make_layer(os.path.join(scratch.path, f"C{c}.qcow2"), backing, ranges, cluster)
+                    for c, ranges in enumerate(branches)]
+            return own, tops
+        finally:
+            scratch.close()

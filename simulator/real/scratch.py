@@ -18,7 +18,12 @@ start of every real run) finds it by its dead pid and releases exactly what it l
 * a listed mount target is unmounted only if /proc/self/mountinfo shows a mount there
   (lazily, ``MNT_DETACH``, when busy), innermost first;
 * a loop device is detached only if its backing file (``/sys/block/loopN/loop/backing_file``)
-  is a listed loop file;
+  is a listed loop file; one whose file lies on a listed mount (a guest image on a loop-
+  mounted host fs, ``thin.py``) is detached *before* that mount is unmounted, because after
+  the mount is gone (lazily, when the loop holds it busy) sysfs no longer shows that path
+  and the loop would keep the host fs, and its own loop device, alive for ever;
+* a FUSE mount (``fuse_overlay.py``) is a mount like any other: for root, ``fusermount3 -u``
+  is this same umount2(2), and the daemon exits when its connection goes away;
 * the scratch directory is deleted only if it still holds our marker with the run's token and
   no mount is left anywhere below it, so ``rm -rf`` can never reach into a live file system.
 
@@ -192,8 +197,8 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 class ScratchDir:
     """A scratch directory this process created, and the mounts and loop devices it holds.
 
-    Use ``will_mount``/``released_mount`` and ``will_attach``/``attached``/``released_loop``
-    around each mount(2) and losetup; ``close`` releases whatever is still held."""
+    Use ``will_mount``/``release_mount`` and ``will_attach``/``attached``/``release_loop``
+    around each mount (kernel or FUSE) and losetup; ``close`` releases whatever is still held."""
 
     def __init__(self, prefix: str, path: str | None = None):
         path = path or os.environ.get(SCRATCH_ENV) or None
@@ -258,6 +263,16 @@ class ScratchDir:
         self.state["loops"].append(device)
         self._save()
 
+    def release_loop(self, backing: str) -> None:
+        """Detach the loop device(s) backed by ``backing`` and forget the file."""
+        backing = os.path.abspath(backing)
+        for device in loops_backed_by([backing]):
+            detach_loop(device)
+            if device in self.state["loops"]:
+                self.state["loops"].remove(device)
+        self.state["loop_files"].remove(backing)
+        self._save()
+
     def release_loops(self) -> None:
         for device in loops_backed_by(self.state["loop_files"]):
             detach_loop(device)
@@ -282,10 +297,13 @@ def release(state: dict[str, Any]) -> list[OSError]:
     if not isinstance(scratch, str) or not os.path.isabs(scratch) or scratch == "/":
         return [OSError(errno.EINVAL, f"state file names no usable scratch directory: {scratch!r}")]
     points = mount_points()
+    loop_files = [f for f in state.get("loop_files", []) if _inside(f, scratch)]
     for target in reversed(state.get("mounts", [])):
         if not _inside(target, scratch):
             errors.append(OSError(errno.EINVAL, f"{target} lies outside {scratch}: left alone"))
             continue
+        if target in points:  # loops on files of this mount first, while sysfs shows their path
+            errors += _detach_all([f for f in loop_files if _inside(f, target)])
         while target in points:  # a target may carry stacked mounts; each is ours
             try:
                 umount(target)
@@ -293,17 +311,22 @@ def release(state: dict[str, Any]) -> list[OSError]:
                 errors.append(exc)
                 break
             points.remove(target)
-    loop_files = [f for f in state.get("loop_files", []) if _inside(f, scratch)]
-    for device in loops_backed_by(loop_files):
-        try:
-            detach_loop(device)
-        except OSError as exc:
-            errors.append(OSError(exc.errno, f"detach {device}: {exc.strerror}"))
+    errors += _detach_all(loop_files)
     if not errors:
         try:
             _remove_scratch(scratch, state.get("token"))
         except OSError as exc:
             errors.append(exc)
+    return errors
+
+
+def _detach_all(loop_files: list[str]) -> list[OSError]:
+    errors = []
+    for device in loops_backed_by(loop_files):
+        try:
+            detach_loop(device)
+        except OSError as exc:
+            errors.append(OSError(exc.errno, f"detach {device}: {exc.strerror}"))
     return errors
 
 

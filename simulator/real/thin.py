@@ -6,7 +6,7 @@ reflink-capable host file system, and a snapshot is ``cp --reflink=always`` of i
 The host then shares every 4 KiB block until the guest writes it, exactly as a pool shares
 data blocks of 4 KiB (``chunk_size=4096``, the model's reference granularity)::
 
-    <scratch>/            fresh mkdtemp directory on whatever fs /tmp is
+    <scratch>/            fresh scratch directory (``scratch.ScratchDir``) on whatever fs /tmp is
         host.img          sparse loop file, mkfs.xfs -m reflink=1
         h/                its mount
             base.img      truncate -s base_size; mkfs.<fs> (ext4: lazy init off, journal
@@ -34,7 +34,12 @@ stays right if the origin is later changed).  Reported under the SPEC section 5 
 The model adds 48 B of pool metadata per chunk to its physical bytes; the host has none.
 
 Every mount and loop device is undone on every path out (``try/finally``; SIGTERM raised
-as SystemExit by ``terminate_raises``); the cwd is never inside a mount.
+as SystemExit by ``scratch.guard_signals``); the cwd is never inside a mount.  Each loop
+file (host.img, and every guest image while it is attached) and each mount point (h/, g/)
+is recorded in the run's state file before ``losetup``/``mount`` (``scratch.ScratchDir``),
+so ``layerbench cleanup`` releases them after a SIGKILL too: the guest's mount, then its
+loop device (its file lies on h/, so it goes before h/ is unmounted), then h/ and host.img's
+loop device.
 """
 
 from __future__ import annotations
@@ -44,7 +49,6 @@ import os
 import shutil
 import struct
 import subprocess
-import tempfile
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -58,8 +62,8 @@ from simulator.ranges import RangeSet
 from simulator.trace import WRITE_OPS, Op
 
 from .btrfs import apply_layer
-from .overlay import terminate_raises
 from .replay import ReplayResult, replay
+from .scratch import ScratchDir, guard_signals
 
 TOOLS = ("mkfs.xfs", "mkfs.ext4", "losetup", "mount", "umount", "cp")
 HOST_SLACK = 512 << 20  # host xfs room beyond the guest data (xfs log, AG headers)
@@ -147,30 +151,22 @@ class ThinSession:
 
     def __init__(self, options: dict[str, Any]):
         self.options = options
-        self.path = tempfile.mkdtemp(prefix="layerbench-thin-")
+        self.scratch = ScratchDir("layerbench-thin-")
+        self.path = self.scratch.path
         self.host = os.path.join(self.path, "h")
         self.guest = os.path.join(self.path, "g")
-        self.loops: list[str] = []  # attached loop devices, host first
-        self.mounts: list[str] = []  # mount points, in mount order
         self.top = ""
 
-    # -- mounting --
+    # -- mounting: each recorded in the state file before it exists (scratch.py) --
     def _attach(self, img: str) -> str:
+        self.scratch.will_attach(img)
         dev = _run("losetup", "-f", "--show", img).strip()
-        self.loops.append(dev)
+        self.scratch.attached(dev)
         return dev
 
-    def _detach(self, dev: str) -> None:
-        _run("losetup", "-d", dev)
-        self.loops.remove(dev)
-
     def _mount(self, dev: str, target: str, fstype: str) -> None:
+        self.scratch.will_mount(target)
         _run("mount", "-t", fstype, dev, target)
-        self.mounts.append(target)
-
-    def _umount(self, target: str) -> None:
-        _run("umount", target)
-        self.mounts.remove(target)
 
     def open(self, host_size: int) -> None:
         """Host loop file, mkfs.xfs with reflink, mount; ``close`` undoes any part done."""
@@ -213,9 +209,9 @@ class ThinSession:
             try:
                 yield self.guest, dev
             finally:
-                self._umount(self.guest)
+                self.scratch.release_mount(self.guest)
         finally:
-            self._detach(dev)
+            self.scratch.release_loop(img)
             os.sync()
 
     def lay_image(self, image: Image) -> list[str]:
@@ -229,22 +225,8 @@ class ThinSession:
         return images
 
     def close(self) -> None:
-        errors: list[BaseException] = []
-        for target in reversed(list(self.mounts)):
-            done = subprocess.run(["umount", target], capture_output=True)
-            if done.returncode:
-                done = subprocess.run(["umount", "-l", target], capture_output=True)
-            if done.returncode == 0:
-                self.mounts.remove(target)
-            else:
-                errors.append(LayerbenchError(f"umount {target}: {done.stderr.decode().strip()}"))
-        for dev in reversed(list(self.loops)):
-            if subprocess.run(["losetup", "-d", dev], capture_output=True).returncode == 0:
-                self.loops.remove(dev)
-        if not self.mounts:
-            shutil.rmtree(self.path, ignore_errors=True)
-        if errors:
-            raise errors[0]
+        """Unmount, detach, delete the scratch, innermost first (``ScratchDir.close``)."""
+        self.scratch.close()
 
 
 def _loop_write_bytes(dev: str) -> int:
@@ -259,7 +241,7 @@ def thin_session(image: Image, options: dict[str, Any], extra_bytes: int = 0) ->
     check_available()
     data = sum(e.size for layer in image.layers for e in layer.entries if e.type == "file")
     base = int(options["base_size"])
-    with terminate_raises():
+    with guard_signals():
         session = ThinSession(options)
         try:
             # sparse: room for mkfs's inode tables (1/64 of the device) and journal, the data

@@ -7,7 +7,8 @@ snapshots), and each container starts as ``cp -a`` of it, timed as the container
 The workload then runs in the copy with the shared replayer.  Measured on the copy (tmpfs:
 exact page counts, no xattr blocks, no reflinks, REAL_KERNEL.md section 1)::
 
-    <scratch>/            tmpfs on a fresh mkdtemp directory
+    <scratch>/            tmpfs on a fresh scratch directory (``overlay.Scratch``: recorded
+                          in a state file before the mount, see ``scratch.py``)
         image/            the merged image view
         c/<i>/            container i: cp -a image c/<i>
 
