@@ -303,7 +303,13 @@ class BtrfsMount(BaseMount):
         while level > 1:
             level = ceil_div(level, fanout)
             internal += level
-        return min(leaves, len(old) + ceil_div(max(0, added), usable)) + internal
+        # Items added to existing objects go into those objects' (CoW'd) leaves; only a tree
+        # grown past the image's leaf count has new leaves, split off the leaf that overflowed
+        # (new objects take the highest inode numbers: the last leaf).
+        grown = max(0, leaves - image_leaves)
+        if grown:
+            old.add(image_leaves - 1)
+        return min(leaves, len(old) + grown) + internal
 
     def usage(self) -> dict[str, int]:
         """What the real file system reports for this container's subvolume:

@@ -19,10 +19,6 @@ from simulator.fidelity.validate import ROW_KEYS, compare, errors, validate, vie
 OVERLAY_COUNTS = ("failed_ops", "written_bytes", "read_bytes", "container_files", "container_data_bytes",
                   "container_alloc_bytes", "whiteouts", "opaque_dirs", "view")
 QGROUP_TOLERANCE = 0.10
-# Known model gap, measured: btrfs append-log with 2 containers, 200 appends of 512 B to 8
-# logs each, qgroup exclusive 13.8% above the kernel's (the model CoWs more tree leaves per
-# transaction than the kernel does for many small appends); data bytes are exact there.
-QGROUP_KNOWN_GAP = ("append-log", 0.20)
 THIN_TOLERANCE = 0.05
 
 
@@ -117,11 +113,10 @@ def test_btrfs_exclusive_data_exact_and_qgroup_within_10_percent(quick):
     data = [r for r in rows if r["metric"] == "container_alloc_bytes"]
     assert data and all(r["abs_error"] == 0 for r in data)
     assert all(r["abs_error"] == 0 for r in rows if r["metric"] in ("failed_ops", "view"))
-    for r in rows:
-        if r["metric"] == "qgroup_exclusive_bytes":
-            known, bound = QGROUP_KNOWN_GAP
-            limit = bound if r["workload"].startswith(known) else QGROUP_TOLERANCE
-            assert r["rel_error"] <= limit, (r["workload"], r["sim"], r["real"])
+    qgroup = [r for r in rows if r["metric"] == "qgroup_exclusive_bytes"]
+    assert qgroup
+    for r in qgroup:
+        assert r["rel_error"] <= QGROUP_TOLERANCE, (r["workload"], r["sim"], r["real"])
 
 
 @pytest.mark.kernel
