@@ -21,6 +21,7 @@ from simulator.diff import Change, DiffResult, container_diff
 from simulator.errors import BadInput
 from simulator.image import Image, Layer
 from simulator.imagetree import ImageTree
+from simulator.treeextend import extend_tree
 from simulator.metrics import Space, Tally
 from simulator.namespace import FsError, Namespace
 from simulator.pagecache import PageCache
@@ -195,7 +196,11 @@ class BaseDriver:
     def tree(self, id: str) -> ImageTree:
         tree = self._trees.get(id)
         if tree is None:
-            tree = self._trees[id] = ImageTree.build(self.images[id])
+            below = self._trees.get(self.parents.get(id) or "")
+            if below is not None:  # a committed layer: apply it to the tree below (treeextend)
+                tree = self._trees[id] = extend_tree(below, self.images[id])
+            else:
+                tree = self._trees[id] = ImageTree.build(self.images[id])
         return tree
 
     def use_tree(self, id: str, tree: ImageTree) -> None:

@@ -77,6 +77,7 @@ class ImageTree:
     root: ImageDir
     level_stats: list[TreeStats] = field(default_factory=list)  # the view after layer k
     link_names: dict[ImageFile, list[str]] = field(default_factory=dict)  # hard-linked inodes' names
+    next_ino: int = 0  # the inode number a file of one more layer gets (simulator.treeextend)
 
     @property
     def depth(self) -> int:
@@ -209,7 +210,7 @@ class _Builder:
         self._compute_stacks()
         # The per-layer path -> kind maps served the stacks and probe counts only: the tree
         # does not keep them (they were 30% of its memory: 141 B a file, tracemalloc).
-        tree = ImageTree(self.image, self.root, level_stats)
+        tree = ImageTree(self.image, self.root, level_stats, next_ino=self.next_ino)
         if self.links != self.files:  # some visible inode has several names: index them
             for path, node in tree.walk():
                 if isinstance(node, ImageFile) and node.nlink > 1:
