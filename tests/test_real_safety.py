@@ -2,10 +2,16 @@
 
 Each test runs the real command in a child process with its own state directory
 (``LAYERBENCH_STATE_DIR``) and its own temp dir (``TMPDIR``), so other suites running real
-backends at the same time are never touched, and waits for the state file to list a mount
-that /proc/self/mountinfo shows (the run is mid-workload then).  After SIGKILL the mount,
-loop device and scratch dir are still there (checked: otherwise the test would prove
+backends at the same time are never touched, and waits for the state file to list the
+mounts (and, for devicemapper, the container's guest image) of the first container, and for
+/proc/self/mountinfo to show them (the run is mid-workload then).  After SIGKILL the mounts,
+loop devices and scratch dir are still there (checked: otherwise the test would prove
 nothing); after ``layerbench cleanup`` none is, while decoys it must not touch stay.
+
+Backends: overlay and btrfs (``run --backend real``), devicemapper (``run --backend real``:
+reflinked ext4 guest images on a loop-mounted xfs, so two loop devices and two mounts, the
+guest's file lying on the host's mount) and fuse-overlayfs (``validate --backend
+fuse-overlayfs``: a tmpfs plus a FUSE mount whose daemon outlives the killed run).
 """
 
 from __future__ import annotations
@@ -28,13 +34,36 @@ SLOW_CREATES = 200_000  # 4 KiB creates: minutes of work, so the kill always lan
 pytestmark = pytest.mark.kernel
 
 
-def _available(driver: str) -> None:
-    from simulator.real import btrfs, overlay
+THIN_OPTS = ("chunk_size=4096", "fs=ext4", "journal=false", f"base_size={1 << 30}")  # as tests/test_real_thin.py
 
+
+def _available(driver: str) -> None:
+    import importlib
+
+    module = {"overlay": "overlay", "btrfs": "btrfs", "devicemapper": "thin", "fuse": "fuse_overlay"}[driver]
     try:
-        (overlay if driver == "overlay" else btrfs).check_available()
+        importlib.import_module(f"simulator.real.{module}").check_available()
     except BackendUnavailable as exc:
         pytest.skip(f"real {driver} backend unavailable: {exc}")
+
+
+def _command(driver: str, trace: Path, tmp: Path) -> list[str]:
+    """The CLI run of ``trace`` on ``driver``'s real backend (fuse: a one-cell validate)."""
+    if driver == "fuse":
+        return ["validate", "--driver", "overlay", "--image", "demo", "--workload", str(trace),
+                "--backend", "fuse-overlayfs", "--out", str(tmp / "out"), "--json"]
+    opts = [a for o in THIN_OPTS for a in ("--opt", o)] if driver == "devicemapper" else []
+    return ["run", "--backend", "real", "--driver", driver, *opts, "--image", "demo", "--workload", str(trace),
+            "--json"]
+
+
+def _first_container_up(driver: str, state: dict) -> bool:
+    """The state file shows the first container's own resources (not just the image's)."""
+    if driver == "devicemapper":
+        return any(f.endswith("/h/C0.img") for f in state["loop_files"])
+    if driver == "fuse":
+        return any(m.endswith("/c/0/m") for m in state["mounts"])
+    return True
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -77,13 +106,14 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 def _start_and_wait_for_mount(tmp: Path, driver: str, wanted_mounts: int) -> subprocess.Popen:
     (tmp / "tmp").mkdir(exist_ok=True)
     trace = _slow_trace(tmp)
-    proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", "--backend", "real", "--driver", driver,
-                             "--image", "demo", "--workload", str(trace), "--json"], cwd=ROOT, env=_env(tmp),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "simulator", *_command(driver, trace, tmp)], cwd=ROOT,
+                            env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 90
     while True:
-        listed = [m for s in _states(tmp) for m in s["mounts"]]
-        if len(listed) >= wanted_mounts and all(m in _mounts_under(tmp) for m in listed):
+        states = _states(tmp)
+        listed = [m for s in states for m in s["mounts"]]
+        if len(listed) >= wanted_mounts and all(m in _mounts_under(tmp) for m in listed) and \
+                any(_first_container_up(driver, s) for s in states):
             break
         assert proc.poll() is None, f"the run ended before mounting: {proc.stderr.read().decode()}"
         assert time.monotonic() < deadline, "the run never mounted"
@@ -92,8 +122,24 @@ def _start_and_wait_for_mount(tmp: Path, driver: str, wanted_mounts: int) -> sub
     return proc
 
 
-@pytest.mark.parametrize("driver,mounts", [("overlay", 2), ("btrfs", 1)])
-def test_sigkill_mid_workload_then_cleanup_leaves_nothing(driver, mounts, tmp_path):
+def _daemons_of(scratch: Path) -> list[int]:
+    """Processes (a fuse-overlayfs daemon) whose command line names the scratch dir."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if str(scratch).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(int(pid))
+        except OSError:
+            pass  # gone meanwhile
+    return out
+
+
+# driver, mounts the first container holds, loop devices then: overlay: the tmpfs + its
+# overlay; btrfs: its mount + loop; devicemapper: host xfs + guest ext4 (C0.img), each on a
+# loop device; fuse: the tmpfs + the FUSE mount
+@pytest.mark.parametrize("driver,mounts,loops", [("overlay", 2, 0), ("btrfs", 1, 1), ("devicemapper", 2, 2),
+                                                 ("fuse", 2, 0)])
+def test_sigkill_mid_workload_then_cleanup_leaves_nothing(driver, mounts, loops, tmp_path):
     _available(driver)
     # Decoys that cleanup must leave alone: a foreign dir named like a scratch dir, a foreign
     # tmpfs mount, and the state file of a live process (this one) listing that mount.
@@ -114,9 +160,11 @@ def test_sigkill_mid_workload_then_cleanup_leaves_nothing(driver, mounts, tmp_pa
 
         live.write_text(json.dumps({"pid": os.getpid(), "start_time": start_time(os.getpid()),
                                     "scratch": str(foreign), "mounts": [str(foreign)], "loop_files": []}))
-        # What SIGKILL left: the scratch dir, its mounts, for btrfs its loop device.
-        assert scratch.is_dir() and len(_mounts_under(scratch.parent)) >= mounts
-        assert bool(_loops_under(scratch)) == (driver == "btrfs")
+        # What SIGKILL left: the scratch dir, its mounts, its loop devices, the FUSE daemon.
+        assert scratch.is_dir() and len(_mounts_under(scratch.parent)) == mounts
+        assert len(_loops_under(scratch)) == loops
+        daemons = _daemons_of(scratch)
+        assert len(daemons) == (driver == "fuse")  # the FUSE daemon outlives the killed run
 
         listed = _cli("cleanup", "--dry-run", "--json", env=_env(tmp_path))
         assert listed.returncode == 0, listed.stderr
@@ -128,6 +176,10 @@ def test_sigkill_mid_workload_then_cleanup_leaves_nothing(driver, mounts, tmp_pa
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"pid {proc.pid}: released" in done.stdout
         assert not _mounts_under(tmp_path / "tmp") and not _loops_under(tmp_path) and not scratch.exists()
+        deadline = time.monotonic() + 5  # a FUSE daemon exits on its own once unmounted
+        while _daemons_of(scratch) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _daemons_of(scratch)
         assert [p.name for p in (tmp_path / "state").iterdir()] == [live.name]  # the live run's stays
         assert (decoy / "keep").read_text() == "mine"
         assert str(foreign) in _mounts_under(tmp_path)
