@@ -203,15 +203,52 @@ def test_the_next_run_cleans_up_after_a_killed_one(tmp_path):
     assert not list((tmp_path / "state").iterdir())
 
 
-@pytest.mark.parametrize("driver", ["overlay", "btrfs"])
-def test_sigint_mid_workload_releases_everything(driver, tmp_path):
+@pytest.mark.parametrize("driver,mounts", [("overlay", 2), ("btrfs", 1), ("devicemapper", 2), ("fuse", 2)])
+def test_sigint_mid_workload_releases_everything(driver, mounts, tmp_path):
     _available(driver)
-    proc = _start_and_wait_for_mount(tmp_path, driver, 2 if driver == "overlay" else 1)
+    proc = _start_and_wait_for_mount(tmp_path, driver, mounts)
+    [state] = _states(tmp_path)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     assert "interrupted" in proc.stderr.read().decode()
     assert not _mounts_under(tmp_path) and not _loops_under(tmp_path)
     assert not list((tmp_path / "tmp").iterdir()) and not list((tmp_path / "state").iterdir())
+    deadline = time.monotonic() + 5
+    while _daemons_of(Path(state["scratch"])) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _daemons_of(Path(state["scratch"]))
+
+
+def test_qcow2_chain_works_in_a_recorded_scratch_and_removes_it(tmp_path, monkeypatch):
+    """qcow2 (no mounts, no root): its layer files live in a ScratchDir listed in a state file
+    while they exist, and both are gone afterwards."""
+    import tempfile
+
+    from simulator.ranges import RangeSet
+    from simulator.real import qcow2
+
+    try:
+        qcow2.check_available()
+    except BackendUnavailable as exc:
+        pytest.skip(f"qcow2 reference unavailable: {exc}")
+    monkeypatch.setenv("LAYERBENCH_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen = []
+    real_make_layer = qcow2.make_layer
+
+    def make_layer(path, backing, ranges, cluster=qcow2.QCOW2_CLUSTER):
+        seen.append(([s["scratch"] for s in _states(tmp_path)], path))
+        return real_make_layer(path, backing, ranges, cluster)
+
+    monkeypatch.setattr(qcow2, "make_layer", make_layer)
+    # layer 0 writes [0, 70000): clusters 0 and 1 of 65536; the container writes 1 byte in
+    # cluster 2 (offset 140000 // 65536 = 2): one cluster of its own
+    own, tops = qcow2.chain_clusters([RangeSet([(0, 70000)])], [RangeSet([(140000, 140001)])])
+    assert (own, tops) == ([2], [1])
+    assert [os.path.basename(p) for _, p in seen] == ["L0.qcow2", "C0.qcow2"]
+    [scratch] = seen[0][0]
+    assert all(os.path.dirname(p) == scratch and listed == [scratch] for listed, p in seen)
+    assert not os.path.exists(scratch) and not list((tmp_path / "state").iterdir())
 
 
 @pytest.mark.parametrize("driver", ["overlay", "btrfs"])
