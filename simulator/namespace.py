@@ -21,7 +21,7 @@ from .imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
 from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, DirNode, FileInode, Node, Symlink
 
 MAXSYMLINKS = 40  # fs/namei.c: ELOOP after 40 links in one resolution
-RESOLVE_CACHE_ENTRIES = 512  # paths remembered per container (hot files; more only slows misses)
+RESOLVE_CACHE_ENTRIES = 128  # paths remembered per container and kind of walk: the hot files (a few KiB)
 XATTR_SIZE_MAX = 65536  # linux/limits.h
 XATTR_NAMESPACES = ("user.", "trusted.", "security.")
 S_ISUID, S_ISGID, S_IXGRP = 0o4000, 0o2000, 0o010
