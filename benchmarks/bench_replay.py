@@ -1,7 +1,7 @@
 """Replay speed: operations per second of built-in workloads on a 100,000-file, 32-layer image.
 
-Issue 2's speed bar is 200,000 replayed operations per second on such an image.  Only the
-replay loop is timed (``Run.apply`` per operation); laying the image down, building the
+Issue 2's speed bar is 200,000 replayed operations per second on such an image, issue 7's
+2,000,000 per core.  Only the replay loop is timed (``Run.replay``, what ``simulate`` runs); laying the image down, building the
 merged tree and computing the metrics at the end are set-up and tear-down, measured by
 ``bench_images.py`` and not here.  The cyclic garbage collector is paused as ``run_cell``
 pauses it.  ``extra_info["ops_per_second"]`` holds the rate from the fastest round in CPU
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from drivers import make_driver
+from drivers import driver_names, make_driver
 from simulator.harness import Run
 from simulator.imagetree import ImageTree
 from simulator.inputs import load_image, load_workload
@@ -25,6 +25,7 @@ from simulator.runner import gc_paused
 
 IMAGE = "synthetic:layers=32,files=100000"
 SPEED_BAR_OPS_PER_SECOND = 200_000  # issue 2
+TARGET_OPS_PER_SECOND = 2_000_000  # issue 7 (simulator.bench.TARGET_OPS_PER_SECOND)
 WORKLOADS = (
     "append-log:appends=100000",
     "overwrite-random:writes=100000",
@@ -42,16 +43,14 @@ def big():
 
 
 def _replay(run: Run, ops, cpu: list[float]) -> None:
-    apply = run.apply
     with gc_paused():
         start = time.process_time()
-        for op in ops:
-            apply(op)
+        run.replay(ops)
         cpu.append(time.process_time() - start)
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
-@pytest.mark.parametrize("driver", ["overlay", "vfs"])
+@pytest.mark.parametrize("driver", driver_names())
 def test_replay_ops_per_second(benchmark, big, driver: str, workload: str) -> None:
     image, tree = big
     ops = load_workload(workload, tree, seed=0)
@@ -63,7 +62,8 @@ def test_replay_ops_per_second(benchmark, big, driver: str, workload: str) -> No
 
     benchmark.pedantic(_replay, setup=setup, rounds=3, iterations=1)
     rate = len(ops) / min(cpu)
-    benchmark.extra_info.update(ops=len(ops), ops_per_second=round(rate), meets_bar=rate >= SPEED_BAR_OPS_PER_SECOND)
+    benchmark.extra_info.update(ops=len(ops), ops_per_second=round(rate), meets_bar=rate >= SPEED_BAR_OPS_PER_SECOND,
+                                meets_target=rate >= TARGET_OPS_PER_SECOND)
     if benchmark.stats is not None:  # None under --benchmark-disable (one plain run in CI)
         benchmark.extra_info["ops_per_second_wall"] = round(len(ops) / benchmark.stats.stats.min)
     assert len(ops) > 1000  # the measurement means something only over many operations
