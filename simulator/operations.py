@@ -32,16 +32,19 @@ def _file(ns: Namespace, path: str, why: str) -> FileInode:
     node = _existing(r)
     if node.__class__ in DIR_TYPES:
         raise FsError("EISDIR")
-    if r.parent is None:
+    parent = r.parent
+    if parent is None:
         raise FsError("EISDIR")
-    return ns.private_file(ns.private_dir(r.names), r.name, node, why)
+    if parent.__class__ is not Dir:  # a private parent's ancestors are all private already
+        parent = ns.private_dir(r.names)
+    return ns.private_file(parent, r.name, node, why)  # type: ignore[arg-type]
 
 
 def op_create(ns: Namespace, op: Op) -> None:
     r = ns.resolve(op.path, follow=True)
     if r.node is not None and r.node.__class__ in DIR_TYPES or r.parent is None:
         raise FsError("EISDIR")
-    parent = ns.private_dir(r.names)
+    parent = r.parent if r.parent.__class__ is Dir else ns.private_dir(r.names)
     if r.node is None:
         inode = ns.new_file(parent, r.name, DEFAULT_CREATE_MODE if op.mode < 0 else op.mode)
     else:
@@ -122,7 +125,9 @@ def remove_tree(ns: Namespace, names: list[str], name: str, node: Node) -> None:
     before emptying it, exactly as the unlink/rmdir calls rm makes would."""
     if node.__class__ in DIR_TYPES and not ns.is_empty(node):  # type: ignore[arg-type]
         d = ns.private_dir(names + [name])
-        for child_name in d.names():
+        listed = d.names()
+        ns.dirents_read += len(listed)
+        for child_name in listed:
             child = ns.child(d, child_name)
             remove_tree(ns, names + [name], child_name, child)  # type: ignore[arg-type]
         node = d
@@ -150,7 +155,9 @@ def remove_operand(ns: Namespace, path: str, r: Resolved) -> None:
         remove_tree(ns, r.names, r.name, r.node)  # type: ignore[arg-type]
         return
     d = ns.private_dir(r.names + [r.name])
-    for child_name in d.names():
+    listed = d.names()
+    ns.dirents_read += len(listed)
+    for child_name in listed:
         remove_tree(ns, r.names + [r.name], child_name, ns.child(d, child_name))  # type: ignore[arg-type]
     again = _resolve_operand(ns, path)
     if again is not None:  # emptying only unbinds names: the same, now empty, directory
@@ -234,7 +241,9 @@ def copy_tree(ns: Namespace, node: Node, parent: Dir, name: str, links: dict) ->
     if node.__class__ in DIR_TYPES:
         d = ns.new_dir(parent, name, node.mode)  # type: ignore[union-attr]
         d.mode, d.uid, d.gid = node.mode, node.uid, node.gid  # type: ignore[union-attr]
-        for child_name in _names(ns, node):  # type: ignore[arg-type]
+        listed = _names(ns, node)  # type: ignore[arg-type]
+        ns.dirents_read += len(listed)
+        for child_name in listed:
             copy_tree(ns, ns.child(node, child_name), d, child_name, links)  # type: ignore[arg-type]
     elif node.__class__ in LINK_TYPES:
         link = Symlink(node.target, node.uid, node.gid)  # type: ignore[union-attr]
