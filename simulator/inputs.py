@@ -58,6 +58,11 @@ def load_trace(path: str | Path) -> list[Op]:
         raise BadInput(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def is_file_spec(spec: str) -> bool:
+    """True when ``spec`` names a file or directory rather than a built-in generator."""
+    return _looks_like_file(spec)
+
+
 def _looks_like_file(spec: str) -> bool:
     name, sep, _ = spec.partition(":")
     if sep and "/" not in name and not Path(spec).exists():

@@ -44,7 +44,7 @@ def execute_cell(payload: tuple[str, Any]) -> dict[str, Any]:
     try:
         from ..runner import run_cell
 
-        return {"digest": digest, "ok": True, "metrics": run_cell(cell)["metrics"]}
+        return {"digest": digest, "ok": True, "metrics": run_cell(cell, reuse_inputs=True)["metrics"]}
     except BaseException as exc:  # noqa: BLE001 -- MemoryError, RecursionError... all are cell failures
         return {"digest": digest, "ok": False, "error_type": type(exc).__name__, "error": str(exc),
                 "traceback": traceback.format_exc(limit=20)}
