@@ -161,7 +161,15 @@ def bench_trace(sizes: Sizes, driver: str = "overlay") -> Result:
 
 
 def _rss() -> int:
+    """Resident bytes once garbage is collected and glibc has handed free heap pages back
+    (``malloc_trim``), so that what a build freed does not count as what it keeps."""
     gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the figure is an upper bound
     return psutil.Process().memory_info().rss
 
 
