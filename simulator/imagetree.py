@@ -168,29 +168,35 @@ class _Builder:
             node = child
         return node
 
+    @staticmethod
+    def layer_maps(layer) -> tuple[dict[str, str], dict[str, set[str]]]:
+        """One layer's path -> kind map and dir path -> names map (implicit parents included)."""
+        kinds: dict[str, str] = {}
+        names: dict[str, set[str]] = {}
+        for e in layer.entries:
+            path = e.path
+            kinds[path] = {"dir": OPAQUE if e.opaque else DIR, "whiteout": WHITEOUT}.get(e.type, NONDIR)
+            # Register each (parent, name) pair up the path; stop at a parent already
+            # known, whose ancestors are registered (O(new components), not O(depth^2)).
+            while True:
+                cut = path.rfind("/")
+                parent = path[:cut] or "/"
+                in_parent = names.get(parent)
+                if in_parent is None:
+                    names[parent] = {path[cut + 1:]}
+                else:
+                    in_parent.add(path[cut + 1:])
+                if parent == "/" or parent in kinds:
+                    break
+                kinds[parent] = DIR
+                path = parent
+        return kinds, names
+
     def build(self) -> ImageTree:
         level_stats: list[TreeStats] = []
         for k, layer in enumerate(self.image.layers):
             where = f"{self.image.source}: layer {k} '{layer.id}'"
-            kinds: dict[str, str] = {}
-            names: dict[str, set[str]] = {}
-            for e in layer.entries:
-                path = e.path
-                kinds[path] = {"dir": OPAQUE if e.opaque else DIR, "whiteout": WHITEOUT}.get(e.type, NONDIR)
-                # Register each (parent, name) pair up the path; stop at a parent already
-                # known, whose ancestors are registered (O(new components), not O(depth^2)).
-                while True:
-                    cut = path.rfind("/")
-                    parent = path[:cut] or "/"
-                    in_parent = names.get(parent)
-                    if in_parent is None:
-                        names[parent] = {path[cut + 1:]}
-                    else:
-                        in_parent.add(path[cut + 1:])
-                    if parent == "/" or parent in kinds:
-                        break
-                    kinds[parent] = DIR
-                    path = parent
+            kinds, names = self.layer_maps(layer)
             self.layer_kinds.append(kinds)
             self.layer_names.append(names)
             # OCI: an opaque directory hides its lower contents before the layer's entries apply.

@@ -24,7 +24,7 @@ change (a whiteout of one name); such a layer is built from scratch instead (``_
 from __future__ import annotations
 
 from .image import DEFAULT_DIR_MODE, Image
-from .imagetree import DIR, NONDIR, OPAQUE, WHITEOUT, ImageDir, ImageFile, ImageNode, ImageTree, TreeStats, _Builder
+from .imagetree import DIR, OPAQUE, ImageDir, ImageFile, ImageNode, ImageTree, TreeStats, _Builder
 from .paths import components
 from .units import PAGE_SIZE, ceil_div
 
@@ -120,7 +120,7 @@ class _Extender(_Builder):
     def extend(self) -> ImageTree:
         k, layer = self.k, self.image.layers[-1]
         where = f"{self.image.source}: layer {k} '{layer.id}'"
-        kinds, names = self._layer_maps(layer)
+        kinds, names = self.layer_maps(layer)
         self.layer_kinds.append(kinds)
         self.layer_names.append(names)
         for e in layer.entries:
@@ -144,23 +144,6 @@ class _Extender(_Builder):
                 if node.__class__ is ImageFile and node.nlink > 1:
                     tree.link_names.setdefault(node, []).append(path)  # type: ignore[arg-type]
         return tree
-
-    def _layer_maps(self, layer) -> tuple[dict[str, str], dict[str, set[str]]]:
-        """The new layer's path -> kind and dir -> names maps, as ``_Builder.build`` makes them."""
-        kinds: dict[str, str] = {}
-        names: dict[str, set[str]] = {}
-        for e in layer.entries:
-            path = e.path
-            kinds[path] = {"dir": OPAQUE if e.opaque else DIR, "whiteout": WHITEOUT}.get(e.type, NONDIR)
-            while True:
-                cut = path.rfind("/")
-                parent = path[:cut] or "/"
-                names.setdefault(parent, set()).add(path[cut + 1:])
-                if parent == "/" or parent in kinds:
-                    break
-                kinds[parent] = DIR
-                path = parent
-        return kinds, names
 
     def _restack(self, d: ImageDir, kinds: dict[str, str], names: dict[str, set[str]]) -> None:
         """Stacks and probe counts of our directories below ``d`` (whose stack is set)."""
