@@ -249,12 +249,21 @@ class Layout:
         self.root = parent.root if parent is not None else root
         self.files: dict[int, FileRec] = {}
         self.dirs: dict[str, tuple[int, int] | None] = {}
+        # Answers found below this layout, remembered: only the top layout of a chain is ever
+        # written (``build_layer``), and it checks its own maps first, so a lookup costs one
+        # walk down the chain per name, not one per call (128 layers: 128 probes a read).
+        self._files_below: dict[int, FileRec] = {}
+        self._dirs_below: dict[str, tuple[int, int]] = {}
 
     def file(self, ino: int) -> FileRec:
-        layout: Layout | None = self
+        rec = self.files.get(ino) or self._files_below.get(ino)
+        if rec is not None:
+            return rec
+        layout = self.parent
         while layout is not None:
             rec = layout.files.get(ino)
             if rec is not None:
+                self._files_below[ino] = rec
                 return rec
             layout = layout.parent
         raise KeyError(ino)
@@ -262,13 +271,22 @@ class Layout:
     def dir(self, path: str) -> tuple[int, int]:
         if path == "/":
             return self.root
-        layout: Layout | None = self
+        if path in self.dirs:
+            found = self.dirs[path]
+            return found if found is not None else self.root
+        loc = self._dirs_below.get(path)
+        if loc is not None:
+            return loc
+        loc = self.root
+        layout = self.parent
         while layout is not None:
             if path in layout.dirs:
                 found = layout.dirs[path]
-                return found if found is not None else self.root
+                loc = found if found is not None else self.root
+                break
             layout = layout.parent
-        return self.root
+        self._dirs_below[path] = loc
+        return loc
 
 
 @dataclass
