@@ -233,27 +233,31 @@ def bench_containers(sizes: Sizes) -> Result:
     return r
 
 
-def bench_depth(sizes: Sizes, driver: str = "overlay") -> Result:
-    """Time per op of the same workloads on a 128-layer and a 1-layer image of the same size."""
-    per_op = {}
-    lookup_depth = {}
-    for layers in (1, 128):
-        image = load_image(f"synthetic:layers={layers},files={sizes.depth_files}", 0)
-        tree = ImageTree.build(image)
-        seconds = ops = 0.0
-        for workload in sizes.depth_workloads:
-            wops = load_workload(workload, tree, 0)
-            seconds += min(_replay_seconds(driver, image, tree, wops, sizes.rounds))
-            ops += len(wops)
-        per_op[layers] = seconds / ops
-        metrics = simulate(_driver(driver), image, load_workload(sizes.depth_workloads[0], tree, 0), 1, None, tree)
-        lookup_depth[layers] = metrics["lookup_depth_mean"]
-    r = Result("depth", f"depth-ratio[{driver}]", {"driver": driver, "workloads": list(sizes.depth_workloads)},
-               [per_op[128]])
-    r.extra.update(seconds_per_op_1=per_op[1], seconds_per_op_128=per_op[128],
-                   depth_ratio=round(per_op[128] / per_op[1], 3),
-                   lookup_depth_mean_1=lookup_depth[1], lookup_depth_mean_128=lookup_depth[128])
-    return r
+def bench_depth(sizes: Sizes, drivers: list[str]) -> list[Result]:
+    """Time per op of the same workloads on a 128-layer and a 1-layer image of the same size,
+    per driver (at its layer limit where that is below 128: aufs stacks at most 126)."""
+    images: dict[int, tuple[Any, ImageTree, list]] = {}
+    out = []
+    for driver in drivers:
+        deep = min(128, _driver(driver).layer_limit() or 128)
+        per_op, lookup_depth = {}, {}
+        for layers in (1, deep):
+            if layers not in images:
+                image = load_image(f"synthetic:layers={layers},files={sizes.depth_files}", 0)
+                tree = ImageTree.build(image)
+                images[layers] = image, tree, [load_workload(w, tree, 0) for w in sizes.depth_workloads]
+            image, tree, workloads = images[layers]
+            seconds = sum(min(_replay_seconds(driver, image, tree, ops, sizes.rounds)) for ops in workloads)
+            per_op[layers] = seconds / sum(len(ops) for ops in workloads)
+            metrics = simulate(_driver(driver), image, workloads[0], 1, None, tree)
+            lookup_depth[layers] = metrics["lookup_depth_mean"]
+        r = Result("depth", f"depth-ratio[{driver}]", {"driver": driver, "layers": deep,
+                                                       "workloads": list(sizes.depth_workloads)}, [per_op[deep]])
+        r.extra.update(layers=deep, seconds_per_op_1=per_op[1], seconds_per_op_deep=per_op[deep],
+                       depth_ratio=round(per_op[deep] / per_op[1], 3),
+                       lookup_depth_mean_1=lookup_depth[1], lookup_depth_mean_deep=lookup_depth[deep])
+        out.append(r)
+    return out
 
 
 def _driver(name: str):
@@ -308,7 +312,7 @@ def run_bench(quick: bool = False, vs_real: bool = False, drivers: list[str] | N
     say("trace")
     results.append(bench_trace(sizes))
     say("depth")
-    results.append(bench_depth(sizes))
+    results.extend(bench_depth(sizes, drivers or driver_names()))
     say("memory")
     results.extend(bench_memory(sizes))
     if vs_real:
@@ -325,7 +329,7 @@ def summary(results: list[Result]) -> dict[str, Any]:
         if r.group == "trace":
             out["trace_ops_per_second"] = r.extra["ops_per_second"]
         elif r.group == "depth":
-            out["depth_ratio"] = r.extra["depth_ratio"]
+            out["depth_ratio"] = max(out.get("depth_ratio", 0), r.extra["depth_ratio"])
         elif r.name == "bytes-per-file-entry":
             out["bytes_per_file"] = r.extra["bytes_per_file"]
             out["tree_bytes_per_file"] = r.extra["tree_bytes_per_file"]
@@ -404,7 +408,8 @@ def format_results(results: list[Result]) -> str:
                  f"(target {TARGET_OPS_PER_SECOND:,}: {mark(s['min_ops_per_second'] >= TARGET_OPS_PER_SECOND)})")
     lines.append(f"trace parse+replay: {s['trace_ops_per_second']:,} ops/s "
                  f"(target {TARGET_TRACE_OPS_PER_SECOND:,}: {mark(s['trace_ops_per_second'] >= TARGET_TRACE_OPS_PER_SECOND)})")
-    lines.append(f"depth ratio (time/op, 128 layers over 1): {s['depth_ratio']} "
+    ratios = ", ".join(f"{r.params['driver']} {r.extra['depth_ratio']}" for r in results if r.group == "depth")
+    lines.append(f"depth ratio (time/op, 128 layers over 1; aufs 126): worst {s['depth_ratio']} ({ratios}) "
                  f"(target <= {TARGET_DEPTH_RATIO}: {mark(s['depth_ratio'] <= TARGET_DEPTH_RATIO)})")
     lines.append(f"bytes per file entry: {s['bytes_per_file']} image+tree, {s['tree_bytes_per_file']} tree "
                  f"(target <= {TARGET_BYTES_PER_FILE}: {mark(s['bytes_per_file'] <= TARGET_BYTES_PER_FILE)})")

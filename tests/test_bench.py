@@ -28,6 +28,7 @@ def test_bench_quick_json(capsys, tmp_path) -> None:
         assert isinstance(summary[key], (int, float)) and summary[key] > 0, key
     groups = {b["group"] for b in doc["benchmarks"]}
     assert groups == {"throughput", "trace", "depth", "memory"}
+    assert {b["params"]["driver"] for b in doc["benchmarks"] if b["group"] == "depth"} == {"overlay", "vfs"}
     replays = [b for b in doc["benchmarks"] if b["group"] == "throughput"]
     assert {b["params"]["driver"] for b in replays} == {"overlay", "vfs"}
     for b in doc["benchmarks"]:
