@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency, but stay usabl
 
 XATTR_SIZE_MAX = 65536  # linux/limits.h: larger values fail with E2BIG
 OPEN_MODES = ("r", "w", "rw")
+TRACE_LINE_MEMO = 65536  # distinct lines remembered while parsing (a few MiB at most)
 
 # op -> (required fields, optional fields); "container" is always optional.
 OP_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -222,11 +223,18 @@ def parse_trace_lines(lines: Iterable[str], source: str) -> Iterator[Op]:
     not accept goes through ``json.loads`` and ``op_from_dict``, which decide exactly as
     before and word the error (orjson reads integers past 64 bits as floats, for one)."""
     good_paths: set[str] = set()
+    seen: dict[str, Op] = {}  # a line read before is the same (immutable) Op: logs repeat lines
     for lineno, line in enumerate(lines, 1):
-        try:
-            op = _fast_op(_loads(line), good_paths)
-        except ValueError:
-            op = None
+        op = seen.get(line)
+        if op is None:
+            try:
+                op = _fast_op(_loads(line), good_paths)
+            except ValueError:
+                op = None
+            if op is not None:
+                if len(seen) >= TRACE_LINE_MEMO:
+                    seen.clear()
+                seen[line] = op
         if op is not None:
             yield op
             continue
