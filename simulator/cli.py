@@ -262,7 +262,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_results, run_bench, to_benchmark_json
+    from .bench import run_bench
+    from .benchreport import format_results, to_benchmark_json
 
     if args.driver:
         from drivers import make_driver

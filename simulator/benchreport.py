@@ -1,0 +1,126 @@
+"""``layerbench bench``'s output: the headline figures against issue 7's targets, the text a
+person reads, and the JSON document in pytest-benchmark's ``--benchmark-json`` layout
+(machine_info, commit_info, benchmarks[] with stats and extra_info, datetime, version), so
+that ``pytest-benchmark compare`` reads it next to ``benchmarks/``'s own runs."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .bench import (BENCH_JSON_VERSION, TARGET_BYTES_PER_FILE, TARGET_DEPTH_RATIO, TARGET_OPS_PER_SECOND,
+                    TARGET_TRACE_OPS_PER_SECOND, Result)
+
+
+def summary(results: list[Result]) -> dict[str, Any]:
+    """The headline figures and whether each target is met."""
+    replay = [r.extra["ops_per_second"] for r in results if r.group == "throughput"]
+    out: dict[str, Any] = {"min_ops_per_second": min(replay), "median_ops_per_second": statistics.median(replay)}
+    for r in results:
+        if r.group == "trace":
+            out["trace_ops_per_second"] = r.extra["ops_per_second"]
+        elif r.group == "depth":
+            out["depth_ratio"] = max(out.get("depth_ratio", 0), r.extra["depth_ratio"])
+        elif r.name == "bytes-per-file-entry":
+            out["bytes_per_file"] = r.extra["bytes_per_file"]
+            out["tree_bytes_per_file"] = r.extra["tree_bytes_per_file"]
+        elif r.group == "memory":
+            out["containers_bytes"] = r.extra["bytes"]
+        elif r.group == "real":
+            label = r.name.split("-")[-1].rstrip("]")
+            out[f"real_ratio_{label}"] = r.extra["real_ratio"]
+            out[f"real_ratio_end_to_end_{label}"] = r.extra["real_ratio_end_to_end"]
+    return out
+
+
+def _stats(times: list[float]) -> dict[str, Any]:
+    """pytest-benchmark's ``stats`` block for ``times`` (its Stats.as_dict fields)."""
+    data = sorted(times)
+    n = len(data)
+    mean = sum(data) / n
+    q1, median, q3 = (statistics.quantiles(data, n=4, method="inclusive") if n > 1 else (data[0],) * 3)
+    iqr = q3 - q1
+    stddev = statistics.stdev(data) if n > 1 else 0.0
+    return {"min": data[0], "max": data[-1], "mean": mean, "stddev": stddev, "rounds": n, "median": median,
+            "iqr": iqr, "q1": q1, "q3": q3, "iqr_outliers": sum(x < q1 - 1.5 * iqr or x > q3 + 1.5 * iqr for x in data),
+            "stddev_outliers": sum(abs(x - mean) > stddev for x in data) if stddev else 0, "outliers": "0;0",
+            "ld15iqr": min(x for x in data if x >= q1 - 1.5 * iqr),
+            "hd15iqr": max(x for x in data if x <= q3 + 1.5 * iqr),
+            "ops": 1 / mean if mean else 0.0, "total": sum(data), "iterations": 1}
+
+
+def _commit_info() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=Path(__file__).parent).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"id": git("rev-parse", "HEAD"), "time": git("log", "-1", "--format=%cI"),
+            "author_time": git("log", "-1", "--format=%aI"), "dirty": bool(git("status", "--porcelain", "-uno")),
+            "project": "layerbench", "branch": git("rev-parse", "--abbrev-ref", "HEAD")}
+
+
+def to_benchmark_json(results: list[Result], quick: bool) -> dict[str, Any]:
+    """The document ``pytest --benchmark-json`` writes, with our figures in ``extra_info``."""
+    uname = platform.uname()
+    machine = {"node": uname.node, "processor": uname.processor, "machine": uname.machine,
+               "python_compiler": platform.python_compiler(),
+               "python_implementation": platform.python_implementation(),
+               "python_implementation_version": platform.python_version(),
+               "python_version": platform.python_version(), "python_build": list(platform.python_build()),
+               "release": uname.release, "system": uname.system,
+               "cpu": {"count": os.cpu_count(), "brand_raw": uname.processor or uname.machine},
+               "load_average": list(os.getloadavg())}
+    benchmarks = []
+    for r in results:
+        benchmarks.append({
+            "group": r.group, "name": r.name, "fullname": f"layerbench bench::{r.name}",
+            "params": r.params, "param": "-".join(str(v) for v in r.params.values()),
+            "extra_info": r.extra, "options": {"timer": "time.process_time", "rounds": len(r.times),
+                                               "quick": quick},
+            "stats": _stats(r.times)})
+    return {"machine_info": machine, "commit_info": _commit_info(), "benchmarks": benchmarks,
+            "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "version": BENCH_JSON_VERSION, "layerbench_summary": summary(results)}
+
+
+def format_results(results: list[Result]) -> str:
+    """The figures as a person reads them, with each target and whether it is met."""
+    lines = ["throughput (ops/s, CPU time, best round):"]
+    for r in results:
+        if r.group == "throughput":
+            lines.append(f"  {r.params['driver']:<13} {r.params['workload']:<42} {r.extra['ops']:>9,} ops "
+                         f"{r.extra['ops_per_second']:>12,}")
+    s = summary(results)
+    mark = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    lines.append(f"  slowest {s['min_ops_per_second']:,} ops/s, median {s['median_ops_per_second']:,.0f} "
+                 f"(target {TARGET_OPS_PER_SECOND:,}: {mark(s['min_ops_per_second'] >= TARGET_OPS_PER_SECOND)})")
+    lines.append(f"trace parse+replay: {s['trace_ops_per_second']:,} ops/s "
+                 f"(target {TARGET_TRACE_OPS_PER_SECOND:,}: {mark(s['trace_ops_per_second'] >= TARGET_TRACE_OPS_PER_SECOND)})")
+    ratios = ", ".join(f"{r.params['driver']} {r.extra['depth_ratio']}" for r in results if r.group == "depth")
+    lines.append(f"depth ratio (time/op, 128 layers over 1; aufs 126): worst {s['depth_ratio']} ({ratios}) "
+                 f"(target <= {TARGET_DEPTH_RATIO}: {mark(s['depth_ratio'] <= TARGET_DEPTH_RATIO)})")
+    lines.append(f"bytes per file entry: {s['bytes_per_file']} image+tree, {s['tree_bytes_per_file']} tree "
+                 f"(target <= {TARGET_BYTES_PER_FILE}: {mark(s['bytes_per_file'] <= TARGET_BYTES_PER_FILE)})")
+    for r in results:
+        if r.group == "memory" and r.name != "bytes-per-file-entry":
+            by = ", ".join(f"{d} {b:,}" for d, b in r.extra["bytes_per_container_by_driver"].items())
+            lines.append(f"{r.extra['containers']} containers: at most {r.extra['bytes'] / 2**20:,.1f} MiB of their own "
+                         f"(B each: {by}); process RSS with {r.extra['containers']} overlay containers up, image "
+                         f"included: {r.extra['total_rss_bytes'] / 2**20:,.0f} MiB (target: 1,000 on 100k files in 1 GiB)")
+        if r.group == "real":
+            e = r.extra
+            lines.append(f"{r.name} ({e['ops']:,} ops): operations real {e['real_seconds']:.3f} s / sim "
+                         f"{e['sim_seconds']:.4f} s = {e['real_ratio']}x; end to end real "
+                         f"{e['real_end_to_end_seconds']:.2f} s / sim {e['sim_end_to_end_seconds']:.3f} s = "
+                         f"{e['real_ratio_end_to_end']}x (target {e['target_ratio']}x: operations "
+                         f"{mark(e['real_ratio'] >= e['target_ratio'])}, end to end "
+                         f"{mark(e['real_ratio_end_to_end'] >= e['target_ratio'])})")
+    return "\n".join(lines)
