@@ -50,6 +50,39 @@ class CostModel:
     # One extra per-branch permission check on a directory (aufs_permission walks every
     # branch unless dirperm1): generic_permission on a cached inode (uncalibrated).
     perm_check_seconds: float = 0.2e-6
+    # One directory entry listed by rm -rf or by mv's copy after EXDEV (getdents, plus the
+    # fd and stat rm's fts takes per directory): measured on overlay 6.18, rm -rf of 854
+    # entries took 20.8 ms where unlinks alone priced 8.3 ms (docs/fidelity.md).  0 until
+    # calibrated, so uncalibrated drivers' est_seconds is what it was before this term.
+    dirent_seconds: float = 0.0
+    # Writeback of a file the container created, beyond its bytes: measured on btrfs 6.18
+    # here (1000 files each): creating a file costs ~20 us empty, ~150 us with 4 or 8 KiB
+    # (~100 us for the first write into a new empty file), while appends to image files
+    # cost ~10 us each.  0 until calibrated (as above).
+    new_file_write_seconds: float = 0.0
+    # First read of an image file of more than a page in a container: on btrfs the
+    # snapshot's inode has its own, cold page cache (~80 us per 8 KiB file measured here;
+    # files up to max_inline live in the metadata leaf); overlay shares the lower file's
+    # page cache.  0 until calibrated (as above).
+    image_read_seconds: float = 0.0
+    # Bytes of those first reads (the data a cold page cache reads from the device, beyond
+    # the page-cache copy that read_bytes prices), in seconds per byte so that its
+    # uncalibrated 0 adds exactly nothing.  0 until calibrated.
+    cold_read_byte_seconds: float = 0.0
+    # First change (chmod, write, ...) of an image file of more than a page in a container:
+    # on btrfs the snapshot's shared leaf is CoWed and every data extent it points to gets
+    # a reference (btrfs_inc_ref); measured here: chmod of 1000 8 KiB image files 21 ms,
+    # of 1000 100-byte (inline) ones 16 ms.  0 until calibrated.
+    image_change_seconds: float = 0.0
+    # Last name of a file of more than a page removed: its data extents are freed (btrfs:
+    # file extent items deleted, delayed refs dropped); measured here: unlinking 1000 8 KiB
+    # image files 42 ms against 21 ms for chmodding them.  0 until calibrated.
+    data_unlink_seconds: float = 0.0
+    # One disjoint dirty range written back during the workload (fsync, flush on close,
+    # commit; not the writeback after its end, which no wall time includes): one extent (btrfs CoW: file extent item,
+    # checksums, extent item) or one bio; random 4 KiB overwrites fsynced cost ~2.5x what
+    # their bytes do on btrfs here.  0 until calibrated.
+    dirty_range_seconds: float = 0.0
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], source: str = "calibration") -> CostModel:
@@ -70,7 +103,10 @@ class CostModel:
     def estimate(self, *, ops: int, probes: int, copyup_bytes: int, copyups: int,
                  device_write_bytes: int, metadata_ops: int, fsyncs: int, mounts: int,
                  mounted_layers: int, diff_files: int, perm_checks: int = 0, written_bytes: int = 0,
-                 read_bytes: int = 0, opens: int = 0) -> float:
+                 read_bytes: int = 0, opens: int = 0, dirents: int = 0, new_file_writebacks: int = 0,
+                 image_files_read: int = 0, image_first_read_bytes: int = 0, image_files_changed: int = 0,
+                 data_unlinks: int = 0,
+                 dirty_ranges: int = 0) -> float:
         """Predicted wall time of a workload from its event counts."""
         return (ops * self.syscall_seconds
                 + probes * self.probe_seconds
@@ -85,4 +121,11 @@ class CostModel:
                 + perm_checks * self.perm_check_seconds
                 + written_bytes / self.cache_write_bytes_per_second
                 + read_bytes / self.read_bytes_per_second
-                + opens * self.open_seconds)
+                + opens * self.open_seconds
+                + dirents * self.dirent_seconds
+                + new_file_writebacks * self.new_file_write_seconds
+                + image_files_read * self.image_read_seconds
+                + image_first_read_bytes * self.cold_read_byte_seconds
+                + image_files_changed * self.image_change_seconds
+                + data_unlinks * self.data_unlink_seconds
+                + dirty_ranges * self.dirty_range_seconds)

@@ -118,7 +118,7 @@ class Run:
 
     def finish(self, cost: CostModel) -> dict[str, Any]:
         for mount in self.mounts:
-            mount.ns.flush()
+            mount.ns.flush(timed=False)
         driver, tally = self.driver, self.driver.tally
         space = driver.space()
         namespaces = self.retired + [m.ns for m in self.mounts]
@@ -153,7 +153,14 @@ class Run:
             device_write_bytes=tally.device_write_bytes, metadata_ops=tally.metadata_ops,
             fsyncs=tally.fsyncs, mounts=mounts, mounted_layers=mounted_layers,
             diff_files=tally.commit_files_scanned, perm_checks=tally.perm_checks,
-            written_bytes=written, read_bytes=read, opens=self.opens)
+            written_bytes=written, read_bytes=read, opens=self.opens,
+            dirents=sum(ns.dirents_read for ns in namespaces),
+            new_file_writebacks=sum(ns.new_file_writebacks for ns in namespaces),
+            image_files_read=sum(len(ns.image_reads) for ns in namespaces),
+            image_first_read_bytes=sum(ns.image_first_read_bytes for ns in namespaces),
+            image_files_changed=sum(ns.image_files_changed for ns in namespaces),
+            data_unlinks=sum(ns.data_unlinks for ns in namespaces),
+            dirty_ranges=sum(ns.dirty_ranges for ns in namespaces))
         return metrics
 
     def _ideal_bytes(self) -> int:

@@ -19,6 +19,7 @@ from . import hooks as need
 from .hooks import StorageHooks
 from .imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
 from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, DirNode, FileInode, Node, Symlink
+from .units import PAGE_SIZE
 
 MAXSYMLINKS = 40  # fs/namei.c: ELOOP after 40 links in one resolution
 RESOLVE_CACHE_ENTRIES = 128  # paths remembered per container and kind of walk: the hot files (a few KiB)
@@ -54,6 +55,13 @@ class Namespace:
         self.lookups = 0
         self.written_bytes = 0
         self.read_bytes = 0
+        self.dirents_read = 0  # entries rm -rf / mv's copy list (getdents), priced as dirents
+        self.new_file_writebacks = 0  # writebacks of files the container created (cost model)
+        self.image_reads: set[int] = set()  # image inodes (ino) > a page this container read
+        self.image_first_read_bytes = 0  # bytes of the first read of each of those
+        self.image_files_changed = 0  # image files > a page first changed (cost model)
+        self.data_unlinks = 0  # files > a page whose last name went (their extents are freed)
+        self.dirty_ranges = 0  # disjoint dirty ranges written back (one extent or bio each)
         # Where each path led, by ``follow``: valid until the next change of any name, which
         # every mutation below reports through ``changed()``.  Workloads hit a few paths
         # many times (logs, data files); the walk is skipped, the lookup still counts.
@@ -206,6 +214,8 @@ class Namespace:
         """The private inode behind ``parent/name`` (a file), telling the driver ``why``."""
         if node.__class__ is ImageFile:
             image_file: ImageFile = node  # type: ignore[assignment]
+            if image_file.size > PAGE_SIZE:
+                self.image_files_changed += 1
             inode = FileInode.from_image(image_file)
             if image_file.nlink > 1 and self.hooks.keeps_hardlinks:
                 self.promoted[image_file] = inode
@@ -268,6 +278,8 @@ class Namespace:
 
     def unlink_name(self, parent: Dir, name: str, node: Node) -> None:
         """Remove one name; the hooks learn whether it was the node's last link."""
+        if node.__class__ is ImageFile and node.size > PAGE_SIZE and node.nlink <= 1:  # type: ignore[union-attr]
+            self.data_unlinks += 1
         if node.__class__ is ImageFile and node.nlink > 1 and self.hooks.indexes_hardlinks:
             node = self.index_copy_up(node)  # type: ignore[arg-type]
         if self._lower_has(parent, name):
@@ -279,6 +291,8 @@ class Namespace:
         if node.__class__ is FileInode or node.__class__ is Symlink:
             node.nlink -= 1  # type: ignore[union-attr]
             last = node.nlink <= 0  # type: ignore[union-attr]
+            if last and node.__class__ is FileInode and node.size > PAGE_SIZE:  # type: ignore[union-attr]
+                self.data_unlinks += 1
             if last and node.__class__ is FileInode:
                 self.dirty.pop(node, None)  # type: ignore[arg-type]
         elif node.__class__ is ImageFile:
@@ -330,20 +344,30 @@ class Namespace:
         inode.modified = True
         self.hooks.truncate(inode, old, size)
 
-    def writeback(self, inode: FileInode) -> None:
+    def writeback(self, inode: FileInode, timed: bool = True) -> None:
+        """``timed``: during the workload (fsync, flush on close, commit), not the writeback
+        that follows its end (which no measured wall time includes)."""
         if inode.dirty:
+            if inode.origin is None:
+                self.new_file_writebacks += 1  # its cost is paid at write time (delalloc)
+            if timed:
+                self.dirty_ranges += len(inode.dirty)
             self.hooks.writeback(inode, inode.dirty)
             inode.dirty.clear()
         self.dirty.pop(inode, None)
 
-    def flush(self) -> None:
-        """Write back everything dirty (commit, end of the workload)."""
+    def flush(self, timed: bool = True) -> None:
+        """Write back everything dirty (commit, end of the workload: ``timed=False``)."""
         for inode in list(self.dirty):
-            self.writeback(inode)
+            self.writeback(inode, timed)
 
     def read_node(self, node: Node, offset: int, length: int) -> int:
         n = max(0, min(length, node.size - offset))  # type: ignore[union-attr]
         if n:
             self.read_bytes += n
+            if node.__class__ is ImageFile and node.size > PAGE_SIZE \
+                    and node.ino not in self.image_reads:  # type: ignore[union-attr]
+                self.image_reads.add(node.ino)  # type: ignore[union-attr]
+                self.image_first_read_bytes += n
             self.hooks.read(node, offset, n)
         return n

@@ -30,7 +30,9 @@ def test_fit_recovers_known_parameters_exactly():
     truth = CostModel(syscall_seconds=3e-6, probe_seconds=1.5e-6, copy_bytes_per_second=2e9, copyup_seconds=40e-6,
                       write_bytes_per_second=1e9, metadata_seconds=9e-6, fsync_seconds=2e-3, mount_seconds=4e-3,
                       mount_layer_seconds=20e-6, cache_write_bytes_per_second=3e9, read_bytes_per_second=5e9,
-                      open_seconds=6e-6)
+                      open_seconds=6e-6, dirent_seconds=15e-6, new_file_write_seconds=120e-6,
+                      image_read_seconds=30e-6, cold_read_byte_seconds=2e-9, image_change_seconds=5e-6,
+                      data_unlink_seconds=20e-6, dirty_range_seconds=25e-6)
     rows = []
     for _ in range(60):  # random event counts of realistic magnitude, exact times from the truth
         counts = {f: int(rng.integers(0, 10 ** (7 if f.endswith("bytes") else 3))) for f in FEATURES}
@@ -130,3 +132,64 @@ def test_calibrate_on_the_kernel_reports_held_out_error(tmp_path):
     assert held["rel_error"] == pytest.approx(abs(held["est_seconds"] - held["real_seconds"]) / held["real_seconds"])
     report = run.report()
     assert len(report["fit"]["microbenchmarks"]) == len(run.fit_samples) >= 15
+
+
+# -- the counts behind the calibrated terms (hand-computed on small scenarios) ----------------
+
+def _counts(driver: str, entries: list, ops: list) -> dict[str, int]:
+    from drivers import make_driver
+    from simulator.fidelity.calibrate import _Capture
+    from simulator.harness import Run
+    from simulator.image import Image, Layer
+    from simulator.imagetree import ImageTree
+
+    image = Image("t", (Layer("l0", tuple(entries)),))
+    run = Run(make_driver(driver, {}), image, 1, ImageTree.build(image))
+    for op in ops:
+        run.apply(op)
+    cost = _Capture()
+    run.finish(cost)
+    return cost.counts  # type: ignore[attr-defined]
+
+
+def test_rm_rf_counts_every_entry_it_lists_and_unlinks_of_files_with_data():
+    from simulator.image import Entry
+    from simulator.trace import Op
+
+    entries = [Entry("/t", "dir"), Entry("/t/a", "dir"), Entry("/t/a/x", "file", size=8192),
+               Entry("/t/a/y", "file", size=100), Entry("/t/b", "file", size=4097), Entry("/t/c", "file", size=4096)]
+    counts = _counts("overlay", entries, [Op("remove_tree", "/t")])
+    # /t lists a, b, c (3) and /t/a lists x, y (2): 5 entries read
+    assert counts["dirents"] == 5
+    # files of more than a page (4096 bytes) lose their last name: x (8192) and b (4097); c is exactly a page
+    assert counts["data_unlinks"] == 2
+    assert counts["image_files_changed"] == 0  # removed, never changed first
+
+
+def test_new_file_writebacks_image_reads_and_dirty_ranges():
+    from simulator.image import Entry
+    from simulator.trace import Op
+
+    entries = [Entry("/d", "dir"), Entry("/d/big", "file", size=3 * 4096), Entry("/d/small", "file", size=10)]
+    ops = [Op("create", "/d/n1", size=10), Op("create", "/d/n2", size=0),  # n2 has no data: no writeback
+           Op("read", "/d/big", offset=0, length=4096), Op("read", "/d/big", offset=4096, length=100),
+           Op("read", "/d/small", offset=0, length=10),
+           Op("write", "/d/big", offset=0, length=10), Op("write", "/d/big", offset=8192, length=10),
+           Op("fsync", "/d/big")]
+    counts = _counts("btrfs", entries, ops)
+    assert counts["new_file_writebacks"] == 1  # n1 only (written back at the end: still counted)
+    assert counts["image_files_read"] == 1  # big, once; small is not more than a page
+    assert counts["image_first_read_bytes"] == 4096  # the first read of big only
+    assert counts["image_files_changed"] == 1  # big, on its first write
+    # the fsync wrote back big's two disjoint dirty ranges ([0,10) and [8192,8202)); n1's writeback
+    # after the workload is not timed and so not counted
+    assert counts["dirty_ranges"] == 2
+
+
+def test_new_terms_default_to_zero_cost():
+    # drivers without a calibrated section keep the est_seconds they had before these terms
+    base = dict(ops=3, probes=2, copyup_bytes=0, copyups=0, device_write_bytes=0, metadata_ops=1, fsyncs=0,
+                mounts=1, mounted_layers=1, diff_files=0)
+    extra = dict(dirents=7, new_file_writebacks=5, image_files_read=4, image_first_read_bytes=1 << 20,
+                 image_files_changed=3, data_unlinks=2, dirty_ranges=9)
+    assert CostModel().estimate(**base, **extra) == CostModel().estimate(**base)
