@@ -74,8 +74,7 @@ def measure_prepared(prepared: Prepared, containers: int,
             seconds += time.perf_counter() - start
             root, result = _replay_overlay(session, prepared, c, root)
             seconds += result.seconds
-            for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
-                setattr(totals, key, getattr(totals, key) + getattr(result, key))
+            totals.add_counts(result)
             if views is not None:
                 views[c] = tree_view(root)
             session.scratch.umount(f"c/{c}/m")  # the upperdir is final once unmounted

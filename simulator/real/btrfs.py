@@ -35,7 +35,7 @@ from simulator.image import Image, Layer
 from simulator.metrics import METRIC_KEYS
 from simulator.trace import WRITE_OPS, Op
 
-from .replay import ReplayResult, replay, write_fill
+from .replay import ReplayResult, create_filled, replay
 from .scratch import ScratchDir, guard_signals
 
 MIN_LOOP_BYTES = 1 << 30  # sparse: mkfs.btrfs wants room for DUP metadata chunks
@@ -99,13 +99,7 @@ def apply_layer(layer: Layer, root: str) -> None:
             continue
         _rm_rf(real)
         if e.type == "file":
-            fd = os.open(real, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            try:
-                write_fill(fd, e.size)
-                os.fchown(fd, e.uid, e.gid)
-                os.fchmod(fd, e.mode)
-            finally:
-                os.close(fd)
+            create_filled(real, e.size, e.uid, e.gid, e.mode)
         elif e.type == "hardlink":
             os.link(root + e.target, real)  # type: ignore[operator]
         else:
@@ -256,8 +250,7 @@ def measure_btrfs(image: Image, ops: list[Op], containers: int, options: dict[st
             seconds += time.perf_counter() - start
             result = replay(root, [op for op in ops if op.container == c])
             seconds += result.seconds
-            for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
-                setattr(totals, key, getattr(totals, key) + getattr(result, key))
+            totals.add_counts(result)
         usage = session.usage(containers)
         if views is not None:  # after measuring: listing a directory updates its atime (relatime),
             for c in range(containers):  # which CoWs its inode's leaf (measured: +4 nodes each)

@@ -107,8 +107,7 @@ def measure_fuse(image: Image, ops: list[Op], containers: int,
                 seconds += time.perf_counter() - start
                 result = replay(m, [op for op in ops if op.container == c])
                 seconds += result.seconds
-                for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
-                    setattr(totals, key, getattr(totals, key) + getattr(result, key))
+                totals.add_counts(result)
                 if views is not None:
                     views[c] = tree_view(m)
                 scratch.umount(m)

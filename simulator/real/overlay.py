@@ -45,11 +45,11 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from simulator.errors import BackendUnavailable, BadInput
-from simulator.image import DEFAULT_DIR_MODE, Entry, Image, Layer
+from simulator.image import DEFAULT_DIR_MODE, Image, Layer
 from simulator.paths import components
 
 from .overlay_commit import LayerWriter
-from .replay import write_fill
+from .replay import create_filled
 from .scratch import ScratchDir, guard_signals
 
 OPTION_DATA_LIMIT = 4095  # mount(2) copies one page of options and keeps 4095 bytes
@@ -227,13 +227,7 @@ def materialize_layer(layer: Layer, dest: str, below: _MergedDirs) -> None:
         if e.type == "dir":
             ensure_dir(e.path)
         elif e.type == "file":
-            fd = os.open(real, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            try:
-                write_fill(fd, e.size)
-                os.fchown(fd, e.uid, e.gid)
-                os.fchmod(fd, e.mode)
-            finally:
-                os.close(fd)
+            create_filled(real, e.size, e.uid, e.gid, e.mode)
         elif e.type == "hardlink":
             os.link(dest + e.target, real)  # type: ignore[operator]
         elif e.type == "symlink":

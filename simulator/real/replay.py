@@ -61,11 +61,30 @@ class ReplayResult:
     device_write_bytes: int = 0
     seconds: float = 0.0  # wall time of the operations alone, in the child (no fork, no chroot)
 
+    def add_counts(self, other: ReplayResult) -> None:
+        """Add another container's operation counts (what a multi-container run reports)."""
+        self.ops += other.ops
+        self.failed_ops += other.failed_ops
+        self.written_bytes += other.written_bytes
+        self.read_bytes += other.read_bytes
+
 
 class _Counters:
     def __init__(self) -> None:
         self.written = 0
         self.read = 0
+
+
+def create_filled(path: str, size: int, uid: int, gid: int, mode: int) -> None:
+    """A new regular file of ``size`` fill bytes (dense: copy-up must copy it all), owned and
+    moded as given; chown before chmod, since chown clears set-id bits."""
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        write_fill(fd, size)
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def write_fill(fd: int, length: int, offset: int | None = None) -> int:

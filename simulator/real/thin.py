@@ -282,8 +282,7 @@ def measure_thin(image: Image, ops: list[Op], containers: int, options: dict[str
                     views[c] = tree_view(root)
                 os.sync()
             device_writes += _loop_write_bytes(dev) - before
-            for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
-                setattr(totals, key, getattr(totals, key) + getattr(result, key))
+            totals.add_counts(result)
             new = new_vs_origin(fiemap(img), image_phys)
             new_bytes += new.total()
             chunks += new.count_units(chunk)

@@ -122,8 +122,7 @@ def measure_vfs(image: Image, ops: list[Op], containers: int,
             seconds += time.perf_counter() - start
             result = replay(root, [op for op in ops if op.container == c])
             seconds += result.seconds
-            for key in ("ops", "failed_ops", "written_bytes", "read_bytes"):
-                setattr(totals, key, getattr(totals, key) + getattr(result, key))
+            totals.add_counts(result)
             if views is not None:
                 views[c] = tree_view(root)
             for key, value in copy_stats(root).items():
