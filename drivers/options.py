@@ -109,3 +109,17 @@ def parse_opt_strings(pairs: list[str] | None) -> dict[str, str]:
             raise BadInput(f"--opt {key}: given twice")
         out[key] = value
     return out
+
+
+def options_for(driver: str, given: dict[str, str]) -> dict[str, str]:
+    """The options of ``driver`` among ``--opt`` pairs of a run naming several drivers:
+    ``overlay.metacopy=true`` applies to overlay only, a plain ``key=value`` to every driver
+    (option names never contain a dot)."""
+    out: dict[str, str] = {}
+    for key, value in given.items():
+        scope, dot, name = key.partition(".")
+        if not dot:
+            out[key] = value
+        elif scope == driver:
+            out[name] = value
+    return out

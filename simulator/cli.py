@@ -26,7 +26,8 @@ class _Parser(argparse.ArgumentParser):
 def _cell_arguments(p: argparse.ArgumentParser, many_drivers: bool) -> None:
     p.add_argument("--driver", required=True, action="append" if many_drivers else "store",
                    help="storage driver" + (" (repeat to compare drivers side by side)" if many_drivers else ""))
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="driver option (repeatable)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="driver option (repeatable); DRIVER.KEY=VALUE applies to that driver only")
     p.add_argument("--image", required=True, help="image JSON file or built-in NAME[:k=v,...]")
     p.add_argument("--workload", required=True, help="trace .jsonl file or built-in NAME[:k=v,...]")
     p.add_argument("--containers", type=int, default=1, help="containers started from the image (default 1)")
@@ -93,14 +94,15 @@ def _trace_arguments(sub) -> None:
 
 
 def _cell(args: argparse.Namespace, driver: str):
-    from drivers.options import parse_opt_strings
+    from drivers.options import options_for, parse_opt_strings
 
     from .runner import Cell
 
     if args.seed < 0:
         raise BadInput(f"--seed {args.seed}: must not be negative")
     return Cell(driver=driver, image=args.image, workload=args.workload,
-                options=parse_opt_strings(args.opt), containers=args.containers, seed=args.seed)
+                options=options_for(driver, parse_opt_strings(args.opt)), containers=args.containers,
+                seed=args.seed)
 
 
 def _run_one(args: argparse.Namespace, driver: str) -> dict[str, Any]:

@@ -85,3 +85,14 @@ def test_trace_for_a_missing_container_is_refused(tmp_path):
     p = layerbench("run", "--driver", "vfs", "--image", "demo", "--workload", str(trace), "--containers", "2")
     assert p.returncode == 2
     assert "operation 2 (stat) names container 3" in p.stderr
+
+
+def test_scoped_options_reach_only_their_driver():
+    p = layerbench("run", "--driver", "overlay", "--driver", "devicemapper", "--opt", "overlay.metacopy=true",
+                   "--opt", "devicemapper.chunk_size=131072", "--image", "demo", "--workload", "demo", "--json")
+    assert p.returncode == 0, p.stderr
+    overlay, dm = json.loads(p.stdout)
+    assert overlay["options"]["metacopy"] is True and dm["options"]["chunk_size"] == 131072
+    p = layerbench("run", "--driver", "overlay", "--driver", "vfs", "--opt", "metacopy=true",
+                   "--image", "demo", "--workload", "demo")
+    assert p.returncode == 2 and "driver vfs: unknown option 'metacopy'" in p.stderr
