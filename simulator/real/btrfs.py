@@ -35,6 +35,7 @@ from simulator.image import Image, Layer
 from simulator.metrics import METRIC_KEYS
 from simulator.trace import WRITE_OPS, Op
 
+from .requirements import require_root, require_filesystems, require_tools
 from .replay import ReplayResult, create_filled, replay
 from .scratch import ScratchDir, guard_signals
 
@@ -46,19 +47,9 @@ TOOLS = ("mkfs.btrfs", "btrfs", "losetup", "mount", "umount")
 
 def check_available(geteuid=os.geteuid, filesystems: str = "/proc/filesystems") -> None:
     """Raise BackendUnavailable (exit 3) with the reason when btrfs cannot run here."""
-    if geteuid() != 0:
-        raise BackendUnavailable("the real btrfs backend needs root (loop devices, mount); "
-                                 "run as root or use --backend sim")
-    try:
-        with open(filesystems) as f:
-            known = {line.split()[-1] for line in f if line.strip()}
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot read {filesystems}: {exc.strerror}") from None
-    if "btrfs" not in known:
-        raise BackendUnavailable(f"the kernel has no btrfs file system ({filesystems}); try 'modprobe btrfs'")
-    for tool in TOOLS:
-        if shutil.which(tool) is None:
-            raise BackendUnavailable(f"{tool} not found: install btrfs-progs and util-linux")
+    require_root("btrfs", "loop devices, mount", geteuid)
+    require_filesystems(("btrfs",), filesystems)
+    require_tools(TOOLS, "btrfs-progs and util-linux")
 
 
 def _run(*args: str) -> str:

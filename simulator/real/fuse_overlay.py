@@ -21,7 +21,6 @@ any listed mount, the FUSE mount before the tmpfs below it.  What differs from t
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import time
@@ -32,6 +31,7 @@ from simulator.image import Image
 from simulator.metrics import METRIC_KEYS
 from simulator.trace import WRITE_OPS, Op
 
+from .requirements import require_tools
 from .overlay import (TMPFS_SHARE_OF_AVAILABLE, XATTR_OPAQUE, Scratch, _xattr, image_data_bytes,
                       materialize_image, terminate_raises, tree_view)
 from .replay import ReplayResult, replay
@@ -42,9 +42,7 @@ MARKER_PREFIX = ".wh."  # fuse-overlayfs's AUFS-style opaque markers (.wh..opq, 
 def check_available() -> None:
     if os.geteuid() != 0:
         raise BackendUnavailable("the fuse-overlayfs backend needs root (tmpfs, chroot, trusted.* xattrs)")
-    for tool in ("fuse-overlayfs", "fusermount3"):
-        if shutil.which(tool) is None:
-            raise BackendUnavailable(f"{tool} not found: install fuse-overlayfs and fuse3")
+    require_tools(("fuse-overlayfs", "fusermount3"), "fuse-overlayfs and fuse3")
     if not os.path.exists("/dev/fuse"):
         raise BackendUnavailable("no /dev/fuse; try 'modprobe fuse'")
 

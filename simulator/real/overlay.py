@@ -48,6 +48,7 @@ from simulator.errors import BackendUnavailable, BadInput
 from simulator.image import DEFAULT_DIR_MODE, Image, Layer
 from simulator.paths import components
 
+from .requirements import require_root, require_filesystems
 from .overlay_commit import LayerWriter
 from .replay import create_filled
 from .scratch import ScratchDir, guard_signals
@@ -64,18 +65,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def check_available(filesystems: str = "/proc/filesystems") -> None:
     """Raise BackendUnavailable (exit 3) with the reason when this machine cannot run it."""
-    if os.geteuid() != 0:
-        raise BackendUnavailable("the real overlay backend needs root (mount(2), trusted.* xattrs); "
-                                 "run as root or use --backend sim")
-    try:
-        with open(filesystems) as f:
-            known = {line.split()[-1] for line in f if line.strip()}
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot read {filesystems}: {exc.strerror}") from None
-    for fs in ("overlay", "tmpfs"):
-        if fs not in known:
-            raise BackendUnavailable(f"the kernel has no {fs} file system ({filesystems}); "
-                                     f"try 'modprobe {fs}'")
+    require_root("overlay", "mount(2), trusted.* xattrs")
+    require_filesystems(("overlay", "tmpfs"), filesystems)
 
 
 def _mount(source: str, target: str, fstype: str, data: str) -> None:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from typing import Sequence
 
-from simulator.errors import BackendUnavailable, LayerbenchError
+from simulator.errors import LayerbenchError
 from simulator.ranges import RangeSet
 
+from .requirements import require_tools
 from .scratch import ScratchDir, guard_signals
 
 QCOW2_CLUSTER = 65536  # qemu-img create -o cluster_size default, and dm-thin's 64 KiB block
@@ -34,9 +34,7 @@ VIRTUAL_SIZE = 1 << 44  # sparse, so any device size the model uses fits (16 TiB
 
 
 def check_available() -> None:
-    for tool in ("qemu-img", "qemu-io"):
-        if shutil.which(tool) is None:
-            raise BackendUnavailable(f"{tool} not found: install qemu-utils")
+    require_tools(("qemu-img", "qemu-io"), "qemu-utils")
 
 
 def _run(args: list[str]) -> str:

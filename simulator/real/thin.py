@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import struct
 import subprocess
 import time
@@ -61,6 +60,7 @@ from simulator.metrics import METRIC_KEYS
 from simulator.ranges import RangeSet
 from simulator.trace import WRITE_OPS, Op
 
+from .requirements import require_root, require_filesystems, require_tools
 from .btrfs import apply_layer
 from .replay import ReplayResult, replay
 from .scratch import ScratchDir, guard_signals
@@ -80,20 +80,9 @@ FIEMAP_MAX = (1 << 64) - 1
 
 def check_available(geteuid=os.geteuid, filesystems: str = "/proc/filesystems") -> None:
     """Raise BackendUnavailable (exit 3) with the reason when this cannot run here."""
-    if geteuid() != 0:
-        raise BackendUnavailable("the real devicemapper backend needs root (loop devices, mount); "
-                                 "run as root or use --backend sim")
-    try:
-        with open(filesystems) as f:
-            known = {line.split()[-1] for line in f if line.strip()}
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot read {filesystems}: {exc.strerror}") from None
-    for fs in ("xfs", "ext4"):
-        if fs not in known:
-            raise BackendUnavailable(f"the kernel has no {fs} file system ({filesystems}); try 'modprobe {fs}'")
-    for tool in TOOLS:
-        if shutil.which(tool) is None:
-            raise BackendUnavailable(f"{tool} not found: install xfsprogs, e2fsprogs, util-linux and coreutils")
+    require_root("devicemapper", "loop devices, mount", geteuid)
+    require_filesystems(("xfs", "ext4"), filesystems)
+    require_tools(TOOLS, "xfsprogs, e2fsprogs, util-linux and coreutils")
     if not os.path.exists("/dev/loop-control"):
         raise BackendUnavailable("no loop devices (/dev/loop-control missing); try 'modprobe loop'")
 

@@ -33,15 +33,14 @@ from simulator.image import Image
 from simulator.metrics import METRIC_KEYS
 from simulator.trace import WRITE_OPS, Op
 
+from .requirements import require_root
 from .btrfs import apply_layer
 from .overlay import TMPFS_SHARE_OF_AVAILABLE, Scratch, image_data_bytes, terminate_raises, tree_view
 from .replay import ReplayResult, replay
 
 
 def check_available() -> None:
-    if os.geteuid() != 0:
-        raise BackendUnavailable("the real vfs backend needs root (tmpfs mount, chroot, chown); "
-                                 "run as root or use --backend sim")
+    require_root("vfs", "tmpfs mount, chroot, chown")
 
 
 def copy_stats(root: str) -> dict[str, int]:
