@@ -165,8 +165,14 @@ class _Builder:
                 self._attach(node, name, child)
             elif not isinstance(child, ImageDir):
                 raise BadInput(f"{where}: {path} lies below {walked}, which is not a directory in the layers below")
+            else:
+                child = self._enter(node, name, child)
             node = child
         return node
+
+    def _enter(self, parent: ImageDir, name: str, d: ImageDir) -> ImageDir:
+        """The existing directory ``d`` as the walk goes through it (a tree extension copies it)."""
+        return d
 
     @staticmethod
     def layer_maps(layer) -> tuple[dict[str, str], dict[str, set[str]]]:

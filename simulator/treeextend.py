@@ -23,9 +23,8 @@ change (a whiteout of one name); such a layer is built from scratch instead (``_
 
 from __future__ import annotations
 
-from .image import DEFAULT_DIR_MODE, Image
+from .image import Image
 from .imagetree import DIR, OPAQUE, ImageDir, ImageFile, ImageNode, ImageTree, TreeStats, _Builder
-from .paths import components
 from .units import PAGE_SIZE, ceil_div
 
 
@@ -88,25 +87,7 @@ class _Extender(_Builder):
             return
         super()._count(node, sign)
 
-    def _parent_dir(self, path: str, k: int, where: str, create: bool = True) -> ImageDir | None:
-        node = self.root
-        walked = ""
-        for name in components(path)[:-1]:
-            walked = f"{walked}/{name}"
-            child = node.children.get(name)
-            if child is None:
-                if not create:
-                    return None
-                child = ImageDir(DEFAULT_DIR_MODE, 0, 0, k, walked)
-                self._attach(node, name, child)
-            elif child.__class__ is not ImageDir:
-                from .errors import BadInput
-
-                raise BadInput(f"{where}: {path} lies below {walked}, which is not a directory in the layers below")
-            else:
-                child = self._own(node, name, child)  # type: ignore[arg-type]
-            node = child  # type: ignore[assignment]
-        return node
+    _enter = _own  # every directory the new layer walks through becomes the new tree's own
 
     def _apply(self, e, k: int, where: str, layer_inodes: dict[str, ImageFile]) -> None:
         if e.type == "dir":
