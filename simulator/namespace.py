@@ -66,11 +66,20 @@ class Namespace:
         # every mutation below reports through ``changed()``.  Workloads hit a few paths
         # many times (logs, data files); the walk is skipped, the lookup still counts.
         self._walked: tuple[dict[str, Resolved], dict[str, Resolved]] = ({}, {})
+        # Where each directory part of a path led (its chain of names and its node), under
+        # the same rule: most paths a workload names sit in a few directories (a log dir, the
+        # sys.path entries an import scan probes, the dirs a build fills), so a path never
+        # seen before still costs one dictionary probe for its directory and one for its name.
+        self._dirs: dict[str, tuple[list[str], DirNode]] = {}
 
     def changed(self) -> None:
-        """A name now leads elsewhere (created, removed, renamed, made private): forget walks."""
+        """A name now leads elsewhere (removed, renamed, made private): forget walks.
+
+        A name that did not exist before and now does (``new_file``, ``new_dir``) needs no
+        call: every remembered walk went through names that existed, and none ended at it."""
         self._walked[0].clear()
         self._walked[1].clear()
+        self._dirs.clear()
 
     # -- lookup ---------------------------------------------------------------------------
     def child(self, d: DirNode, name: str) -> Node | None:
@@ -110,36 +119,41 @@ class Namespace:
 
     def _walk(self, path: str, follow: bool) -> Resolved:
         """The walk of ``resolve``, uncounted.  The common case (no symbolic link on the way)
-        takes one dictionary probe per component; a link sends it to ``_resolve_links``."""
-        parts = path[1:].split("/")
-        last = len(parts) - 1
-        d: DirNode = self.root
-        for i in range(last):  # child() inlined: this loop is the simulator's hot path
-            name = parts[i]
-            if d.__class__ is Dir:
-                own = d.own  # type: ignore[union-attr]
-                if name in own:
-                    node = own[name]
+        takes one dictionary probe per component of a directory not walked before, and one
+        for the last name; a link sends it to ``_resolve_links``."""
+        dir_path, _, name = path.rpartition("/")
+        known = self._dirs.get(dir_path)
+        if known is None:
+            names = dir_path[1:].split("/") if dir_path else []
+            d: DirNode = self.root
+            for part in names:  # child() inlined: this loop is the simulator's hot path
+                if d.__class__ is Dir:
+                    own = d.own  # type: ignore[union-attr]
+                    if part in own:
+                        node = own[part]
+                    else:
+                        base = d.base  # type: ignore[union-attr]
+                        node = base.children.get(part) if base is not None else None
                 else:
-                    base = d.base  # type: ignore[union-attr]
-                    node = base.children.get(name) if base is not None else None
-            else:
-                node = d.children.get(name)  # type: ignore[union-attr]
-            cls = node.__class__
-            if cls is ImageDir or cls is Dir:
-                d = node  # type: ignore[assignment]
-            elif node is None:
-                raise FsError("ENOENT")
-            elif cls in LINK_TYPES:
-                return self._resolve_links(path, follow)
-            else:
-                raise FsError("ENOTDIR")
-        name = parts[last]
+                    node = d.children.get(part)  # type: ignore[union-attr]
+                cls = node.__class__
+                if cls is ImageDir or cls is Dir:
+                    d = node  # type: ignore[assignment]
+                elif node is None:
+                    raise FsError("ENOENT")
+                elif cls in LINK_TYPES:
+                    return self._resolve_links(path, follow)
+                else:
+                    raise FsError("ENOTDIR")
+            if len(self._dirs) >= RESOLVE_CACHE_ENTRIES:
+                self._dirs.clear()
+            self._dirs[dir_path] = (names, d)
+        else:
+            names, d = known
         node = self.child(d, name)
         if follow and node is not None and node.__class__ in LINK_TYPES:
             return self._resolve_links(path, follow)
-        del parts[last]
-        return Resolved(parts, d, name, node)
+        return Resolved(names, d, name, node)
 
     def _resolve_links(self, path: str, follow: bool) -> Resolved:
         """The general walk: symbolic links (relative, absolute, with ``..``) and loops."""
@@ -305,8 +319,7 @@ class Namespace:
         # redirect_dir also marks every new directory of a merged parent (``opaque_new_dirs``).
         opaque = self._lower_has(parent, name) or (self.hooks.opaque_new_dirs and parent.base is not None)
         d = Dir(mode | (parent.mode & S_ISGID), 0, self.new_gid(parent), None, opaque=opaque)
-        parent.own[name] = d
-        self.changed()
+        parent.own[name] = d  # a new name: no remembered walk changes (``changed``)
         self.hooks.metadata("mkdir", d)
         return d
 
@@ -319,8 +332,7 @@ class Namespace:
     def new_file(self, parent: Dir, name: str, mode: int) -> FileInode:
         inode = FileInode(0, mode, 0, self.new_gid(parent), None)
         inode.nlink = 1
-        parent.own[name] = inode
-        self.changed()
+        parent.own[name] = inode  # a new name: no remembered walk changes (``changed``)
         self.hooks.metadata("create", inode)
         return inode
 
