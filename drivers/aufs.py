@@ -211,6 +211,25 @@ class AufsMount(BaseMount):
             if st.state == _LOWER:
                 self._copy_up(st, inode.origin.size, data=True)
 
+    # -- runs of writes (simulator.writeruns) --
+    write_run_at_once = True
+
+    def batchable(self, inode: FileInode) -> bool:
+        """In the rw branch: further writes copy nothing."""
+        return inode.origin is None or (inode.drv is not None and inode.drv.state == _DATA)
+
+    def lookup_run(self, parent, name: str, count: int) -> int:
+        """One lookup, its probes and permission checks counted ``count`` times."""
+        tally = self.tally
+        probes, perm_checks = tally.probes, tally.perm_checks
+        depth = self.lookup(parent, name)
+        tally.probes += (tally.probes - probes) * (count - 1)
+        tally.perm_checks += (tally.perm_checks - perm_checks) * (count - 1)
+        return depth
+
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+        pass  # batchable: ``write`` has nothing left to copy
+
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         if inode.origin is None:
             return

@@ -108,6 +108,21 @@ class BaseMount:
     def write(self, inode, offset: int, length: int) -> None:
         pass
 
+    # -- runs of writes (``simulator.writeruns``); drivers opt in with ``batchable`` --
+    write_run_at_once = False
+
+    def batchable(self, inode) -> bool:
+        return False
+
+    def lookup_run(self, parent, name: str, count: int) -> int:
+        for _ in range(count):
+            probes = self.lookup(parent, name)
+        return probes
+
+    def write_run(self, inode, starts: list[int], ends: list[int]) -> None:
+        for start, end in zip(starts, ends):
+            self.write(inode, start, end - start)
+
     def truncate(self, inode, old_size: int, new_size: int) -> None:
         pass
 

@@ -184,6 +184,14 @@ class BtrfsMount(BaseMount):
         st.size = inode.size
         self._dirty()
 
+    # -- runs of writes (simulator.writeruns): ``write`` for each, in order --
+    def batchable(self, inode: FileInode) -> bool:
+        """Not flushed at close: sector CoW is then this file's own until writeback."""
+        return inode.drv is not None and not inode.drv.flush_on_close
+
+    def lookup_run(self, parent, name: str, count: int) -> int:
+        return self.lookup(parent, name)  # resets the operation's state: once is all
+
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         st = self._state(inode)
         if new_size > old_size:

@@ -159,6 +159,21 @@ class DevicemapperMount(BaseMount):
         self.fs.dirty_inode(ino)  # file_update_time: mtime, ctime
         self.atime_fresh.discard(ino)
 
+    # -- runs of writes (simulator.writeruns) --
+    write_run_at_once = True
+
+    def batchable(self, inode: FileInode) -> bool:
+        """Not flushed at close: writes then only dirty the inode (ext4 delalloc)."""
+        return inode.drv is not None and inode not in self.alloc_on_close
+
+    def lookup_run(self, parent, name: str, count: int) -> int:
+        """Only the last parent outlives an operation (a rename reads both of its own)."""
+        self.lookup(parent, name)
+        return self.lookup(parent, name) if count > 1 else 1
+
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+        self.write(inode, starts[-1], ends[-1] - starts[-1])  # marks the inode: once is all
+
     def _accessed(self, node) -> None:
         """relatime (the mount default): reading updates atime when it is not past mtime and
         ctime - the first read of any image file (built moments before), and of a file

@@ -192,6 +192,20 @@ class OverlayMount(BaseMount):
             drv.state = _DATA
         drv.blocks.add(offset // self.block, -(-(offset + length) // self.block))
 
+    # -- runs of writes (simulator.writeruns) --
+    write_run_at_once = True
+
+    def batchable(self, inode: FileInode) -> bool:
+        """Copied up: writes then only add blocks to this file (copy_up returns at once)."""
+        return inode.drv is not None and inode.drv.state == _DATA
+
+    def lookup_run(self, parent, name: str, count: int) -> int:
+        return self.lookup(parent, name)  # reads the layers' state, changes nothing
+
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+        block = self.block
+        inode.drv.blocks.add_many([s // block for s in starts], [-(-e // block) for e in ends])
+
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         # Blocks wholly beyond the new end are freed; the one holding it stays if allocated
         # (its tail zeroed): shmem_undo_range / truncate_inode_pages_range keep a partial page.

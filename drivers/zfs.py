@@ -124,6 +124,24 @@ class ZfsMount(BaseMount):
         st.dnode = True
         self._resize(inode, st)
 
+    # -- runs of writes (simulator.writeruns) --
+    write_run_at_once = True
+
+    def batchable(self, inode: FileInode) -> bool:
+        """Always: writes only mark the dnode and size the block; records CoW at writeback."""
+        return True
+
+    def lookup_run(self, parent, name: str, count: int) -> int:
+        return self.lookup(parent, name)
+
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+        """``write`` for each, at once: the block size a file gets grows with its size, and
+        sizing it once at the run's final size lays out what the steps would (the pending
+        rewrite of the one block is a set; ``_resize`` only compares block sizes)."""
+        st = self._records(inode)
+        st.dnode = True
+        self._resize(inode, st)
+
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         st = self._records(inode)
         st.dnode = True

@@ -19,6 +19,7 @@ from .namespace import FsError, Namespace
 from .operations import OPERATIONS
 from .trace import Op
 from .viewstats import private_inodes
+from .writeruns import WRITE_KINDS, WriteRuns
 
 MAX_CONTAINERS = 100_000
 OPENING_OPS = frozenset({"create", "write", "append", "read", "open", "fsync"})  # open + close a file
@@ -80,9 +81,13 @@ class Run:
 
     def replay(self, ops: Iterable[Op]) -> None:
         """Replay ``ops`` in order (refused ones count in ``failed_ops``): ``apply`` for each,
-        with the lookups it repeats per operation hoisted out of the loop."""
+        with the lookups it repeats per operation hoisted out of the loop, and writes to
+        files the container already owns queued and answered per file
+        (``simulator.writeruns``, which says why that is exact)."""
         operations, opening, mounts = OPERATIONS, OPENING_OPS, self.mounts
         spaces = [m.ns for m in mounts]
+        runs = WriteRuns(len(mounts))
+        hot = runs.hot
         n = failed = opens = 0
         try:
             for op in ops:
@@ -90,6 +95,23 @@ class Run:
                 kind = op.kind
                 if kind in opening:
                     opens += 1
+                    length = op.length
+                    if kind in WRITE_KINDS and length:
+                        path_run = hot[op.container].get(op.path) \
+                            or runs.remember(op.container, spaces[op.container], op.path)
+                        if path_run is not None:
+                            path_run.count += 1
+                            file = path_run.file
+                            start = file.size if kind == "append" else op.offset
+                            end = start + length
+                            if end > file.size:
+                                file.size = end
+                            file.starts.append(start)
+                            file.ends.append(end)
+                            file.kind = kind
+                            continue
+                if runs.active:
+                    runs.flush()
                 try:
                     if kind == "commit":
                         self._commit(op)
@@ -99,6 +121,8 @@ class Run:
                 except FsError:
                     failed += 1
         finally:
+            if runs.active:
+                runs.flush()
             self.ops += n
             self.failed += failed
             self.opens += opens

@@ -46,6 +46,23 @@ class StorageHooks(Protocol):
 
     def write(self, inode: FileInode, offset: int, length: int) -> None: ...
 
+    # -- runs of writes (``simulator.writeruns``): the replay's fast path --
+    write_run_at_once: bool  # ``write_run`` answers a run; else ``write`` is called for each
+
+    def batchable(self, inode: FileInode) -> bool:
+        """True when writes and appends to this private file, with nothing else happening
+        between them, may be answered later and together: their ``lookup``, ``copy_up``
+        (need data), ``write`` and ``closed`` hooks then touch only this file's state, or
+        the driver's in an order-free way (flags set, sums, sets), so that runs of several
+        files, each in its own order, cost what the interleaved operations cost."""
+
+    def lookup_run(self, parent: DirNode, name: str, count: int) -> int:
+        """``count`` lookups of ``name`` in ``parent`` with no change between them; return
+        the layers each probes (the same for all).  The last call's state is what stays."""
+
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+        """The writes of a run, after the file took them all (size, ranges)."""
+
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None: ...
 
     def read(self, node: Node, offset: int, length: int) -> None: ...

@@ -200,6 +200,16 @@ class Namespace:
             chain.append(node)  # type: ignore[arg-type]
             names.append(name)
 
+    def peek(self, path: str, follow: bool) -> Resolved | None:
+        """Where ``path`` leads now, uncounted (no lookup, no hook); None where it fails."""
+        r = self._walked[follow].get(path)
+        if r is not None:
+            return r
+        try:
+            return self._walk(path, follow)
+        except FsError:
+            return None
+
     def exists(self, path: str, follow: bool = False) -> Node | None:
         """The node at ``path`` or None, without counting a lookup (for tests and views)."""
         saved = (self.lookups, self.depth_hist.copy())
@@ -347,6 +357,25 @@ class Namespace:
             self.written_bytes += length
             self.hooks.write(inode, offset, length)
         inode.modified = True
+
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+        """The writes ``[starts[i], ends[i])`` of a run, in order, each non-empty, to a
+        private file the driver called ``batchable``: what ``write_range`` does for each,
+        at once where the driver answers a run at once (``write_run_at_once``)."""
+        hooks = self.hooks
+        if not hooks.write_run_at_once:
+            for start, end in zip(starts, ends):
+                self.write_range(inode, start, end - start)
+            return
+        end = max(ends)
+        if end > inode.size:
+            inode.size = end
+        inode.written.add_many(starts, ends)
+        inode.dirty.add_many(starts, ends)
+        self.dirty[inode] = None
+        self.written_bytes += sum(ends) - sum(starts)
+        inode.modified = True
+        hooks.write_run(inode, starts, ends)
 
     def set_size(self, inode: FileInode, size: int) -> None:
         old = inode.size

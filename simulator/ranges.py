@@ -130,6 +130,30 @@ class RangeSet:
         for start, end in other:
             self.add(start, end)
 
+    def add_many(self, starts: list[int], ends: list[int]) -> None:
+        """Union with every ``[starts[i], ends[i])`` (the ranges of a run of writes): one sort
+        and one merge instead of a bisect and a list splice per range."""
+        if len(starts) < 3:
+            for start, end in zip(starts, ends):
+                self.add(start, end)
+            return
+        pairs = sorted(zip(starts + self._starts, ends + self._ends))
+        new_starts: list[int] = []
+        new_ends: list[int] = []
+        cur_start, cur_end = pairs[0]
+        for start, end in pairs:
+            if start > cur_end:
+                if cur_start < cur_end:
+                    new_starts.append(cur_start)
+                    new_ends.append(cur_end)
+                cur_start, cur_end = start, end
+            elif end > cur_end:
+                cur_end = end
+        if cur_start < cur_end:
+            new_starts.append(cur_start)
+            new_ends.append(cur_end)
+        self._starts, self._ends = new_starts, new_ends
+
     def remove(self, start: int, end: int) -> None:
         """Difference with ``[start, end)``."""
         if start >= end or not self._starts:

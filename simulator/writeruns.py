@@ -1,0 +1,105 @@
+"""Runs of writes answered together: the replay's fast path (issue 7).
+
+Workloads spend most of their operations writing to files they already own: a log gets
+appended to ten thousand times, a database file rewritten at random offsets.  Replayed one
+by one, each such write walks its path, asks the driver for the lookup, the copy-up, the
+write and the close.  Yet once a file is private and the driver calls it ``batchable``
+(``simulator.hooks``), nothing about those calls depends on when, between other files'
+writes, they happen: so ``WriteRuns`` queues them per file, cheaply, and answers each file's
+run at once — one lookup per path with its count, one range union, one driver call — before
+any other operation runs and at the end of the replay.
+
+What keeps it exact:
+
+* a run never crosses another operation: any operation that is not a queued write first
+  flushes every queued run and forgets every remembered path (a truncate, an fsync, a rename
+  may change what a path leads to or whether a file is still batchable);
+* per file the writes keep their order (appends take their offsets from the running size);
+* a path is remembered (``Namespace.peek``, which counts nothing) only while it leads to a
+  private regular file, under that very name in a private directory, that the driver calls
+  batchable: a file's first write, which copies it up, always goes the ordinary way;
+* drivers answer a run at once only where they say so (``write_run_at_once``); otherwise
+  ``Namespace.write_run`` calls their ``write`` for each write, in order.
+
+The metrics snapshot (``tests/test_metrics_snapshot.py``) pins every metric of the
+workloads on every driver to what the one-by-one replay gives.
+"""
+
+from __future__ import annotations
+
+from .hooks import NEED_DATA
+from .namespace import Namespace
+from .nodes import Dir, FileInode
+
+WRITE_KINDS = frozenset({"write", "append"})
+
+
+class FileRun:
+    """The queued writes of one file: ``[starts[i], ends[i])`` in order, and its size after them."""
+
+    __slots__ = ("ns", "inode", "size", "starts", "ends", "kind")
+
+    def __init__(self, ns: Namespace, inode: FileInode):
+        self.ns, self.inode, self.size = ns, inode, inode.size
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.kind = "write"
+
+
+class PathRun:
+    """A remembered path: where it leads, and how many queued writes named it."""
+
+    __slots__ = ("parent", "name", "file", "count")
+
+    def __init__(self, parent: Dir, name: str, file: FileRun):
+        self.parent, self.name, self.file, self.count = parent, name, file, 0
+
+
+class WriteRuns:
+    """Remembered paths per container (``hot``) and the runs queued since the last flush."""
+
+    def __init__(self, containers: int):
+        self.hot: list[dict[str, PathRun]] = [{} for _ in range(containers)]
+        self.active = False  # some path is remembered: flush before any other operation
+        self._paths: list[PathRun] = []
+        self._files: dict[FileInode, FileRun] = {}
+
+    def remember(self, container: int, ns: Namespace, path: str) -> PathRun | None:
+        """A write to ``path`` not remembered yet: remember the path if later writes (and
+        this one) may be queued, that is if it leads to a private regular file, under
+        that name in a private directory, which the driver calls ``batchable``."""
+        r = ns.peek(path, True)
+        if r is None:
+            return None
+        inode, parent = r.node, r.parent
+        if inode.__class__ is not FileInode or parent.__class__ is not Dir \
+                or parent.own.get(r.name) is not inode or not ns.hooks.batchable(inode):  # type: ignore[union-attr]
+            return None
+        file = self._files.get(inode)  # type: ignore[arg-type]
+        if file is None:
+            file = self._files[inode] = FileRun(ns, inode)  # type: ignore[arg-type]
+        run = self.hot[container][path] = PathRun(parent, r.name, file)  # type: ignore[arg-type]
+        self._paths.append(run)
+        self.active = True
+        return run
+
+    def flush(self) -> None:
+        """Answer every queued run, then forget every remembered path."""
+        for run in self._paths:
+            count = run.count
+            if count:
+                ns = run.file.ns
+                ns.lookups += count
+                ns.depth_hist[ns.hooks.lookup_run(run.parent, run.name, count)] += count
+        for file in self._files.values():
+            if file.starts:
+                ns, inode, hooks = file.ns, file.inode, file.ns.hooks
+                if inode.origin is not None:
+                    hooks.copy_up(inode, NEED_DATA)
+                ns.write_run(inode, file.starts, file.ends)
+                hooks.closed(inode, file.kind)
+        for hot in self.hot:
+            hot.clear()
+        self._paths.clear()
+        self._files.clear()
+        self.active = False
