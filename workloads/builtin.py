@@ -12,7 +12,6 @@ parameters.  Every workload takes ``containers`` (the replicas it drives, number
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from importlib import resources
 
 import numpy as np
@@ -36,7 +35,7 @@ def _demo_image(rng: np.random.Generator) -> Image:
 def _demo_trace(rng: np.random.Generator, tree: ImageTree, containers: int = 1) -> list[Op]:
     """The example trace, replayed by each of ``containers`` replicas (round-robin)."""
     ops = list(parse_trace_lines((EXAMPLES / "demo-trace.jsonl").read_text().splitlines(), "demo-trace.jsonl"))
-    return per_container(containers, lambda c: [replace(op, container=c) for op in ops] if c else ops)
+    return per_container(containers, lambda c: [op._replace(container=c) for op in ops] if c else ops)
 
 
 def _random_image(rng: np.random.Generator, layers: int, entries: int) -> Image:
