@@ -184,7 +184,34 @@ class BtrfsMount(BaseMount):
         st.size = inode.size
         self._dirty()
 
-    # -- runs of writes (simulator.writeruns): ``write`` for each, in order --
+    # -- runs of writes (simulator.writeruns) --
+    write_run_at_once = True
+
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+        """``write`` for each, in order, where order matters: a partial sector is read
+        first only while it is still the image's (``shared`` only shrinks), and growing
+        past the end zeroes the old tail; the dirty sectors are one union."""
+        st = self._state(inode)
+        sector, shared, size = self.sector, st.shared, st.size
+        firsts, lasts = [], []
+        for offset, end in zip(starts, ends):
+            if offset > size:
+                self._extend(st, size)
+            first, last = offset // sector, (end - 1) // sector
+            if shared and first < shared.end():  # else no sector of it is the image's
+                if offset % sector:
+                    self._rmw(st, first)
+                if end % sector and (last != first or not offset % sector):
+                    self._rmw(st, last)
+                shared.remove(first, last + 1)
+            firsts.append(first)
+            lasts.append(last + 1)
+            if end > size:
+                size = end
+        st.dirty.add_many(firsts, lasts)
+        st.size = inode.size
+        self._dirty()
+
     def batchable(self, inode: FileInode) -> bool:
         """Not flushed at close: sector CoW is then this file's own until writeback."""
         return inode.drv is not None and not inode.drv.flush_on_close
@@ -231,9 +258,8 @@ class BtrfsMount(BaseMount):
         if st.inline:
             sectors.add(0, 1)  # converting an inline extent rewrites sector 0
             st.inline = ""
-        for start, end in sectors:
-            st.drop(start, end)
-            st.runs.append(Extents(start, end - start, self.chunk))
+        st.drop_all(sectors)  # the intervals are disjoint: no new run meets another's interval
+        st.runs.extend(Extents(start, end - start, self.chunk) for start, end in sectors)
         tally.device_write_bytes += sectors.total() * self.sector
         self._dirty()
 

@@ -88,6 +88,24 @@ class FileState:
         if emptied:
             self.runs = [r for r in self.runs if r.refs]
 
+    def drop_all(self, sectors: RangeSet) -> None:
+        """``drop`` of every interval of ``sectors``: each run is visited once, and only
+        the intervals that meet it are cut from it (a file rewritten at random offsets
+        gathers thousands of runs, and a writeback as many intervals)."""
+        shared = self.shared
+        for start, end in sectors:
+            shared.remove(start, end)
+        emptied = False
+        for run in self.runs:
+            cut = sectors.within(run.start, run.start + run.length)
+            if cut:
+                refs = run.refs
+                for start, end in cut:
+                    refs.remove(start, end)
+                emptied = emptied or not refs
+        if emptied:
+            self.runs = [r for r in self.runs if r.refs]
+
 
 def live_inodes(ns) -> list[FileInode]:
     """Distinct private files still linked: those under private directories and promoted

@@ -73,6 +73,16 @@ class RangeSet:
         i = bisect_right(self._starts, start) - 1
         return i >= 0 and self._ends[i] >= end
 
+    def within(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The set's intervals that meet ``[start, end)``, clipped to it."""
+        starts, ends = self._starts, self._ends
+        i = bisect_right(ends, start)
+        out = []
+        while i < len(starts) and starts[i] < end:
+            out.append((max(start, starts[i]), min(end, ends[i])))
+            i += 1
+        return out
+
     def gaps(self, start: int, end: int) -> RangeSet:
         """The parts of ``[start, end)`` not in the set."""
         out = RangeSet()
