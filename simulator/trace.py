@@ -177,6 +177,16 @@ def _plain_path(path: str) -> bool:
             and "/." not in path and not path.endswith("/") and "\0" not in path)
 
 
+# Each JSON key of a fast line: the Op field it fills (its index) and the largest integer it
+# may hold (0: a path).  "mode" of open is the access string, which the loop handles.
+_FAST_KEYS: dict[str, tuple[int, int]] = {
+    **{key: (Op._fields.index(key), hi) for key, hi in _FAST_INTS.items()},
+    "path": (Op._fields.index("path"), 0), "src": (Op._fields.index("path"), 0),
+    "dst": (Op._fields.index("dst"), 0)}
+_ACCESS, _OFFSET, _LENGTH = Op._fields.index("access"), Op._fields.index("offset"), Op._fields.index("length")
+_DEFAULTS = list(Op(""))
+
+
 def _fast_op(raw: object, good_paths: set[str]) -> Op | None:
     """The ``Op`` of an ordinary line, or None to let ``op_from_dict`` decide (and word the
     error).  Accepts only what ``op_from_dict`` accepts, and builds the same ``Op``."""
@@ -190,31 +200,30 @@ def _fast_op(raw: object, good_paths: set[str]) -> Op | None:
     keys = raw.keys()  # type: ignore[attr-defined]
     if not (keys <= allowed and required <= keys):
         return None
-    fields: dict[str, Any] = {}
+    values = _DEFAULTS.copy()
+    values[0] = kind
     for key, value in raw.items():  # type: ignore[attr-defined]
         if key == "op":
             continue
-        if key == "mode" and kind == "open":
-            if value not in OPEN_MODES or value.__class__ is not str:
-                return None
-            fields["access"] = value
-            continue
-        hi = _FAST_INTS.get(key)
-        if hi is not None:
+        index, hi = _FAST_KEYS[key]
+        if hi:
             if value.__class__ is not int or value < 0 or value > hi:
+                if key == "mode" and kind == "open" and value.__class__ is str and value in OPEN_MODES:
+                    values[_ACCESS] = value
+                    continue
                 return None
-            fields[key] = value
-            continue
-        if value.__class__ is not str:
+            if key == "mode" and kind == "open":
+                return None
+        elif value.__class__ is not str:
             return None
-        if value not in good_paths:
+        elif value not in good_paths:
             if not _plain_path(value):
                 return None
             good_paths.add(value)
-        fields["path" if key == "src" else key] = value
-    if fields.get("offset", 0) + fields.get("length", 0) > MAX_FILE_SIZE:
+        values[index] = value
+    if values[_OFFSET] + values[_LENGTH] > MAX_FILE_SIZE:
         return None
-    return Op(kind, **fields)
+    return Op._make(values)
 
 
 def parse_trace_lines(lines: Iterable[str], source: str) -> Iterator[Op]:
