@@ -81,6 +81,13 @@ class Namespace:
         self._walked[1].clear()
         self._dirs.clear()
 
+    def file_changed(self) -> None:
+        """A name that is not a directory changed (a file made private, linked, removed; a
+        symlink made): forget remembered paths, keep remembered directories (no directory
+        walk goes through a file, nor is one through a symlink remembered)."""
+        self._walked[0].clear()
+        self._walked[1].clear()
+
     # -- lookup ---------------------------------------------------------------------------
     def child(self, d: DirNode, name: str) -> Node | None:
         if d.__class__ is Dir:
@@ -224,12 +231,15 @@ class Namespace:
     def private_dir(self, names: list[str]) -> Dir:
         """The private directory at the chain ``names``, copying up every image ancestor."""
         d = self.root
-        for name in names:
+        for i, name in enumerate(names):
             node = self.child(d, name)
             if node.__class__ is ImageDir:
                 node = Dir.from_image(node)  # type: ignore[arg-type]
                 d.own[name] = node
-                self.changed()
+                # Only this directory's own remembered walk led to the image node; the walks
+                # below it still find the same image directories through its ``base``.
+                self.file_changed()
+                self._dirs.pop("/" + "/".join(names[:i + 1]), None)
                 self.hooks.meta_copy_up(node)
             d = node  # type: ignore[assignment]
         return d
@@ -247,13 +257,13 @@ class Namespace:
             else:
                 inode.nlink = 1
             parent.own[name] = inode
-            self.changed()
+            self.file_changed()
             node = inode
         elif name not in parent.own:
             # Another image name of an already promoted inode (index=on): the kernel links it
             # up (ovl_link_up) into this directory before the change.
             parent.own[name] = node  # type: ignore[assignment]
-            self.changed()
+            self.file_changed()
         inode = node  # type: ignore[assignment]
         if inode.origin is not None:
             self.hooks.copy_up(inode, why)
@@ -263,7 +273,7 @@ class Namespace:
         """The private inode of an image hard link, under no name yet (overlay's index dir)."""
         inode = FileInode.from_image(image_file)
         self.promoted[image_file] = inode
-        self.changed()
+        self.file_changed()
         inode.nlink = image_file.nlink - self.image_unlinks[image_file]
         self.hooks.copy_up(inode, need.NEED_META)  # ovl_copy_up(dentry): flags 0
         return inode
@@ -282,7 +292,7 @@ class Namespace:
             link = Symlink(node.target, node.uid, node.gid)  # type: ignore[union-attr]
             link.nlink = 1
             parent.own[r.name] = link
-            self.changed()
+            self.file_changed()
             self.hooks.meta_copy_up(link)
             return link
         return node  # type: ignore[return-value]
@@ -310,7 +320,10 @@ class Namespace:
             parent.own[name] = None
         else:
             parent.own.pop(name, None)
-        self.changed()
+        if node.__class__ in DIR_TYPES:
+            self.changed()
+        else:
+            self.file_changed()
         last = True
         if node.__class__ is FileInode or node.__class__ is Symlink:
             node.nlink -= 1  # type: ignore[union-attr]

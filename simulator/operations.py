@@ -249,13 +249,13 @@ def copy_tree(ns: Namespace, node: Node, parent: Dir, name: str, links: dict) ->
         link = Symlink(node.target, node.uid, node.gid)  # type: ignore[union-attr]
         link.nlink = 1
         parent.own[name] = link
-        ns.changed()
+        ns.file_changed()
         ns.hooks.metadata("symlink", link)
     elif node in links:
         inode = links[node]
         inode.nlink += 1
         parent.own[name] = inode
-        ns.changed()
+        ns.file_changed()
         ns.hooks.metadata("link", inode)
     else:
         inode = ns.new_file(parent, name, node.mode)  # type: ignore[union-attr]
@@ -346,7 +346,7 @@ def op_link(ns: Namespace, op: Op) -> None:
     dst_parent = ns.private_dir(dst.names)
     node.nlink += 1  # type: ignore[union-attr]
     dst_parent.own[dst.name] = node
-    ns.changed()
+    ns.file_changed()
     ns.hooks.metadata("link", node)
 
 
@@ -358,7 +358,7 @@ def op_symlink(ns: Namespace, op: Op) -> None:
     link = Symlink(op.target, 0, ns.new_gid(parent))
     link.nlink = 1
     parent.own[r.name] = link
-    ns.changed()
+    ns.file_changed()
     ns.hooks.metadata("symlink", link)
 
 
