@@ -113,8 +113,8 @@ def loaded(value: Any) -> Any:
 class TreeStore:
     """One row per name of the merged view (row 0 is ``/``); see the module docstring."""
 
-    def __init__(self, columns: dict[str, np.ndarray], blob: bytes, offsets: np.ndarray, strings: list[str],
-                 hidden: tuple[np.ndarray, bytes, np.ndarray, np.ndarray]):
+    def __init__(self, columns: dict[str, np.ndarray], blob: bytes, offsets: np.ndarray,
+                 strings: tuple[bytes, np.ndarray], hidden: tuple[np.ndarray, bytes, np.ndarray, np.ndarray]):
         self.kind: np.ndarray  # FILE, DIR or SYMLINK
         self.size: np.ndarray  # files' sizes
         self.mode: np.ndarray
@@ -123,7 +123,7 @@ class TreeStore:
         self.layer: np.ndarray  # the layer the node comes from (a directory's: its stack's top)
         self.ino: np.ndarray  # files' inode numbers (shared by a hard link's names)
         self.nlink: np.ndarray  # files' names in the merged view
-        self.string: np.ndarray  # index into ``strings``: a file's digest, a symlink's target
+        self.string: np.ndarray  # index into the strings blob: a file's digest, a symlink's target
         self.first: np.ndarray  # a directory's first child row
         self.count: np.ndarray  # and its number of children
         self.probe: np.ndarray  # lookup probes of this name in its directory, NO_PROBES: all
@@ -131,7 +131,10 @@ class TreeStore:
         self.stack_flat: np.ndarray
         for name in COLUMNS:
             setattr(self, name, columns[name])
-        self.blob, self.offsets, self.strings = blob, offsets, strings
+        self.blob, self.offsets = blob, offsets
+        # Digests and symlink targets, one blob like the names: the strings came from the
+        # image's layers during the build, and a list of them would keep its arenas too.
+        self.strings_blob, self.strings_offsets = strings
         # Probe counts of names no layer's lookup finds visible (whiteouts, hidden entries):
         # per such name its directory's row (sorted), the name, and the count.
         self.hidden_row, self.hidden_blob, self.hidden_offsets, self.hidden_count = hidden
@@ -145,7 +148,11 @@ class TreeStore:
         of live blocks at 100,000 files).  Made afresh, they pack into one or two."""
         columns = {name: getattr(self, name).copy() for name in COLUMNS}
         hidden = (self.hidden_row.copy(), self.hidden_blob, self.hidden_offsets.copy(), self.hidden_count.copy())
-        return TreeStore(columns, self.blob, self.offsets.copy(), list(self.strings), hidden)
+        return TreeStore(columns, self.blob, self.offsets.copy(), (self.strings_blob, self.strings_offsets.copy()),
+                         hidden)
+
+    def text(self, s: int) -> str:
+        return self.strings_blob[int(self.strings_offsets[s]):int(self.strings_offsets[s + 1]) - 1].decode()
 
     def names(self, a: int, b: int) -> list[str]:
         return self.blob[int(self.offsets[a]):int(self.offsets[b])].decode().split("\0")[: b - a]
@@ -167,7 +174,7 @@ class TreeStore:
         b = a + n
         prefix = "/" if path == "/" else path + "/"
         out: dict[str, ImageNode] = {}
-        strings, inodes = self.strings, self.inodes
+        inodes, text = self.inodes, self.text
         for j, (name, kind, size, mode, uid, gid, layer, ino, nlink, s) in enumerate(zip(
                 self.names(a, b), self.kind[a:b].tolist(), self.size[a:b].tolist(), self.mode[a:b].tolist(),
                 self.uid[a:b].tolist(), self.gid[a:b].tolist(), self.layer[a:b].tolist(), self.ino[a:b].tolist(),
@@ -175,14 +182,14 @@ class TreeStore:
             if kind == FILE:
                 node = inodes.get(ino) if nlink > 1 else None
                 if node is None:
-                    node = ImageFile(size, mode, uid, gid, layer, None if s == NO_STRING else strings[s], ino)
+                    node = ImageFile(size, mode, uid, gid, layer, None if s == NO_STRING else text(s), ino)
                     node.nlink = nlink
                     if nlink > 1:
                         inodes[ino] = node
             elif kind == DIR:
                 node = self.directory(a + j, prefix + name)
             else:
-                node = ImageSymlink(strings[s], uid, gid, layer)
+                node = ImageSymlink(text(s), uid, gid, layer)
             out[name] = node
         return out
 
@@ -265,4 +272,4 @@ def compact(root: ImageDir) -> TreeStore:
                    string=string, first=np.array(first, dtype=np.int32), count=np.array(count, dtype=np.int32),
                    probe=np.array(probe, dtype=np.int32), stack_off=np.cumsum(stack_len).astype(np.int32),
                    stack_flat=np.array(stack_flat, dtype=np.int32))
-    return TreeStore(columns, blob, offsets, strings, hidden)
+    return TreeStore(columns, blob, offsets, _names_blob(strings), hidden)
