@@ -4,6 +4,11 @@ An ``Image`` is an ordered tuple of ``Layer`` objects, bottom first.  Layers are
 and may be shared between images (a committed layer extends its container's image without
 copying the layers below).  ``image_from_dict`` validates everything SPEC section 7 asks for
 and raises ``BadInput`` naming the source, the layer and the entry at fault.
+
+A layer's entries are a tuple of ``Entry`` objects, or, for the big generated images,
+columns (``simulator.layercols``) that make the same tuple on each read of ``entries``: an
+object per entry alone cost 370 B a file of a 1,000,000-file image (issue 7 allows 200 for
+the image and its merged tree together).
 """
 
 from __future__ import annotations

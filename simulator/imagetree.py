@@ -8,6 +8,13 @@ name how many of those layers a cold lookup probes before it stops (SPEC section
 
 Nodes are plain slotted objects; an ``ImageFile`` object *is* the inode, so hard links are
 two names for one object.  Nothing here changes after ``build`` returns.
+
+Layout (issue 7: at most 200 B of RAM a file entry for the image and its tree together): the
+builder below makes the object tree, which keeps the OCI rules in one readable place, and
+``ImageTree.build`` then keeps it as numpy columns (``simulator.treestore``), making node
+objects again only for the directories a run opens; readers still see the same objects and
+dicts (``d.children.get(name)`` is a plain dict lookup once the directory is open).  A tree
+made by ``simulator.treeextend`` shares its base's columns and holds only what it changed.
 """
 
 from __future__ import annotations
