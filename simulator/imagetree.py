@@ -8,11 +8,20 @@ name how many of those layers a cold lookup probes before it stops (SPEC section
 
 Nodes are plain slotted objects; an ``ImageFile`` object *is* the inode, so hard links are
 two names for one object.  Nothing here changes after ``build`` returns.
+
+Layout (issue 7: at most 200 B of RAM a file entry for the image and its tree together): the
+builder below makes the object tree, which keeps the OCI rules in one readable place, and
+``ImageTree.build`` then keeps it as numpy columns (``simulator.treestore``), making node
+objects again only for the directories a run opens; readers still see the same objects and
+dicts (``d.children.get(name)`` is a plain dict lookup once the directory is open).  A tree
+made by ``simulator.treeextend`` shares its base's columns and holds only what it changed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from .errors import BadInput
 from .image import DEFAULT_DIR_MODE, Image
@@ -78,6 +87,7 @@ class ImageTree:
     level_stats: list[TreeStats] = field(default_factory=list)  # the view after layer k
     link_names: dict[ImageFile, list[str]] = field(default_factory=dict)  # hard-linked inodes' names
     next_ino: int = 0  # the inode number a file of one more layer gets (simulator.treeextend)
+    store: TreeStore | None = None  # simulator.treestore.TreeStore of a built tree (None: an extension's objects)
 
     @property
     def depth(self) -> int:
@@ -89,7 +99,19 @@ class ImageTree:
 
     @classmethod
     def build(cls, image: Image) -> ImageTree:
-        return _Builder(image).build()
+        store, stats, links_differ = _Builder(image).build()
+        # The builder's object tree is freed now; everything the tree keeps is made from here
+        # on, so that it packs into fresh memory (simulator.treestore.TreeStore.copy).
+        store = store.copy()
+        rows = stats.tolist()
+        next_ino = rows.pop()[0]
+        tree = ImageTree(image, store.directory(0, "/"), [TreeStats(*row) for row in rows], next_ino=next_ino,
+                         store=store)
+        if links_differ:  # some visible inode has several names: index them
+            for path, node in tree.walk():
+                if isinstance(node, ImageFile) and node.nlink > 1:
+                    tree.link_names.setdefault(node, []).append(path)
+        return tree
 
     def resolve_dir(self, path: str) -> ImageDir | None:
         """The visible directory at ``path`` (no symlinks followed), or None."""
@@ -175,11 +197,11 @@ class _Builder:
         return d
 
     @staticmethod
-    def layer_maps(layer) -> tuple[dict[str, str], dict[str, set[str]]]:
+    def layer_maps(entries) -> tuple[dict[str, str], dict[str, set[str]]]:
         """One layer's path -> kind map and dir path -> names map (implicit parents included)."""
         kinds: dict[str, str] = {}
         names: dict[str, set[str]] = {}
-        for e in layer.entries:
+        for e in entries:
             path = e.path
             kinds[path] = {"dir": OPAQUE if e.opaque else DIR, "whiteout": WHITEOUT}.get(e.type, NONDIR)
             # Register each (parent, name) pair up the path; stop at a parent already
@@ -198,15 +220,20 @@ class _Builder:
                 path = parent
         return kinds, names
 
-    def build(self) -> ImageTree:
-        level_stats: list[TreeStats] = []
-        for k, layer in enumerate(self.image.layers):
+    def build(self) -> tuple[TreeStore, np.ndarray, bool]:
+        """The merged view as a ``TreeStore``; a row of counters (``TreeStats``) per layer and
+        a last one holding ``next_ino``; whether some inode has several visible names.  Kept
+        in arrays: see ``ImageTree.build``."""
+        layers = self.image.layers
+        stats = np.zeros((len(layers) + 1, 6), dtype=np.int64)
+        for k, layer in enumerate(layers):
             where = f"{self.image.source}: layer {k} '{layer.id}'"
-            kinds, names = self.layer_maps(layer)
+            entries = layer.entries
+            kinds, names = self.layer_maps(entries)
             self.layer_kinds.append(kinds)
             self.layer_names.append(names)
             # OCI: an opaque directory hides its lower contents before the layer's entries apply.
-            for e in layer.entries:
+            for e in entries:
                 if e.type == "dir" and e.opaque:
                     parent = self._parent_dir(e.path, k, where, create=False)
                     existing = parent.children.get(e.path.rsplit("/", 1)[1]) if parent else None
@@ -214,20 +241,15 @@ class _Builder:
                         for child in list(existing.children):
                             self._detach(existing, child)
             layer_inodes: dict[str, ImageFile] = {}
-            for e in layer.entries:
+            for e in entries:
                 self._apply(e, k, where, layer_inodes)
-            level_stats.append(TreeStats(self.files, self.file_bytes, self.file_pages, self.dirs,
-                                         self.symlinks, self.links))
-        self.root.stack = tuple(range(len(self.image.layers) - 1, -1, -1))
+            stats[k] = (self.files, self.file_bytes, self.file_pages, self.dirs, self.symlinks, self.links)
+        stats[-1, 0] = self.next_ino
+        self.root.stack = tuple(range(len(layers) - 1, -1, -1))
         self._compute_stacks()
         # The per-layer path -> kind maps served the stacks and probe counts only: the tree
         # does not keep them (they were 30% of its memory: 141 B a file, tracemalloc).
-        tree = ImageTree(self.image, self.root, level_stats, next_ino=self.next_ino)
-        if self.links != self.files:  # some visible inode has several names: index them
-            for path, node in tree.walk():
-                if isinstance(node, ImageFile) and node.nlink > 1:
-                    tree.link_names.setdefault(node, []).append(path)
-        return tree
+        return compact(self.root), stats, self.links != self.files
 
     def _apply(self, e, k: int, where: str, layer_inodes: dict[str, ImageFile]) -> None:
         parent = self._parent_dir(e.path, k, where)
@@ -295,3 +317,8 @@ class _Builder:
             if kind == OPAQUE:
                 break
         return tuple(stack)
+
+
+# Imported here, not inside ``build``: it uses the node classes above, and an import during a
+# build would leave its module objects among the builder's garbage (``TreeStore.copy``).
+from .treestore import TreeStore, compact  # noqa: E402

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from .image import Image
 from .imagetree import DIR, OPAQUE, ImageDir, ImageFile, ImageNode, ImageTree, TreeStats, _Builder
+from .treestore import loaded
 from .units import PAGE_SIZE, ceil_div
 
 
@@ -47,7 +48,7 @@ def _copy_dir(d: ImageDir) -> ImageDir:
     new = ImageDir(d.mode, d.uid, d.gid, d.layer, d.path)
     new.children = dict(d.children)
     new.stack = d.stack
-    new.probes = d.probes
+    new.probes = loaded(d.probes)
     return new
 
 
@@ -101,7 +102,7 @@ class _Extender(_Builder):
     def extend(self) -> ImageTree:
         k, layer = self.k, self.image.layers[-1]
         where = f"{self.image.source}: layer {k} '{layer.id}'"
-        kinds, names = self.layer_maps(layer)
+        kinds, names = self.layer_maps(layer.entries)
         self.layer_kinds.append(kinds)
         self.layer_names.append(names)
         for e in layer.entries:
