@@ -110,11 +110,16 @@ class BaseMount:
 
     # -- runs of writes (``simulator.writeruns``); drivers opt in with ``batchable`` --
     write_run_at_once = False
+    # ``lookup`` only reads the driver's state, or resets the same per-operation state each
+    # time: ``count`` lookups of one name then cost what one does.
+    idempotent_lookup = False
 
     def batchable(self, inode) -> bool:
         return False
 
     def lookup_run(self, parent, name: str, count: int) -> int:
+        if self.idempotent_lookup:
+            return self.lookup(parent, name)
         for _ in range(count):
             probes = self.lookup(parent, name)
         return probes

@@ -186,6 +186,7 @@ class BtrfsMount(BaseMount):
 
     # -- runs of writes (simulator.writeruns) --
     write_run_at_once = True
+    idempotent_lookup = True  # resets the operation's state: once is all
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
         """``write`` for each, in order, where order matters: a partial sector is read
@@ -215,9 +216,6 @@ class BtrfsMount(BaseMount):
     def batchable(self, inode: FileInode) -> bool:
         """Not flushed at close: sector CoW is then this file's own until writeback."""
         return inode.drv is not None and not inode.drv.flush_on_close
-
-    def lookup_run(self, parent, name: str, count: int) -> int:
-        return self.lookup(parent, name)  # resets the operation's state: once is all
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         st = self._state(inode)

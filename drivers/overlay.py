@@ -194,13 +194,11 @@ class OverlayMount(BaseMount):
 
     # -- runs of writes (simulator.writeruns) --
     write_run_at_once = True
+    idempotent_lookup = True  # reads the layers' state, changes nothing
 
     def batchable(self, inode: FileInode) -> bool:
         """Copied up: writes then only add blocks to this file (copy_up returns at once)."""
         return inode.drv is not None and inode.drv.state == _DATA
-
-    def lookup_run(self, parent, name: str, count: int) -> int:
-        return self.lookup(parent, name)  # reads the layers' state, changes nothing
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
         block = self.block

@@ -31,12 +31,10 @@ def _metadata_bytes(entries: int, dirs: int) -> int:
 class VfsMount(BaseMount):
     # -- runs of writes (simulator.writeruns): a plain tree pays nothing per write --
     write_run_at_once = True
+    idempotent_lookup = True
 
     def batchable(self, inode: FileInode) -> bool:
         return True
-
-    def lookup_run(self, parent, name: str, count: int) -> int:
-        return self.lookup(parent, name)
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
         pass

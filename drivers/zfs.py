@@ -126,13 +126,11 @@ class ZfsMount(BaseMount):
 
     # -- runs of writes (simulator.writeruns) --
     write_run_at_once = True
+    idempotent_lookup = True  # one dataset: a lookup costs one probe and changes nothing
 
     def batchable(self, inode: FileInode) -> bool:
         """Always: writes only mark the dnode and size the block; records CoW at writeback."""
         return True
-
-    def lookup_run(self, parent, name: str, count: int) -> int:
-        return self.lookup(parent, name)
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
         """``write`` for each, at once: the block size a file gets grows with its size, and
