@@ -132,13 +132,16 @@ def _run(campaign: Campaign, out: Path, jobs: int, client: Any, dask: str | None
     write_manifest(out, manifest)
     by_digest = {c.digest: c for c in todo}
     bar = Progress(campaign.name, len(campaign.cells), len(campaign.cells) - len(todo), progress)
-    tasks = [(c.digest, c.runner_cell()) for c in todo]
-    outcomes = dask_outcomes(tasks, client) if client is not None else pool_outcomes(tasks, jobs)
+    if client is not None:
+        outcomes = dask_outcomes([(c.digest, c.runner_cell()) for c in todo], client)
+    else:
+        outcomes = pool_outcomes(todo, jobs, cells_dir)  # its workers write their cells
     try:
         for outcome in outcomes:
             cell = by_digest[outcome["digest"]]
             if outcome["ok"]:
-                write_cell(cells_dir, cell, outcome["metrics"])
+                if not outcome.get("written"):
+                    write_cell(cells_dir, cell, outcome["metrics"])
                 run_entry["computed"] += 1
             else:
                 append_failure(failures_path, cell, outcome, attempts.get(cell.digest, 0) + 1)
@@ -150,7 +153,9 @@ def _run(campaign: Campaign, out: Path, jobs: int, client: Any, dask: str | None
         write_manifest(out, manifest)
         raise
     finally:
+        outcomes.close()  # stops the workers now if we are leaving early
         bar.close()
+    clean_temporaries(cells_dir)  # of a worker killed mid-write in a broken pool
     consolidate(campaign, out)
     done = done_digests(cells_dir) & {c.digest for c in campaign.cells}
     run_entry["finished"] = _now()
