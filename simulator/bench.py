@@ -369,7 +369,8 @@ def bench_campaign(campaign: str | dict[str, Any], rounds: int = CAMPAIGN_ROUNDS
                    [x["seconds"] for x in rs])
         r.extra.update(cells=cells, cells_per_second=round(cells / best["seconds"], 2), timer="time.perf_counter",
                        cpu_seconds=round(best["parent_cpu"] + best["workers_cpu"], 2),
-                       parent_cpu_seconds=round(best["parent_cpu"], 2), workers_cpu_seconds=round(best["workers_cpu"], 2),
+                       parent_cpu_seconds=round(best["parent_cpu"], 2),
+                       workers_cpu_seconds=round(best["workers_cpu"], 2),
                        others_cpu_seconds=round(best["others_cpu"], 2),
                        rounds_cpu_seconds=[round(x["parent_cpu"] + x["workers_cpu"], 2) for x in rs],
                        rounds_others_cpu_seconds=[round(x["others_cpu"], 2) for x in rs],

@@ -87,8 +87,8 @@ def to_benchmark_json(results: list[Result], quick: bool) -> dict[str, Any]:
         benchmarks.append({
             "group": r.group, "name": r.name, "fullname": f"layerbench bench::{r.name}",
             "params": r.params, "param": "-".join(str(v) for v in r.params.values()),
-            "extra_info": r.extra, "options": {"timer": r.extra.get("timer", "time.process_time"), "rounds": len(r.times),
-                                               "quick": quick},
+            "extra_info": r.extra, "options": {"timer": r.extra.get("timer", "time.process_time"),
+                                               "rounds": len(r.times), "quick": quick},
             "stats": _stats(r.times)})
     return {"machine_info": machine, "commit_info": _commit_info(), "benchmarks": benchmarks,
             "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),

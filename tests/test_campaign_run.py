@@ -233,7 +233,8 @@ def test_consolidating_joins_cell_files_as_pandas_concat_of_each_would():
                             pa.table({"cell_id": ["b"], "image.y": ["s"]})],
         "a null metric": [pa.table({"cell_id": ["a"], "m": pa.array([None], type=pa.int64())}),
                           pa.table({"cell_id": ["b"], "m": [3]})],
-        "int and text": [pa.table({"cell_id": ["a"], "workload.x": [1]}), pa.table({"cell_id": ["b"], "workload.x": ["q"]})],
+        "int and text": [pa.table({"cell_id": ["a"], "workload.x": [1]}),
+                         pa.table({"cell_id": ["b"], "workload.x": ["q"]})],
         "int and float": [pa.table({"cell_id": ["a"], "image.x": [1]}), pa.table({"cell_id": ["b"], "image.x": [2.5]})],
         "bool and int": [pa.table({"cell_id": ["a"], "opt.x": [True]}), pa.table({"cell_id": ["b"], "opt.x": [3]})],
     }
@@ -246,3 +247,22 @@ def test_consolidating_joins_cell_files_as_pandas_concat_of_each_would():
         now = _order_columns(_tidy(_concat(tables)))
         pd.testing.assert_frame_equal(now, before)
         assert {k: str(v) for k, v in now.dtypes.items() if k != "cell_id"} == expected_types[case], case
+
+
+def test_a_chunk_stops_at_its_first_failed_cell(small, tmp_path):
+    """``execute_chunk`` (a pool worker's task): cells before a failure are written, the failed
+    one is reported, the cells after it come back not run (the coordinator queues them again),
+    so the first cell of a chunk without a file is always the one its worker was on."""
+    from simulator.campaign.execute import execute_chunk
+
+    campaign = load_campaign(small)
+    good = [c for c in campaign.cells if c.workload.label == "demo"]
+    bad = next(c for c in campaign.cells if c.workload.label == "two-containers" and c.containers == 1)
+    cells_dir = tmp_path / "cells"
+    cells_dir.mkdir()
+    outcomes = execute_chunk(str(cells_dir), [good[0], bad, good[1], good[2]])
+    assert [(o["digest"], o.get("ok"), o.get("written"), o.get("ran", True)) for o in outcomes] == [
+        (good[0].digest, True, True, True), (bad.digest, False, None, True),
+        (good[1].digest, None, None, False), (good[2].digest, None, None, False)]
+    assert outcomes[1]["error_type"] == "BadInput"
+    assert sorted(p.name for p in cells_dir.iterdir()) == [f"{good[0].digest}.parquet"]

@@ -62,16 +62,18 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from collections import deque
 from pathlib import Path
-from typing import Any, Hashable, Iterator, TextIO
+from typing import Any, Generator, Hashable, Iterator, TextIO
 
 from ..errors import BadInput, LayerbenchError
 from .spec import CampaignCell
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Guided scheduling: a chunk is at most 1/(CHUNKS_PER_WORKER * jobs) of the cells left (and
-# never more than one input group).  4 keeps the tail imbalance under a quarter of a group
-# per worker while whole groups (12 cells in the default campaign) go out until the last ~8.
-CHUNKS_PER_WORKER = 4
+# never more than one input group).  Replaying the default campaign's measured per-cell and
+# per-input CPU through this scheduler (2 workers) gave 8.78 s for 4, 8.64 s for 2 or 3, 8.89
+# s for 1 (whole groups: the 3 s Docker Hub `build` group last leaves one worker idle) and
+# 9.2 s for 16 (66 input builds instead of 40): 2 splits only the last ~4 groups.
+CHUNKS_PER_WORKER = 2
 DIED = "a worker process died (killed, or out of memory) with this cell in flight"
 _STOP: Any = None  # a worker's copy of the pool's stop event (set by _worker_init)
 
@@ -133,8 +135,10 @@ def execute_chunk(cells_dir: str, chunk: list[CampaignCell]) -> list[dict[str, A
     ``{"digest": ..., "ran": False}`` to be queued again, so that after a worker's death the
     first cell of its chunk without a file is exactly the one it was computing."""
     out: list[dict[str, Any]] = []
+    stopped = False
     for cell in chunk:
-        if out and (not out[-1]["ok"] or (_STOP is not None and _STOP.is_set())):
+        stopped = stopped or bool(out) and (not out[-1]["ok"] or (_STOP is not None and _STOP.is_set()))
+        if stopped:
             out.append({"digest": cell.digest, "ran": False})
             continue
         outcome = execute_cell((cell.digest, cell.runner_cell()))
@@ -180,35 +184,45 @@ def pool_outcomes(cells: list[CampaignCell], jobs: int, cells_dir: Path) -> Iter
         try:
             with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
                                      initargs=(stop,)) as pool:
-                flight: dict[Any, list[CampaignCell]] = {}
-                broken = False
-                while (queue or flight) and not lost and not broken:
-                    while queue and len(flight) < jobs and not broken:
-                        chunk = next_chunk(queue, jobs)
-                        try:
-                            flight[pool.submit(execute_chunk, str(cells_dir), chunk)] = chunk
-                        except BrokenProcessPool:  # a worker died idle: a new pool runs the chunk
-                            queue.extendleft(reversed(chunk))
-                            broken = True
-                    finished, _ = wait(flight, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        chunk = flight.pop(fut)
-                        try:
-                            outcomes = fut.result()
-                        except BrokenProcessPool:
-                            lost.append(chunk)
-                            continue
-                        queue.extendleft(c for c in reversed(chunk) if _not_run(c, outcomes))
-                        yield from (o for o in outcomes if o.get("ran", True))
-                lost.extend(flight.values() if lost or broken else ())
-        except BaseException:
-            stop.set()  # the coordinator stops: workers finish their cell, not their chunk
-            raise
+                try:
+                    lost = yield from _drive(pool, queue, jobs, cells_dir)
+                except BaseException:
+                    stop.set()  # leaving early: workers end at their cell, not their chunk
+                    raise
         finally:
             gc.unfreeze()
         # The pool is shut down: no worker is left to finish a file behind our back.
         for chunk in lost:
             yield from _salvage(chunk, cells_dir, queue)
+
+
+def _drive(pool: ProcessPoolExecutor, queue: deque[CampaignCell], jobs: int,
+           cells_dir: Path) -> Generator[dict[str, Any], None, list[list[CampaignCell]]]:
+    """Keep ``jobs`` chunks in flight on ``pool`` and yield their outcomes until ``queue`` is
+    done or the pool breaks; return the chunks a broken pool lost (``_salvage`` them once the
+    pool is shut down)."""
+    flight: dict[Any, list[CampaignCell]] = {}
+    lost: list[list[CampaignCell]] = []
+    broken = False
+    while (queue or flight) and not lost and not broken:
+        while queue and len(flight) < jobs and not broken:
+            chunk = next_chunk(queue, jobs)
+            try:
+                flight[pool.submit(execute_chunk, str(cells_dir), chunk)] = chunk
+            except BrokenProcessPool:  # a worker died idle: a new pool runs the chunk
+                queue.extendleft(reversed(chunk))
+                broken = True
+        finished, _ = wait(flight, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            chunk = flight.pop(fut)
+            try:
+                outcomes = fut.result()
+            except BrokenProcessPool:
+                lost.append(chunk)
+                continue
+            queue.extendleft(c for c in reversed(chunk) if _not_run(c, outcomes))
+            yield from (o for o in outcomes if o.get("ran", True))
+    return lost + (list(flight.values()) if lost or broken else [])
 
 
 def _not_run(cell: CampaignCell, outcomes: list[dict[str, Any]]) -> bool:

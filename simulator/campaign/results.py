@@ -111,9 +111,10 @@ def consolidate(campaign: Campaign, out: Path, rows: Mapping[str, pa.Table] | No
     other files are read by a few threads; all are joined as Arrow tables, then converted to
     pandas once.  Reading 480 one-row files and converting each to pandas before
     ``pd.concat`` took 3.5 s, all on one core at the end of every run (issue 7's ``--jobs``
-    scaling); this takes about 0.1 s after a full run, 0.5-1 s reading every file.  Cell files whose columns disagree in type (a parameter that is an integer in
-    one cell and text in another) cannot be joined by Arrow; they take the per-file pandas way,
-    which gives the same frame in the cases both handle (``tests/test_campaign_run.py``)."""
+    scaling); this takes about 0.1 s after a full run, 0.5-1 s reading every file.  Cell files
+    whose columns disagree in type (a parameter that is an integer in one cell and text in
+    another) cannot be joined by Arrow; they take the per-file pandas way, which gives the
+    same frame in the cases both handle (``tests/test_campaign_run.py``)."""
     import pyarrow.parquet as pq
     from concurrent.futures import ThreadPoolExecutor
 
