@@ -23,6 +23,7 @@ def test_default_campaign_jobs_1_and_2(benchmark) -> None:
         cells=two.extra["cells"], jobs1_seconds=min(one.times), jobs2_seconds=min(two.times),
         jobs_ratio=two.extra["jobs_ratio"], jobs_ratio_rounds=two.extra["jobs_ratio_rounds"],
         cpu_seconds_jobs1=one.extra["cpu_seconds"], cpu_seconds_jobs2=two.extra["cpu_seconds"],
+        cpu_bound_ratio=two.extra["cpu_bound_ratio"],
         others_cpu_seconds_jobs1=one.extra["others_cpu_seconds"],
         others_cpu_seconds_jobs2=two.extra["others_cpu_seconds"],
         load_average_jobs1=one.extra["load_average"], load_average_jobs2=two.extra["load_average"],

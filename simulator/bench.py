@@ -330,6 +330,12 @@ def _busy_cpu_seconds() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
 
+def _cpu_bound_seconds(extra: dict[str, Any]) -> float:
+    """A run's wall time if each of its processes had a core: the coordinator's CPU plus an
+    even share of its workers' (an underestimate by the imbalance between workers)."""
+    return extra["parent_cpu_seconds"] + extra["workers_cpu_seconds"] / CAMPAIGN_JOBS[-1]
+
+
 def bench_campaign(campaign: str | dict[str, Any], rounds: int = CAMPAIGN_ROUNDS) -> list[Result]:
     """A campaign end to end (``run_campaign``, no charts) at each of ``CAMPAIGN_JOBS``, one run of
     each per round, in a fresh directory every time; times are wall seconds.
@@ -339,7 +345,10 @@ def bench_campaign(campaign: str | dict[str, Any], rounds: int = CAMPAIGN_ROUNDS
     ``others_cpu_seconds`` used meanwhile by every other process on the machine, and the
     1-minute load average before each run.  The last result carries the ratio of
     throughputs, best round over best round and round by round (the two runs of a round saw
-    about the same load)."""
+    about the same load), and ``cpu_bound_ratio``: the ratio if every process had a core of
+    its own (``--jobs 1``'s CPU over the coordinator's CPU plus an even share of the workers'
+    at ``--jobs 2``), the figure an idle machine's wall ratio approaches (less the imbalance
+    between workers) where other processes took cores away."""
     import resource
 
     from .campaign import load_campaign
@@ -381,6 +390,7 @@ def bench_campaign(campaign: str | dict[str, Any], rounds: int = CAMPAIGN_ROUNDS
     many.extra.update(jobs_ratio=round(min(one.times) / min(many.times), 3),
                       jobs_ratio_rounds=[round(x, 3) for x in by_round],
                       cpu_ratio=round(many.extra["cpu_seconds"] / one.extra["cpu_seconds"], 3),
+                      cpu_bound_ratio=round(one.extra["cpu_seconds"] / _cpu_bound_seconds(many.extra), 3),
                       target_jobs_ratio=TARGET_CAMPAIGN_JOBS_RATIO)
     return out
 

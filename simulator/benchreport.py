@@ -142,7 +142,8 @@ def format_campaign(r: Result) -> str:
             f"{e['others_cpu_seconds']:.1f} s; load before each round {e['load_average']})")
     if "jobs_ratio" in e:
         line += (f"\n  --jobs {jobs} over --jobs 1: {e['jobs_ratio']}x throughput (rounds: {e['jobs_ratio_rounds']}; "
-                 f"CPU {e['cpu_ratio']}x) (target >= {TARGET_CAMPAIGN_JOBS_RATIO}: "
+                 f"CPU {e['cpu_ratio']}x; {e['cpu_bound_ratio']}x with a core per process) "
+                 f"(target >= {TARGET_CAMPAIGN_JOBS_RATIO}: "
                  f"{mark(e['jobs_ratio'] >= TARGET_CAMPAIGN_JOBS_RATIO)}); {min(r.times):.1f} s "
                  f"(target <= {TARGET_CAMPAIGN_SECONDS} s: {mark(min(r.times) <= TARGET_CAMPAIGN_SECONDS)})")
     return line

@@ -31,7 +31,7 @@ def test_bench_quick_json(capsys, tmp_path) -> None:
     campaign = {b["params"]["jobs"]: b for b in doc["benchmarks"] if b["group"] == "campaign"}
     assert sorted(campaign) == [1, 2] and all(b["extra_info"]["cells"] == 48 for b in campaign.values())
     ratio = campaign[2]["extra_info"]["jobs_ratio"]
-    assert ratio == summary["campaign_jobs_ratio"]
+    assert ratio == summary["campaign_jobs_ratio"] and campaign[2]["extra_info"]["cpu_bound_ratio"] > 0
     assert ratio == round(campaign[1]["stats"]["min"] / campaign[2]["stats"]["min"], 3)
     assert summary["campaign_seconds_jobs2"] == campaign[2]["stats"]["min"]
     for b in campaign.values():
