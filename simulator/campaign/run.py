@@ -149,7 +149,7 @@ def _run(campaign: Campaign, out: Path, jobs: int, client: Any, dask: str | None
                 elif "metrics" in outcome:  # the row its worker wrote (not one salvaged from a dead worker)
                     rows[cell.digest] = row_table(cell, outcome["metrics"])
                 if len(rows) > ROWS_KEPT:
-                    rows.pop(cell.digest)
+                    rows.pop(cell.digest, None)
                 run_entry["computed"] += 1
             else:
                 append_failure(failures_path, cell, outcome, attempts.get(cell.digest, 0) + 1)
