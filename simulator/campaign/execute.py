@@ -36,9 +36,9 @@ Why the local pool is shaped this way (issue 7: ``--jobs 2`` at >= 1.7x the thro
   needs and froze its objects (``gc.freeze``): a worker pays no import, and its collector does
   not walk, hence copy, the pages it inherited.
 
-Measured together (default campaign, no charts): ``--jobs 1`` 19.1 s, ``--jobs 2`` 9.5 s
-(2.0x) in a moment when no other process ran; the coordinator's CPU went from 3.6-4 s to
-0.35 s.  Runs interleaved while other processes took 0.5-0.7 of a core: 1.4-1.6x, and
+Measured together (default campaign, no charts): ``--jobs 1`` 19.1-19.7 s, ``--jobs 2``
+9.5-10.4 s (1.9-2.0x) in moments when no other process ran; the coordinator's CPU went from
+3.6-4 s to 0.35 s.  Runs interleaved while other processes took 0.5-0.7 of a core: 1.35-1.6x, and
 1.0-1.4x for the code before these changes (it was never measured on a quiet machine).
 
 The pool keeps at most ``jobs`` chunks in flight and a worker runs its chunk in order,
