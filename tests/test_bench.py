@@ -27,7 +27,18 @@ def test_bench_quick_json(capsys, tmp_path) -> None:
     for key in SUMMARY_KEYS:
         assert isinstance(summary[key], (int, float)) and summary[key] > 0, key
     groups = {b["group"] for b in doc["benchmarks"]}
-    assert groups == {"throughput", "trace", "depth", "memory"}
+    assert groups == {"throughput", "trace", "depth", "memory", "campaign"}
+    campaign = {b["params"]["jobs"]: b for b in doc["benchmarks"] if b["group"] == "campaign"}
+    assert sorted(campaign) == [1, 2] and all(b["extra_info"]["cells"] == 48 for b in campaign.values())
+    ratio = campaign[2]["extra_info"]["jobs_ratio"]
+    assert ratio == summary["campaign_jobs_ratio"] and campaign[2]["extra_info"]["cpu_bound_ratio"] > 0
+    assert ratio == round(campaign[1]["stats"]["min"] / campaign[2]["stats"]["min"], 3)
+    assert summary["campaign_seconds_jobs2"] == campaign[2]["stats"]["min"]
+    for b in campaign.values():
+        e = b["extra_info"]
+        assert b["options"]["timer"] == "time.perf_counter" and len(e["load_average"]) == b["stats"]["rounds"]
+        assert e["cpu_seconds"] > 0
+        assert abs(e["cpu_seconds"] - e["parent_cpu_seconds"] - e["workers_cpu_seconds"]) <= 0.011  # rounding
     assert {b["params"]["driver"] for b in doc["benchmarks"] if b["group"] == "depth"} == {"overlay", "vfs"}
     replays = [b for b in doc["benchmarks"] if b["group"] == "throughput"]
     assert {b["params"]["driver"] for b in replays} == {"overlay", "vfs"}
@@ -41,7 +52,8 @@ def test_bench_quick_json(capsys, tmp_path) -> None:
 def test_bench_text_names_each_target(capsys) -> None:
     assert main(["bench", "--quick", "--driver", "overlay"]) == 0
     text = capsys.readouterr().out
-    for phrase in ("ops/s", "trace parse+replay", "depth ratio", "bytes per file entry", "containers"):
+    for phrase in ("ops/s", "trace parse+replay", "depth ratio", "bytes per file entry", "containers",
+                   "--jobs 2 over --jobs 1"):
         assert phrase in text
 
 

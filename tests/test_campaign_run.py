@@ -183,3 +183,86 @@ def test_console_command_runs_a_campaign_end_to_end(small, tmp_path):
     assert "small: 8/8 cells done, 0 failed" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
         "cells", "charts", "failures.jsonl", "manifest.json", "report.html", "results.parquet"]
+
+
+def test_a_worker_killed_mid_chunk_loses_only_the_cell_it_was_computing(tmp_path, monkeypatch):
+    """A worker SIGKILLed (as by the OOM killer) in the middle of a chunk of cells: the cells
+    it finished are done, the one it was computing is failed (WorkerDied, retried next run),
+    the rest of its chunk is computed by a new pool in the same run."""
+    import os
+    import signal
+
+    import simulator.runner
+
+    path = tmp_path / "k.toml"
+    path.write_text(SMALL.split("[[workloads]]\ntrace")[0])  # demo only: 2 drivers x c1, c2 x s0, s1 = 8 cells
+    campaign = load_campaign(path)
+    victim = next(c for c in campaign.cells if c.driver.name == "vfs" and c.containers == 1 and c.seed == 0)
+    doomed = victim.runner_cell()
+    real_run_cell = simulator.runner.run_cell
+
+    def run_cell(cell, *args, **kwargs):
+        if (cell.driver, cell.containers, cell.seed) == (doomed.driver, doomed.containers, doomed.seed):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_run_cell(cell, *args, **kwargs)
+
+    monkeypatch.setattr(simulator.runner, "run_cell", run_cell)  # forked workers inherit it
+    out = run_campaign(path, tmp_path / "killed", jobs=1, report=False, progress=None)
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(f["cell_id"], f["error_type"]) for f in failures] == [(victim.id, "WorkerDied")]
+    assert sorted(p.stem for p in (out / "cells").glob("*")) == sorted(c.digest for c in campaign.cells if c != victim)
+    assert json.loads((out / "manifest.json").read_text())["runs"][0] | {"started": 0, "finished": 0} == \
+        {"started": 0, "finished": 0, "executor": "local pool, 1 processes", "computed": 7, "failed": 1}
+
+    monkeypatch.setattr(simulator.runner, "run_cell", real_run_cell)
+    run_campaign(path, out, jobs=2, report=False, progress=None)
+    straight = run_campaign(path, tmp_path / "straight", jobs=2, report=False, progress=None)
+    comparison = compare_campaigns(straight, out)
+    assert comparison.equal and comparison.cells_compared == 8
+
+
+def test_consolidating_joins_cell_files_as_pandas_concat_of_each_would():
+    """``results._concat`` (Arrow) against ``pd.concat`` of each file's frame, the way it was
+    done before: missing columns, nulls, and types that disagree between cells."""
+    import pyarrow as pa
+
+    from simulator.campaign.results import _concat, _nullable, _order_columns, _tidy
+
+    cases = {
+        "missing columns": [pa.table({"cell_id": ["a"], "image.x": [1], "z": [True]}),
+                            pa.table({"cell_id": ["b"], "image.y": ["s"]})],
+        "a null metric": [pa.table({"cell_id": ["a"], "m": pa.array([None], type=pa.int64())}),
+                          pa.table({"cell_id": ["b"], "m": [3]})],
+        "int and text": [pa.table({"cell_id": ["a"], "workload.x": [1]}),
+                         pa.table({"cell_id": ["b"], "workload.x": ["q"]})],
+        "int and float": [pa.table({"cell_id": ["a"], "image.x": [1]}), pa.table({"cell_id": ["b"], "image.x": [2.5]})],
+        "bool and int": [pa.table({"cell_id": ["a"], "opt.x": [True]}), pa.table({"cell_id": ["b"], "opt.x": [3]})],
+    }
+    expected_types = {"missing columns": {"image.x": "Int64", "image.y": "string", "z": "boolean"},
+                      "a null metric": {"m": "Int64"}, "int and text": {"workload.x": "string"},
+                      "int and float": {"image.x": "Float64"}, "bool and int": {"opt.x": "string"}}
+    for case, tables in cases.items():
+        before = _order_columns(_tidy(pd.concat([t.to_pandas(types_mapper=_nullable) for t in tables],
+                                                ignore_index=True)))
+        now = _order_columns(_tidy(_concat(tables)))
+        pd.testing.assert_frame_equal(now, before)
+        assert {k: str(v) for k, v in now.dtypes.items() if k != "cell_id"} == expected_types[case], case
+
+
+def test_a_chunk_stops_at_its_first_failed_cell(small, tmp_path):
+    """``execute_chunk`` (a pool worker's task): cells before a failure are written, the failed
+    one is reported, the cells after it come back not run (the coordinator queues them again),
+    so the first cell of a chunk without a file is always the one its worker was on."""
+    from simulator.campaign.execute import execute_chunk
+
+    campaign = load_campaign(small)
+    good = [c for c in campaign.cells if c.workload.label == "demo"]
+    bad = next(c for c in campaign.cells if c.workload.label == "two-containers" and c.containers == 1)
+    cells_dir = tmp_path / "cells"
+    cells_dir.mkdir()
+    outcomes = execute_chunk(str(cells_dir), [good[0], bad, good[1], good[2]])
+    assert [(o["digest"], o.get("ok"), o.get("written"), o.get("ran", True)) for o in outcomes] == [
+        (good[0].digest, True, True, True), (bad.digest, False, None, True),
+        (good[1].digest, None, None, False), (good[2].digest, None, None, False)]
+    assert outcomes[1]["error_type"] == "BadInput"
+    assert sorted(p.name for p in cells_dir.iterdir()) == [f"{good[0].digest}.parquet"]

@@ -37,8 +37,8 @@ name = "vfs"
 
 [[workloads]]
 name = "random"
-params = { ops = 300 }
-"""
+params = { ops = 1200 }
+"""  # 1200 ops: at 300 the faster pool (workers write their cells) finished before the second kill
 KILLS = 3
 KILL_SEED = 20240917
 

@@ -18,11 +18,14 @@ from typing import Any, Iterator, Mapping, TextIO
 from ..errors import BadInput, LayerbenchError
 from .execute import (Progress, append_failure, clean_temporaries, dask_client, dask_outcomes, done_digests,
                       pool_outcomes, read_failures, write_cell)
-from .results import RESULTS_SCHEMA, consolidate, provenance, read_manifest, write_manifest
+from .results import RESULTS_SCHEMA, consolidate, provenance, read_manifest, row_table, write_manifest
 from .spec import Campaign, load_campaign
 
 
 LOCK_FILE = ".lock"
+# Rows of this run's cells kept for consolidating (``results.consolidate``): about 10 KB each,
+# so at most ~100 MB; cells beyond are read back from their files.
+ROWS_KEPT = 10_000
 
 
 class CampaignLocked(LayerbenchError):
@@ -132,13 +135,21 @@ def _run(campaign: Campaign, out: Path, jobs: int, client: Any, dask: str | None
     write_manifest(out, manifest)
     by_digest = {c.digest: c for c in todo}
     bar = Progress(campaign.name, len(campaign.cells), len(campaign.cells) - len(todo), progress)
-    tasks = [(c.digest, c.runner_cell()) for c in todo]
-    outcomes = dask_outcomes(tasks, client) if client is not None else pool_outcomes(tasks, jobs)
+    if client is not None:
+        outcomes = dask_outcomes([(c.digest, c.runner_cell()) for c in todo], client)
+    else:
+        outcomes = pool_outcomes(todo, jobs, cells_dir)  # its workers write their cells
+    rows: dict[str, Any] = {}
     try:
         for outcome in outcomes:
             cell = by_digest[outcome["digest"]]
             if outcome["ok"]:
-                write_cell(cells_dir, cell, outcome["metrics"])
+                if not outcome.get("written"):
+                    rows[cell.digest] = write_cell(cells_dir, cell, outcome["metrics"])
+                elif "metrics" in outcome:  # the row its worker wrote (not one salvaged from a dead worker)
+                    rows[cell.digest] = row_table(cell, outcome["metrics"])
+                if len(rows) > ROWS_KEPT:
+                    rows.pop(cell.digest, None)
                 run_entry["computed"] += 1
             else:
                 append_failure(failures_path, cell, outcome, attempts.get(cell.digest, 0) + 1)
@@ -150,8 +161,10 @@ def _run(campaign: Campaign, out: Path, jobs: int, client: Any, dask: str | None
         write_manifest(out, manifest)
         raise
     finally:
+        outcomes.close()  # stops the workers now if we are leaving early
         bar.close()
-    consolidate(campaign, out)
+    clean_temporaries(cells_dir)  # of a worker killed mid-write in a broken pool
+    consolidate(campaign, out, rows)
     done = done_digests(cells_dir) & {c.digest for c in campaign.cells}
     run_entry["finished"] = _now()
     manifest["cells"] = {"total": len(campaign.cells), "done": len(done), "failed": run_entry["failed"]}
