@@ -191,8 +191,10 @@ def bench_memory(sizes: Sizes, drivers: list[str]) -> list[Result]:
 
 def bench_image_memory(sizes: Sizes) -> Result:
     """RSS growth (after a full collection) of building a big image and its tree, per file;
-    and again once every directory has been listed (``walk``, as workload builders that pick
-    from all files do): directories then hold their node objects, not only the columns."""
+    again once every throughput workload has been built on it (its ops dropped: what the
+    image and tree keep of a builder's pass over all files, which reads the columns); and
+    once every directory has been listed (``walk``): directories then hold their node
+    objects, not only the columns."""
     spec = f"synthetic:layers=32,files={sizes.memory_files}"
     with gc_paused():
         before = _rss()
@@ -202,6 +204,9 @@ def bench_image_memory(sizes: Sizes) -> Result:
         tree = ImageTree.build(image)
         seconds = time.process_time() - start
         after = _rss()
+        for workload in sizes.workloads:
+            load_workload(workload, tree, 0)
+        loaded = _rss()
         for _ in tree.walk():
             pass
         walked = _rss()
@@ -210,6 +215,7 @@ def bench_image_memory(sizes: Sizes) -> Result:
     r.extra.update(files=files, image_bytes=built_image - before, tree_bytes=after - built_image,
                    bytes_per_file=round((after - before) / files),
                    tree_bytes_per_file=round((after - built_image) / files),
+                   workloads_bytes_per_file=round((loaded - before) / files),
                    walked_bytes_per_file=round((walked - before) / files))
     return r
 

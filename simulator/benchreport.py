@@ -29,6 +29,7 @@ def summary(results: list[Result]) -> dict[str, Any]:
         elif r.name == "bytes-per-file-entry":
             out["bytes_per_file"] = r.extra["bytes_per_file"]
             out["tree_bytes_per_file"] = r.extra["tree_bytes_per_file"]
+            out["workloads_bytes_per_file"] = r.extra["workloads_bytes_per_file"]
             out["walked_bytes_per_file"] = r.extra["walked_bytes_per_file"]
         elif r.group == "memory":
             out["containers_bytes"] = r.extra["bytes"]
@@ -113,6 +114,7 @@ def format_results(results: list[Result]) -> str:
     lines.append(f"depth ratio (time/op, 128 layers over 1; aufs 126): worst {s['depth_ratio']} ({ratios}) "
                  f"(target <= {TARGET_DEPTH_RATIO}: {mark(s['depth_ratio'] <= TARGET_DEPTH_RATIO)})")
     lines.append(f"bytes per file entry: {s['bytes_per_file']} image+tree, {s['tree_bytes_per_file']} tree, "
+                 f"{s['workloads_bytes_per_file']} after building the workloads, "
                  f"{s['walked_bytes_per_file']} once every directory is listed "
                  f"(target <= {TARGET_BYTES_PER_FILE}: {mark(s['bytes_per_file'] <= TARGET_BYTES_PER_FILE)})")
     for r in results:

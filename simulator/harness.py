@@ -18,6 +18,7 @@ from .metrics import depth_stats, ratio
 from .namespace import FsError, Namespace
 from .operations import OPERATIONS
 from .trace import Op
+from .treelisting import walk_opened
 from .viewstats import private_inodes
 from .writeruns import WRITE_KINDS, WriteRuns
 
@@ -203,7 +204,7 @@ class Run:
                     ideal += inode.written.overlap(0, inode.size)
             if ns.tree.depth > base_depth:
                 seen: set[int] = set()
-                for path, node in ns.tree.walk():
+                for path, node in walk_opened(ns.tree):  # unopened directories hold only image files
                     if node.__class__ is ImageFile and node.layer >= base_depth and id(node) not in seen:
                         if ns.exists(path) is node:
                             seen.add(id(node))

@@ -107,10 +107,8 @@ class ImageTree:
         next_ino = rows.pop()[0]
         tree = ImageTree(image, store.directory(0, "/"), [TreeStats(*row) for row in rows], next_ino=next_ino,
                          store=store)
-        if links_differ:  # some visible inode has several names: index them
-            for path, node in tree.walk():
-                if isinstance(node, ImageFile) and node.nlink > 1:
-                    tree.link_names.setdefault(node, []).append(path)
+        if links_differ:  # some visible inode has several names: index them (from the columns)
+            tree.link_names = treelisting.link_names(tree)
         return tree
 
     def resolve_dir(self, path: str) -> ImageDir | None:
@@ -322,3 +320,4 @@ class _Builder:
 # Imported here, not inside ``build``: it uses the node classes above, and an import during a
 # build would leave its module objects among the builder's garbage (``TreeStore.copy``).
 from .treestore import TreeStore, compact  # noqa: E402
+from . import treelisting  # noqa: E402  (it imports this module: only the module object here)

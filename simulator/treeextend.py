@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from .image import Image
 from .imagetree import DIR, OPAQUE, ImageDir, ImageFile, ImageNode, ImageTree, TreeStats, _Builder
+from .treelisting import link_names
 from .treestore import loaded
 from .units import PAGE_SIZE, ceil_div
 
@@ -121,10 +122,8 @@ class _Extender(_Builder):
         self._restack(self.root, kinds, names)
         stats = TreeStats(self.files, self.file_bytes, self.file_pages, self.dirs, self.symlinks, self.links)
         tree = ImageTree(self.image, self.root, self.base.level_stats + [stats], next_ino=self.next_ino)
-        if self.links != self.files:
-            for path, node in tree.walk():
-                if node.__class__ is ImageFile and node.nlink > 1:
-                    tree.link_names.setdefault(node, []).append(path)  # type: ignore[arg-type]
+        if self.links != self.files:  # base directories never opened stay closed
+            tree.link_names = link_names(tree)
         return tree
 
     def _restack(self, d: ImageDir, kinds: dict[str, str], names: dict[str, set[str]]) -> None:

@@ -39,8 +39,8 @@ def build(rng: np.random.Generator, tree: ImageTree, steps: int, files: int, mod
     ``c<container>-step<N>``.  Files changed or removed are distinct across steps.  Every
     replica runs the same Dockerfile."""
     index = TreeIndex(tree)
-    image_files = [(p, node.size) for p, node in index.files]
-    image_dirs = [p for p, _ in index.dirs] or ["/"]
+    image_files = list(zip(index.files, index.sizes))
+    image_dirs = index.dirs or ["/"]
     order = rng.permutation(len(image_files)).tolist()
     app = _app_dir(tree)
     plan = []

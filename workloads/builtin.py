@@ -19,6 +19,7 @@ import numpy as np
 from simulator.image import Image, image_from_dict
 from simulator.imagetree import ImageTree
 from simulator.trace import Op, parse_trace_lines
+from simulator.treelisting import listing
 
 from . import build, images, namespace_ops, packages, reads, writes
 from .common import per_container
@@ -43,8 +44,7 @@ def _random_image(rng: np.random.Generator, layers: int, entries: int) -> Image:
 
 
 def _random_trace(rng: np.random.Generator, tree: ImageTree, ops: int, containers: int) -> list[Op]:
-    paths = [p for p, _ in tree.walk()]
-    paths.sort()
+    paths = sorted(listing(tree).paths)  # the columns' paths: a walk would make every node (issue 7)
     return random_trace(rng, paths, ops=ops, containers=containers)
 
 

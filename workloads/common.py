@@ -19,51 +19,43 @@ from typing import Callable
 import numpy as np
 
 from simulator.errors import BadInput
-from simulator.imagetree import ImageDir, ImageFile, ImageTree
+from simulator.imagetree import ImageDir, ImageTree
 from simulator.paths import path_problem
 from simulator.trace import Op
+from simulator.treelisting import DIR, FILE, listing
 
 _MISSING = object()
 
 
 class TreeIndex:
-    """The image's regular files and directories, sorted by path, with subtree sizes."""
+    """The image's regular files and directories, sorted by path, with subtree sizes.
+
+    Paths and sizes only, read from the tree's columns (``simulator.treelisting``): node
+    objects made here would stay attached to the image tree after the builder returns
+    (issue 7's bytes per file entry).  ``files``/``sizes`` and ``dirs`` are parallel lists."""
 
     def __init__(self, tree: ImageTree):
         self.tree = tree
-        files: list[tuple[str, ImageFile]] = []
-        dirs: list[tuple[str, ImageDir]] = []
-        for path, node in tree.walk():
-            cls = node.__class__
-            if cls is ImageFile:
-                files.append((path, node))  # type: ignore[arg-type]
-            elif cls is ImageDir:
-                dirs.append((path, node))  # type: ignore[arg-type]
-        files.sort(key=lambda item: item[0])
-        dirs.sort(key=lambda item: item[0])
-        self.files = files
-        self.dirs = dirs
+        entries = listing(tree)
+        paths = entries.paths
+        self.files, file_at = _sorted_paths(paths, np.flatnonzero(entries.kind == FILE))
+        self.sizes: list[int] = entries.size[file_at].tolist()
+        self._inodes = entries.inode[file_at]
+        self.dirs, dir_at = _sorted_paths(paths, np.flatnonzero(entries.kind == DIR))
+        self._dir_subtree = entries.subtree_sizes()[dir_at]
         self._subtree: dict[str, int] | None = None
 
-    def distinct_files(self) -> list[tuple[str, ImageFile]]:
-        """One (first-sorted) name per inode: hard links counted once, as bytes are."""
-        seen: set[int] = set()
-        out = []
-        for path, node in self.files:
-            if id(node) not in seen:
-                seen.add(id(node))
-                out.append((path, node))
-        return out
+    def distinct_files(self) -> list[tuple[str, int]]:
+        """(path, size) of one (first-sorted) name per inode: hard links counted once, as
+        bytes are."""
+        _, first = np.unique(self._inodes, return_index=True)
+        files, sizes = self.files, self.sizes
+        return [(files[i], sizes[i]) for i in np.sort(first).tolist()]
 
     def subtree_sizes(self) -> dict[str, int]:
         """Directory path -> number of entries below it (all depths)."""
         if self._subtree is None:
-            sizes: dict[str, int] = {}
-            for path, d in reversed(self.dirs):  # children sort after their parent
-                base = path
-                sizes[path] = sum(1 + (sizes.get(f"{base}/{n}", 0) if c.__class__ is ImageDir else 0)
-                                  for n, c in d.children.items())
-            self._subtree = sizes
+            self._subtree = dict(zip(self.dirs, self._dir_subtree.tolist()))
         return self._subtree
 
     def pick_subtrees(self, rng: np.random.Generator, target: int, count: int = 1) -> list[str]:
@@ -71,9 +63,9 @@ class TreeIndex:
         times ``target`` entries (else the closest ones), chosen at random in sorted order."""
         sizes = self.subtree_sizes()
         lo, hi = target / 4, target * 4
-        candidates = [p for p, _ in self.dirs if lo <= sizes[p] <= hi]
+        candidates = [p for p in self.dirs if lo <= sizes[p] <= hi]
         if len(candidates) < count:
-            ranked = sorted((abs(sizes[p] - target), p) for p, _ in self.dirs if sizes[p] > 0)
+            ranked = sorted((abs(sizes[p] - target), p) for p in self.dirs if sizes[p] > 0)
             extra = [p for _, p in ranked if p not in set(candidates)]
             candidates += extra[: count - len(candidates)]
             candidates.sort()
@@ -95,6 +87,13 @@ class TreeIndex:
         if d is None or path == "/":
             raise BadInput(f"{where}: {path!r} is not a directory of the image (the root is not allowed)")
         return d
+
+
+def _sorted_paths(paths: list[str], at: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The paths of entries ``at``, sorted, and the entries in that order."""
+    chosen = [paths[i] for i in at.tolist()]
+    order = sorted(range(len(chosen)), key=chosen.__getitem__)
+    return [chosen[i] for i in order], at[np.array(order, dtype=np.int64)]
 
 
 def _overlaps(a: str, b: str) -> bool:

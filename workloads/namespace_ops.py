@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
+from simulator.imagetree import ImageSymlink, ImageTree
 from simulator.paths import join
 from simulator.trace import Op
 
@@ -105,13 +105,13 @@ def import_scan(rng: np.random.Generator, tree: ImageTree, modules: int, path_di
     (``try: import x except ImportError``).  Most stats are negative lookups, which overlay
     pays on every layer of the directory's stack.  Every replica imports the same modules."""
     index = TreeIndex(tree)
-    with_files: dict[str, list[tuple[str, ImageFile]]] = {}
-    for p, node in index.files:
-        with_files.setdefault(p.rsplit("/", 1)[0] or "/", []).append((p, node))
-    candidates = sorted(d for d in with_files if isinstance(tree.resolve_dir(d), ImageDir))
+    with_files: dict[str, list[tuple[str, int]]] = {}
+    for p, size in zip(index.files, index.sizes):
+        with_files.setdefault(p.rsplit("/", 1)[0] or "/", []).append((p, size))
+    candidates = sorted(with_files)  # each the directory a listed file is in (no symlink on the way)
     search = [candidates[i] for i in rng.permutation(len(candidates))[:path_dirs].tolist()]
     position = {d: k for k, d in enumerate(search)}
-    pool = [(position[p.rsplit("/", 1)[0] or "/"], p, node.size) for d in sorted(search) for p, node in with_files[d]]
+    pool = [(position[p.rsplit("/", 1)[0] or "/"], p, size) for d in sorted(search) for p, size in with_files[d]]
     n_missing = int(round(missing * modules))
     present = sample(rng, pool, modules - n_missing)
     plan: list[tuple[str, tuple[int, str, int] | None]] = []

@@ -91,8 +91,8 @@ def package_install(rng: np.random.Generator, tree: ImageTree, packages: int, fi
     database update.  ``status_bytes`` 0 keeps the image's status file size (a new one
     starts empty).  Every replica installs the same packages."""
     index = TreeIndex(tree)
-    image_files = [(p, node.size) for p, node in index.files if not p.startswith(DPKG_DIR + "/")]
-    image_dirs = [p for p, _ in index.dirs if not p.startswith(DPKG_DIR)] or ["/"]
+    image_files = [(p, size) for p, size in zip(index.files, index.sizes) if not p.startswith(DPKG_DIR + "/")]
+    image_dirs = [p for p in index.dirs if not p.startswith(DPKG_DIR)] or ["/"]
     n_replace = int(round(replace * files))
     pool = sample(rng, image_files, min(len(image_files), n_replace * packages))
     pool = [pool[i] for i in rng.permutation(len(pool)).tolist()]

@@ -24,7 +24,7 @@ def startup_reads(rng: np.random.Generator, index: TreeIndex, fraction: float) -
     """(path, bytes) reads totalling exactly ``floor(fraction * image file bytes)``: files in
     random order, each read whole when it fits in what is left, and the last one read only
     as far as needed (a program reading a file's head).  Hard links count once."""
-    files = [(p, node.size) for p, node in index.distinct_files() if node.size > 0]
+    files = [(p, size) for p, size in index.distinct_files() if size > 0]
     total = sum(size for _, size in files)
     remaining = int(fraction * total)
     reads: list[tuple[str, int]] = []

@@ -22,14 +22,14 @@ POSTGRES_BLOCK_BYTES = 8192  # PostgreSQL BLCKSZ default (pg_config.h)
 def log_files(index: TreeIndex, count: int, rng: np.random.Generator) -> list[str]:
     """``count`` image files to append to: ``*.log`` files first, then files in directories
     called ``log``/``logs``, then (if the image has too few) other regular files at random."""
-    logs = [p for p, _ in index.files if p.endswith(".log")]
-    in_log_dirs = [p for p, _ in index.files if not p.endswith(".log")
+    logs = [p for p in index.files if p.endswith(".log")]
+    in_log_dirs = [p for p in index.files if not p.endswith(".log")
                    and p.rsplit("/", 2)[-2] in ("log", "logs")]
     chosen = sample(rng, logs, count)
     chosen += sample(rng, in_log_dirs, count - len(chosen))
     if len(chosen) < count:
         taken = set(chosen)
-        rest = [p for p, _ in index.files if p not in taken]
+        rest = [p for p in index.files if p not in taken]
         chosen += sample(rng, rest, count - len(chosen))
     return chosen
 
@@ -65,8 +65,8 @@ def overwrite_random(rng: np.random.Generator, tree: ImageTree, files: int, writ
     (a checkpoint).  Writes stay inside each file (files smaller than a page get their first
     page rewritten), so files never grow: the pure copy-on-write cost of in-place updates."""
     index = TreeIndex(tree)
-    ranked = sorted(index.distinct_files(), key=lambda item: (-item[1].size, item[0]))[:files]
-    targets = [(p, max(1, node.size // page)) for p, node in ranked]
+    ranked = sorted(index.distinct_files(), key=lambda item: (-item[1], item[0]))[:files]
+    targets = [(p, max(1, size // page)) for p, size in ranked]
 
     def one(c: int) -> list[Op]:
         if not targets:
@@ -91,7 +91,7 @@ def small_files(rng: np.random.Generator, tree: ImageTree, files: int, dirs: int
     files with lognormal sizes; a fraction ``existing`` of them lands directly in existing
     image directories (copying those directories up on overlay), the rest in the new ones."""
     index = TreeIndex(tree)
-    image_dirs = [p for p, _ in index.dirs] or ["/"]
+    image_dirs = index.dirs or ["/"]
 
     def one(c: int) -> list[Op]:
         ops: list[Op] = []
