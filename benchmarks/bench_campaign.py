@@ -2,7 +2,7 @@
 cells, no charts) in at most 60 s on 2 cores, and ``--jobs 2`` at >= 1.7x the throughput of
 ``--jobs 1``.
 
-One benchmark runs both, alternately, through ``simulator.bench.bench_campaign`` (what
+One benchmark runs both, alternately, through ``simulator.benchwall.bench_campaign`` (what
 ``layerbench bench`` reports as its ``campaign`` group), so that the ratio compares runs taken
 side by side on the same machine.  pytest-benchmark's own timing is the whole measurement; the
 figures are in ``extra_info``, in wall seconds, with the CPU seconds of the coordinator and its
@@ -14,11 +14,11 @@ on a shared machine the ratio is only as good as those say.  About 2 minutes.
 
 from __future__ import annotations
 
-from simulator import bench
+from simulator import bench, benchwall
 
 
 def test_default_campaign_jobs_1_and_2(benchmark) -> None:
-    one, two = benchmark.pedantic(bench.bench_campaign, args=(bench.CAMPAIGN_FULL,), rounds=1, iterations=1)
+    one, two = benchmark.pedantic(benchwall.bench_campaign, args=(benchwall.CAMPAIGN_FULL,), rounds=1, iterations=1)
     benchmark.extra_info.update(
         cells=two.extra["cells"], jobs1_seconds=min(one.times), jobs2_seconds=min(two.times),
         jobs_ratio=two.extra["jobs_ratio"], jobs_ratio_rounds=two.extra["jobs_ratio_rounds"],

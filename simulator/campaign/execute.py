@@ -13,7 +13,7 @@ coordinator writes, which keeps them free of any shared-filesystem assumption.  
 cell with the same ``execute_cell``, so a cell's result is independent of the executor.
 
 Why the local pool is shaped this way (issue 7: ``--jobs 2`` at >= 1.7x the throughput of
-``--jobs 1``; measured on the 2-core machine, ``simulator.bench.bench_campaign``):
+``--jobs 1``; measured on the 2-core machine, ``simulator.benchwall.bench_campaign``):
 
 * Workers write their cells.  When the coordinator wrote them (parquet + fsync, ~2.5 ms a
   cell, 480 cells), every worker that finished waited for it before getting its next cell:
