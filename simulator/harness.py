@@ -160,7 +160,9 @@ class Run:
             image_first_read_bytes=sum(ns.image_first_read_bytes for ns in namespaces),
             image_files_changed=sum(ns.image_files_changed for ns in namespaces),
             data_unlinks=sum(ns.data_unlinks for ns in namespaces),
-            dirty_ranges=sum(ns.dirty_ranges for ns in namespaces))
+            dirty_ranges=sum(ns.dirty_ranges for ns in namespaces),
+            cold_lookups=sum(ns.cold_lookups for ns in namespaces),
+            cold_dir_layers=sum(ns.cold_dir_layers for ns in namespaces))
         return metrics
 
     def _ideal_bytes(self) -> int:
