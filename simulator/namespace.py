@@ -56,6 +56,7 @@ class Namespace:
         self.written_bytes = 0
         self.read_bytes = 0
         self.dirents_read = 0  # entries rm -rf / mv's copy list (getdents), priced as dirents
+        self.dirent_layers = 0  # image layers their lookups by name probe (``note_listed``)
         self.new_file_writebacks = 0  # writebacks of files the container created (cost model)
         self.image_reads: set[int] = set()  # image inodes (ino) > inline_limit() this container read
         self.image_first_read_bytes = 0  # bytes of the first read of each of those
@@ -68,6 +69,7 @@ class Namespace:
         # resolved path; ``cold_dir_layers`` adds the image layers of each such directory
         # (overlay merges a directory from every layer that has it).
         self.looked_up: set[str] = set()
+        self.fsync_dirs: set[str] = set()  # directories of the files fsynced (cost model)
         self.cold_lookups = 0
         self.cold_dir_layers = 0
         self._quiet = False  # exists(): a look that is no lookup
@@ -319,6 +321,17 @@ class Namespace:
             return False
         base = d.base  # type: ignore[union-attr]
         return base is None or all(name in own for name in base.children)
+
+    def note_listed(self, d: DirNode, listed: list[str]) -> None:
+        """rm -rf or mv's copy listed ``listed`` in ``d``, and looks each name up next (fstatat,
+        unlinkat): count the entries, and the image layers those lookups probe (overlay looks
+        a name up in each layer of a merged directory down to the one that has it)."""
+        self.dirents_read += len(listed)
+        base = d if d.__class__ is ImageDir else d.base  # type: ignore[union-attr]
+        if base is not None:
+            own = d.own if d.__class__ is Dir else ()  # type: ignore[union-attr]
+            probes = base.lookup_probes
+            self.dirent_layers += sum(probes(n) for n in listed if n not in own)
 
     def _lower_has(self, parent: Dir, name: str) -> bool:
         return parent.base is not None and name in parent.base.children

@@ -44,6 +44,7 @@ TERMS: dict[str, tuple[str, bool]] = {
     "image_files_read": ("image_read_seconds", False), "image_first_read_bytes": ("cold_read_byte_seconds", False), "image_files_changed": ("image_change_seconds", False),
     "data_unlinks": ("data_unlink_seconds", False), "dirty_ranges": ("dirty_range_seconds", False),
     "cold_lookups": ("cold_lookup_seconds", False), "cold_dir_layers": ("cold_dir_layer_seconds", False),
+    "dirent_layers": ("dirent_layer_seconds", False), "fsync_dirs": ("fsync_dir_seconds", False),
 }
 FEATURES = tuple(TERMS)
 UNMEASURABLE_BANDWIDTH = 1.0e15  # B/s: "free" at this scale, where the fit found no cost
@@ -155,6 +156,16 @@ def _spread(dirs: int, layers: int, files: int = 2, size: int = 100) -> Image:
     return Image("calib-spread", tuple(out))
 
 
+def _layered_tree(layers: int, dirs: int, files: int, size: int = 8 * KiB) -> Image:
+    """/t/s<j>/f<i>: every directory in every layer, the files spread over the layers."""
+    out = []
+    for k in range(layers):
+        entries = [Entry("/t", "dir", mode=0o755)] + [Entry(f"/t/s{j}", "dir", mode=0o755) for j in range(dirs)]
+        entries += [Entry(f"/t/s{i % dirs}/f{i}", "file", size=size, mode=0o644) for i in range(k, files, layers)]
+        out.append(Layer(f"l{k}", tuple(entries)))
+    return Image("calib-layered", tuple(out))
+
+
 def micro_benchmarks() -> list[Bench]:
     """One per cost ``calibrate`` must fit (the issue's list), at sizes of 10-200 ms."""
     b: list[Bench] = []
@@ -179,6 +190,8 @@ def micro_benchmarks() -> list[Bench]:
                    lambda img: [Op("unlink", _f(i)) for i in range(1000)]))
     b.append(Bench("remove-tree", "per-file metadata without per-file operations",
                    lambda: _trees(6, 250, 8 * KiB), lambda img: [Op("remove_tree", f"/t{k}") for k in range(6)]))
+    b.append(Bench("remove-tree-6", "rm -rf of directories merged from 6 layers (lookups probe layers)",
+                   lambda: _layered_tree(6, 40, 800), lambda img: [Op("remove_tree", "/t")]))
     b.append(Bench("stat", "an operation with no open", lambda: _files(1000, 100),
                    lambda img: [Op("stat", _f(i % 1000)) for i in range(3000)]))
     b.append(Bench("open-read-small", "open + close around a small read", lambda: _files(1000, 100),
@@ -192,6 +205,13 @@ def micro_benchmarks() -> list[Bench]:
     b.append(Bench("fsync", "fsync cost", lambda: _files(0, 0),
                    lambda img: [o for i in range(60) for o in (Op("create", f"/d/s{i}", size=8 * KiB),
                                                                Op("fsync", f"/d/s{i}"))]))
+    b.append(Bench("fsync-dirs", "fsync of new files in 40 image directories (each logged once)",
+                   lambda: _files(400, 8 * KiB), lambda img: [o for i in range(120) for o in (
+                       Op("create", f"/d/s{i % FILE_DIRS}/n{i}", size=8 * KiB),
+                       Op("fsync", f"/d/s{i % FILE_DIRS}/n{i}"))]))
+    b.append(Bench("fsync-many", "many fsyncs of new files in one directory", lambda: _files(0, 0),
+                   lambda img: [o for i in range(300) for o in (Op("create", f"/d/m{i}", size=8 * KiB),
+                                                                Op("fsync", f"/d/m{i}"))]))
     b.append(Bench("write-large", "per-chunk allocation / page-cache write", lambda: _files(0, 0),
                    lambda img: [Op("create", f"/d/big{i}", size=24 * MiB) for i in range(4)]))
     b.append(Bench("fsync-dirty", "fsync of scattered overwrites (CoW of many small ranges)",
