@@ -70,6 +70,7 @@ class Namespace:
         # (overlay merges a directory from every layer that has it).
         self.looked_up: set[str] = set()
         self.fsync_dirs: set[str] = set()  # directories of the files fsynced (cost model)
+        self.renames = 0  # renames done (rename(2), and mv's when it needs no copy)
         self.cold_lookups = 0
         self.cold_dir_layers = 0
         self._quiet = False  # exists(): a look that is no lookup

@@ -200,6 +200,7 @@ def _check_rename(ns: Namespace, src: Resolved, dst: Resolved) -> bool:
 
 
 def _do_rename(ns: Namespace, src: Resolved, dst: Resolved) -> None:
+    ns.renames += 1  # cost model: a rename rewrites two names (and inode refs) at once
     src_parent = ns.private_dir(src.names)
     node = ns.child(src_parent, src.name)
     if node.__class__ in FILE_TYPES:

@@ -45,6 +45,7 @@ TERMS: dict[str, tuple[str, bool]] = {
     "data_unlinks": ("data_unlink_seconds", False), "dirty_ranges": ("dirty_range_seconds", False),
     "cold_lookups": ("cold_lookup_seconds", False), "cold_dir_layers": ("cold_dir_layer_seconds", False),
     "dirent_layers": ("dirent_layer_seconds", False), "fsync_dirs": ("fsync_dir_seconds", False),
+    "renames": ("rename_seconds", False),
 }
 FEATURES = tuple(TERMS)
 UNMEASURABLE_BANDWIDTH = 1.0e15  # B/s: "free" at this scale, where the fit found no cost
@@ -212,6 +213,13 @@ def micro_benchmarks() -> list[Bench]:
     b.append(Bench("fsync-many", "many fsyncs of new files in one directory", lambda: _files(0, 0),
                    lambda img: [o for i in range(300) for o in (Op("create", f"/d/m{i}", size=8 * KiB),
                                                                 Op("fsync", f"/d/m{i}"))]))
+    b.append(Bench("rename", "renames of image files (two names rewritten)", lambda: _files(400, 8 * KiB),
+                   lambda img: [Op("rename", _f(i), dst=_f(i) + ".old") for i in range(400)]))
+    b.append(Bench("write-fsync-rename", "dpkg's unpack: new file, fsync, rename into place",
+                   lambda: _files(400, 8 * KiB), lambda img: [o for i in range(200) for o in (
+                       Op("create", f"/d/s{i % FILE_DIRS}/p{i}.new", size=8 * KiB),
+                       Op("fsync", f"/d/s{i % FILE_DIRS}/p{i}.new"),
+                       Op("rename", f"/d/s{i % FILE_DIRS}/p{i}.new", dst=_f(i) if i % 2 else f"/d/s{i % FILE_DIRS}/p{i}"))]))
     b.append(Bench("write-large", "per-chunk allocation / page-cache write", lambda: _files(0, 0),
                    lambda img: [Op("create", f"/d/big{i}", size=24 * MiB) for i in range(4)]))
     b.append(Bench("fsync-dirty", "fsync of scattered overwrites (CoW of many small ranges)",
