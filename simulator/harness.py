@@ -165,7 +165,8 @@ class Run:
             cold_lookups=sum(ns.cold_lookups for ns in namespaces),
             cold_dir_layers=sum(ns.cold_dir_layers for ns in namespaces),
             fsync_dirs=sum(len(ns.fsync_dirs) for ns in namespaces),
-            renames=sum(ns.renames for ns in namespaces))
+            renames=sum(ns.renames for ns in namespaces),
+            synced_bytes=sum(ns.synced_bytes for ns in namespaces))
         return metrics
 
     def _ideal_bytes(self) -> int:

@@ -63,6 +63,7 @@ class Namespace:
         self.image_files_changed = 0  # image files > inline_limit() first changed (cost model)
         self.data_unlinks = 0  # files > inline_limit() whose last name went (extents freed)
         self.dirty_ranges = 0  # disjoint dirty ranges written back (one extent or bio each)
+        self.synced_bytes = 0  # their bytes (written back while the workload waits)
         # Cold lookups (cost model): names this container looked up for the first time, the
         # directories walked through included; each instantiates a dentry and an inode in
         # its mount (a fresh overlay mount or btrfs snapshot has none).  Keyed by the name's
@@ -413,6 +414,7 @@ class Namespace:
                 self.new_file_writebacks += 1  # its cost is paid at write time (delalloc)
             if timed:
                 self.dirty_ranges += len(inode.dirty)
+                self.synced_bytes += inode.dirty.total()
             self.hooks.writeback(inode, inode.dirty)
             inode.dirty.clear()
         self.dirty.pop(inode, None)

@@ -34,7 +34,7 @@ def test_fit_recovers_known_parameters_exactly():
                       image_read_seconds=30e-6, cold_read_byte_seconds=2e-9, image_change_seconds=5e-6,
                       data_unlink_seconds=20e-6, dirty_range_seconds=25e-6, cold_lookup_seconds=8e-6,
                       cold_dir_layer_seconds=2e-6, dirent_layer_seconds=3e-6, fsync_dir_seconds=400e-6,
-                      rename_seconds=50e-6)
+                      rename_seconds=50e-6, synced_byte_seconds=1e-9)
     rows = []
     for _ in range(60):  # random event counts of realistic magnitude, exact times from the truth
         counts = {f: int(rng.integers(0, 10 ** (7 if f.endswith("bytes") else 3))) for f in FEATURES}
@@ -186,6 +186,7 @@ def test_new_file_writebacks_image_reads_and_dirty_ranges():
     # the fsync wrote back big's two disjoint dirty ranges ([0,10) and [8192,8202)); n1's writeback
     # after the workload is not timed and so not counted
     assert counts["dirty_ranges"] == 2
+    assert counts["synced_bytes"] == 10 + 10  # their bytes
     assert counts["fsync_dirs"] == 1  # the one fsync, in /d
     assert counts["renames"] == 0
     assert _counts("btrfs", entries, [Op("rename", "/d/small", dst="/d/s2"), Op("rename", "/d/s2", dst="/d/s2"),
@@ -198,7 +199,8 @@ def test_new_terms_default_to_zero_cost():
                 mounts=1, mounted_layers=1, diff_files=0)
     extra = dict(dirents=7, new_file_writebacks=5, image_files_read=4, image_first_read_bytes=1 << 20,
                  image_files_changed=3, data_unlinks=2, dirty_ranges=9, cold_lookups=11, cold_dir_layers=6,
-                 dirent_layers=4, fsync_dirs=2, renames=3)
+                 dirent_layers=4, fsync_dirs=2, renames=3,
+                 synced_bytes=1 << 20)
     assert CostModel().estimate(**base, **extra) == CostModel().estimate(**base)
 
 

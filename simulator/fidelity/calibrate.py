@@ -45,7 +45,7 @@ TERMS: dict[str, tuple[str, bool]] = {
     "data_unlinks": ("data_unlink_seconds", False), "dirty_ranges": ("dirty_range_seconds", False),
     "cold_lookups": ("cold_lookup_seconds", False), "cold_dir_layers": ("cold_dir_layer_seconds", False),
     "dirent_layers": ("dirent_layer_seconds", False), "fsync_dirs": ("fsync_dir_seconds", False),
-    "renames": ("rename_seconds", False),
+    "renames": ("rename_seconds", False), "synced_bytes": ("synced_byte_seconds", False),
 }
 FEATURES = tuple(TERMS)
 UNMEASURABLE_BANDWIDTH = 1.0e15  # B/s: "free" at this scale, where the fit found no cost
@@ -213,6 +213,9 @@ def micro_benchmarks() -> list[Bench]:
     b.append(Bench("fsync-many", "many fsyncs of new files in one directory", lambda: _files(0, 0),
                    lambda img: [o for i in range(300) for o in (Op("create", f"/d/m{i}", size=8 * KiB),
                                                                 Op("fsync", f"/d/m{i}"))]))
+    b.append(Bench("fsync-large", "fsync of new 1 MiB files (bytes written back while waiting)", lambda: _files(0, 0),
+                   lambda img: [o for i in range(30) for o in (Op("create", f"/d/L{i}", size=MiB),
+                                                               Op("fsync", f"/d/L{i}"))]))
     b.append(Bench("rename", "renames of image files (two names rewritten)", lambda: _files(400, 8 * KiB),
                    lambda img: [Op("rename", _f(i), dst=_f(i) + ".old") for i in range(400)]))
     b.append(Bench("write-fsync-rename", "dpkg's unpack: new file, fsync, rename into place",
