@@ -167,6 +167,27 @@ def _layered_tree(layers: int, dirs: int, files: int, size: int = 8 * KiB) -> Im
     return Image("calib-layered", tuple(out))
 
 
+def _scattered(files: int = 3000, layers: int = 6, size: int = 8 * KiB) -> Image:
+    """A larger image, its files in 300 directories two levels deep (/x/a<k>/b<m>), spread
+    over ``layers`` layers, as in a real image: a btrfs tree of many leaves."""
+    out = []
+    for k in range(layers):
+        entries = [Entry("/x", "dir", mode=0o755)] + [Entry(f"/x/a{a}", "dir", mode=0o755) for a in range(20)]
+        entries += [Entry(f"/x/a{a}/b{b}", "dir", mode=0o755) for a in range(20) for b in range(15)]
+        entries += [Entry(_scattered_path(i), "file", size=size, mode=0o644) for i in range(k, files, layers)]
+        out.append(Layer(f"l{k}", tuple(entries)))
+    return Image("calib-scattered", tuple(out))
+
+
+def _scattered_path(i: int) -> str:
+    return f"/x/a{i % 20}/b{i // 20 % 15}/f{i}"
+
+
+def _scattered_order(n: int, files: int = 3000) -> list[int]:
+    """``n`` of the files in a fixed random order (seeded): lookups that hop between leaves."""
+    return np.random.default_rng(6).permutation(files)[:n].tolist()
+
+
 def micro_benchmarks() -> list[Bench]:
     """One per cost ``calibrate`` must fit (the issue's list), at sizes of 10-200 ms."""
     b: list[Bench] = []
@@ -249,6 +270,11 @@ def micro_benchmarks() -> list[Bench]:
                        lambda n=layers: _spread(400, n),
                        lambda img: [Op("stat", f"/w/d{j}/f{i}") for r in range(2) for i in range(2)
                                     for j in range(400)]))
+    b.append(Bench("stat-scattered", "cold lookups in random order over a larger, deeper image",
+                   _scattered, lambda img: [Op("stat", _scattered_path(i)) for i in _scattered_order(1000)]))
+    b.append(Bench("read-scattered", "first reads in random order over a larger, deeper image",
+                   _scattered, lambda img: [Op("read", _scattered_path(i), offset=0, length=8 * KiB)
+                                            for i in _scattered_order(500)]))
     b.append(Bench("read", "page-cache reads", lambda: _files(16, 4 * MiB),
                    lambda img: [Op("read", _f(i % 16), offset=0, length=4 * MiB) for i in range(48)]))
     return b
