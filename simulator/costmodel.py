@@ -60,7 +60,8 @@ class CostModel:
     # (~100 us for the first write into a new empty file), while appends to image files
     # cost ~10 us each.  0 until calibrated (as above).
     new_file_write_seconds: float = 0.0
-    # First read of an image file of more than a page in a container: on btrfs the
+    # First read of an image file with data (more than the inline limit: btrfs's max_inline,
+    # else a page; ``Namespace.inline_limit``) in a container: on btrfs the
     # snapshot's inode has its own, cold page cache (~80 us per 8 KiB file measured here;
     # files up to max_inline live in the metadata leaf); overlay shares the lower file's
     # page cache.  0 until calibrated (as above).
@@ -69,12 +70,12 @@ class CostModel:
     # the page-cache copy that read_bytes prices), in seconds per byte so that its
     # uncalibrated 0 adds exactly nothing.  0 until calibrated.
     cold_read_byte_seconds: float = 0.0
-    # First change (chmod, write, ...) of an image file of more than a page in a container:
+    # First change (chmod, write, ...) of an image file with data in a container:
     # on btrfs the snapshot's shared leaf is CoWed and every data extent it points to gets
     # a reference (btrfs_inc_ref); measured here: chmod of 1000 8 KiB image files 21 ms,
     # of 1000 100-byte (inline) ones 16 ms.  0 until calibrated.
     image_change_seconds: float = 0.0
-    # Last name of a file of more than a page removed: its data extents are freed (btrfs:
+    # Last name of a file with data removed: its data extents are freed (btrfs:
     # file extent items deleted, delayed refs dropped); measured here: unlinking 1000 8 KiB
     # image files 42 ms against 21 ms for chmodding them.  0 until calibrated.
     data_unlink_seconds: float = 0.0
@@ -88,10 +89,13 @@ class CostModel:
     # lookup instantiates both (overlay: ovl_lookup + ovl_get_inode over the real dentries;
     # btrfs: the dir item and the inode item read from the btree, a new in-memory inode per
     # snapshot).  Measured here (kernel 6.18, 400 files in 400 directories, median of 5
-    # fresh mounts, /tmp/issue6 scripts, load ~1.7): stat of a name first looked up ~18 us,
+    # fresh mounts, load ~1.7): stat of a name first looked up ~18 us,
     # of the same name again ~5 us on overlay; ~19 us against ~3.5 us on btrfs.  The
     # held-out read-startup (411 files in 127 directories) took 10.5 ms on a fresh overlay
-    # mount and 7.0 ms when replayed again on the same mount.  0 until calibrated.
+    # mount and 7.0 ms when replayed again on the same mount; on btrfs (tmpfs loop, median
+    # of 7, load 2.4) 25.6 ms in a fresh snapshot, 18.4 ms after a stat of every path walked.
+    # The microbenchmarks alone leave this at ~0 on btrfs (cold_lookups there nearly equal
+    # operations, whose cost absorbs it).  0 until calibrated.
     cold_lookup_seconds: float = 0.0
     # Per image layer of each directory looked up for the first time: overlay's ovl_lookup
     # of a merged directory looks it up in every lower layer to build its stack.  Measured
