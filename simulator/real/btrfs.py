@@ -23,7 +23,7 @@ virtual disk, whose latency is the other sessions' I/O, not btrfs's.  The held-o
 package-install (604 fsyncs) took a median 609-713 ms there (two runs of 5) against 423 ms
 with the loop file on tmpfs, and the 9 held-out workloads spread 4-248% ((max - min) / min
 over 5 runs) against 9-52%.  ``real_seconds`` should price btrfs's own work, as the overlay backend (upper on
-tmpfs) prices overlayfs's; ``LAYERBENCH_SCRATCH`` still puts the scratch where it says.
+tmpfs) prices overlayfs's; ``LAYERBENCH_SCRATCH`` or ``TMPDIR``, when set, still decide.
 
 Every mount and loop device is undone on every path out: ``try/finally`` and SIGTERM
 raised as ``SystemExit`` (``scratch.guard_signals``); the cwd is never inside the mount.
@@ -61,8 +61,9 @@ LOOP_METADATA_BYTES = 64 << 20  # mkfs + DUP metadata chunks + trees, beyond twi
 
 def _memory_scratch(data_bytes: int, mounts: str = "/proc/self/mounts") -> str | None:
     """A fresh scratch path on tmpfs for a loop file holding ``data_bytes``, or None (the
-    host fs) when ``LAYERBENCH_SCRATCH`` says where, there is no tmpfs, or too little memory."""
-    if os.environ.get(SCRATCH_ENV):
+    usual scratch) when ``LAYERBENCH_SCRATCH`` or ``TMPDIR`` says where scratch goes, there
+    is no tmpfs, or too little memory."""
+    if os.environ.get(SCRATCH_ENV) or os.environ.get("TMPDIR"):
         return None
     try:
         with open(mounts) as f:
