@@ -60,7 +60,8 @@ class CostModel:
     # (~100 us for the first write into a new empty file), while appends to image files
     # cost ~10 us each.  0 until calibrated (as above).
     new_file_write_seconds: float = 0.0
-    # First read of an image file of more than a page in a container: on btrfs the
+    # First read of an image file with data (more than the inline limit: btrfs's max_inline,
+    # else a page; ``Namespace.inline_limit``) in a container: on btrfs the
     # snapshot's inode has its own, cold page cache (~80 us per 8 KiB file measured here;
     # files up to max_inline live in the metadata leaf); overlay shares the lower file's
     # page cache.  0 until calibrated (as above).
@@ -69,12 +70,12 @@ class CostModel:
     # the page-cache copy that read_bytes prices), in seconds per byte so that its
     # uncalibrated 0 adds exactly nothing.  0 until calibrated.
     cold_read_byte_seconds: float = 0.0
-    # First change (chmod, write, ...) of an image file of more than a page in a container:
+    # First change (chmod, write, ...) of an image file with data in a container:
     # on btrfs the snapshot's shared leaf is CoWed and every data extent it points to gets
     # a reference (btrfs_inc_ref); measured here: chmod of 1000 8 KiB image files 21 ms,
     # of 1000 100-byte (inline) ones 16 ms.  0 until calibrated.
     image_change_seconds: float = 0.0
-    # Last name of a file of more than a page removed: its data extents are freed (btrfs:
+    # Last name of a file with data removed: its data extents are freed (btrfs:
     # file extent items deleted, delayed refs dropped); measured here: unlinking 1000 8 KiB
     # image files 42 ms against 21 ms for chmodding them.  0 until calibrated.
     data_unlink_seconds: float = 0.0
@@ -83,6 +84,51 @@ class CostModel:
     # checksums, extent item) or one bio; random 4 KiB overwrites fsynced cost ~2.5x what
     # their bytes do on btrfs here.  0 until calibrated.
     dirty_range_seconds: float = 0.0
+    # First lookup of a name in a container (the directories a path walks through included):
+    # a fresh overlay mount or btrfs snapshot has no dentry or inode for it yet, so the
+    # lookup instantiates both (overlay: ovl_lookup + ovl_get_inode over the real dentries;
+    # btrfs: the dir item and the inode item read from the btree, a new in-memory inode per
+    # snapshot).  Measured here (kernel 6.18, 400 files in 400 directories, median of 5
+    # fresh mounts, load ~1.7): stat of a name first looked up ~18 us,
+    # of the same name again ~5 us on overlay; ~19 us against ~3.5 us on btrfs.  The
+    # held-out read-startup (411 files in 127 directories) took 10.5 ms on a fresh overlay
+    # mount and 7.0 ms when replayed again on the same mount; on btrfs (tmpfs loop, median
+    # of 7, load 2.4) 25.6 ms in a fresh snapshot, 18.4 ms after a stat of every path walked.
+    # The microbenchmarks alone leave this at ~0 on btrfs (cold_lookups there nearly equal
+    # operations, whose cost absorbs it).  0 until calibrated.
+    cold_lookup_seconds: float = 0.0
+    # Per image layer of each directory looked up for the first time: overlay's ovl_lookup
+    # of a merged directory looks it up in every lower layer to build its stack.  Measured
+    # here (400 directories present in 1, 6 or 24 layers, a file each, fresh mounts): the
+    # first stat through the directory cost ~3, ~24 and ~48 us more than a stat of a second
+    # file in it (~2 us per layer); btrfs (a snapshot: one tree) showed no growth.  0 until
+    # calibrated.
+    cold_dir_layer_seconds: float = 0.0
+    # Per image layer the lookup of an entry rm -rf or mv's copy listed probes (rm looks each
+    # name up again: fstatat, unlinkat): on overlay, in a merged directory, every layer down
+    # to the one holding it.  Measured here (kernel 6.18, rm -rf of 800 8 KiB files in 40
+    # directories, median of 5 fresh mounts, load 2.5-3.5): 21 ms with the tree in one
+    # layer, 32 ms with the directories in 6 layers and the files spread over them (~2.6 us
+    # per extra layer probed); btrfs 35 against 37 ms.  0 until calibrated.
+    dirent_layer_seconds: float = 0.0
+    # First fsync in a directory: btrfs logs the parent directory with a file's first fsync
+    # (tree-log.c, btrfs_log_inode_parent), copying its items into the log tree.  Measured
+    # here (kernel 6.18, loop file on tmpfs, fresh snapshot, median of 5, load ~3): 30 pairs
+    # of create 8 KiB + fsync cost 707 us each spread over 30 image directories, 215 us each
+    # in one directory; 600 pairs over 40 directories 440 us each, in one 364 us.  0 until
+    # calibrated.
+    fsync_dir_seconds: float = 0.0
+    # A rename beyond the metadata update every operation has: two directory entries and the
+    # inode's back reference rewritten together (btrfs: dir item + dir index deleted and
+    # inserted, inode ref moved).  Measured here (btrfs 6.18, tmpfs loop, 300 per run, median
+    # of 5, load ~2): create 8 KiB 121 us, create 8 KiB + rename 180 us; create empty +
+    # rename 58 us; rename of an image file 45 us.  0 until calibrated.
+    rename_seconds: float = 0.0
+    # Bytes of those dirty ranges (fsync, flush on close, commit), in seconds per byte: the
+    # workload waits for them (btrfs: data checksums, bios through the loop device), unlike
+    # the writeback after its end that device_write_bytes also counts.  dpkg-style unpacks
+    # fsync every file; the held-out package-install fsyncs 27.8 MB.  0 until calibrated.
+    synced_byte_seconds: float = 0.0
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], source: str = "calibration") -> CostModel:
@@ -105,8 +151,9 @@ class CostModel:
                  mounted_layers: int, diff_files: int, perm_checks: int = 0, written_bytes: int = 0,
                  read_bytes: int = 0, opens: int = 0, dirents: int = 0, new_file_writebacks: int = 0,
                  image_files_read: int = 0, image_first_read_bytes: int = 0, image_files_changed: int = 0,
-                 data_unlinks: int = 0,
-                 dirty_ranges: int = 0) -> float:
+                 data_unlinks: int = 0, dirty_ranges: int = 0, cold_lookups: int = 0,
+                 cold_dir_layers: int = 0, dirent_layers: int = 0, fsync_dirs: int = 0,
+                 renames: int = 0, synced_bytes: int = 0) -> float:
         """Predicted wall time of a workload from its event counts."""
         return (ops * self.syscall_seconds
                 + probes * self.probe_seconds
@@ -128,4 +175,10 @@ class CostModel:
                 + image_first_read_bytes * self.cold_read_byte_seconds
                 + image_files_changed * self.image_change_seconds
                 + data_unlinks * self.data_unlink_seconds
-                + dirty_ranges * self.dirty_range_seconds)
+                + dirty_ranges * self.dirty_range_seconds
+                + cold_lookups * self.cold_lookup_seconds
+                + cold_dir_layers * self.cold_dir_layer_seconds
+                + dirent_layers * self.dirent_layer_seconds
+                + fsync_dirs * self.fsync_dir_seconds
+                + renames * self.rename_seconds
+                + synced_bytes * self.synced_byte_seconds)

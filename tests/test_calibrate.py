@@ -32,7 +32,9 @@ def test_fit_recovers_known_parameters_exactly():
                       mount_layer_seconds=20e-6, cache_write_bytes_per_second=3e9, read_bytes_per_second=5e9,
                       open_seconds=6e-6, dirent_seconds=15e-6, new_file_write_seconds=120e-6,
                       image_read_seconds=30e-6, cold_read_byte_seconds=2e-9, image_change_seconds=5e-6,
-                      data_unlink_seconds=20e-6, dirty_range_seconds=25e-6)
+                      data_unlink_seconds=20e-6, dirty_range_seconds=25e-6, cold_lookup_seconds=8e-6,
+                      cold_dir_layer_seconds=2e-6, dirent_layer_seconds=3e-6, fsync_dir_seconds=400e-6,
+                      rename_seconds=50e-6, synced_byte_seconds=1e-9)
     rows = []
     for _ in range(60):  # random event counts of realistic magnitude, exact times from the truth
         counts = {f: int(rng.integers(0, 10 ** (7 if f.endswith("bytes") else 3))) for f in FEATURES}
@@ -184,6 +186,11 @@ def test_new_file_writebacks_image_reads_and_dirty_ranges():
     # the fsync wrote back big's two disjoint dirty ranges ([0,10) and [8192,8202)); n1's writeback
     # after the workload is not timed and so not counted
     assert counts["dirty_ranges"] == 2
+    assert counts["synced_bytes"] == 10 + 10  # their bytes
+    assert counts["fsync_dirs"] == 1  # the one fsync, in /d
+    assert counts["renames"] == 0
+    assert _counts("btrfs", entries, [Op("rename", "/d/small", dst="/d/s2"), Op("rename", "/d/s2", dst="/d/s2"),
+                                      Op("rename", "/d/none", dst="/d/s3")])["renames"] == 1  # a no-op, a failure
 
 
 def test_new_terms_default_to_zero_cost():
@@ -191,5 +198,71 @@ def test_new_terms_default_to_zero_cost():
     base = dict(ops=3, probes=2, copyup_bytes=0, copyups=0, device_write_bytes=0, metadata_ops=1, fsyncs=0,
                 mounts=1, mounted_layers=1, diff_files=0)
     extra = dict(dirents=7, new_file_writebacks=5, image_files_read=4, image_first_read_bytes=1 << 20,
-                 image_files_changed=3, data_unlinks=2, dirty_ranges=9)
+                 image_files_changed=3, data_unlinks=2, dirty_ranges=9, cold_lookups=11, cold_dir_layers=6,
+                 dirent_layers=4, fsync_dirs=2, renames=3,
+                 synced_bytes=1 << 20)
     assert CostModel().estimate(**base, **extra) == CostModel().estimate(**base)
+
+
+def test_cold_lookups_count_each_name_and_directory_once_per_container():
+    from drivers import make_driver
+    from simulator.fidelity.calibrate import _Capture
+    from simulator.harness import Run
+    from simulator.image import Entry, Image, Layer
+    from simulator.imagetree import ImageTree
+    from simulator.trace import Op
+
+    image = Image("t", (Layer("l0", (Entry("/a", "dir"), Entry("/a/b", "dir"), Entry("/a/b/f", "file", size=10))),
+                        Layer("l1", (Entry("/a", "dir"), Entry("/a/b", "dir"), Entry("/a/b/g", "file", size=10)))))
+    ops = [Op("stat", "/a/b/f"),  # a/b/f, and the directories a and a/b walked through: 3
+           Op("stat", "/a/b/g"),  # a/b/g: 1 (its directories were walked)
+           Op("stat", "/a/b/f"), Op("stat", "/a/b"),  # looked up before: 0
+           Op("stat", "/a/missing"),  # a negative lookup is cold too: 1
+           Op("create", "/a/new", size=0), Op("stat", "/a/new"),  # the create's lookup: 1, then warm
+           Op("stat", "/a/b/f", container=1)]  # another container's mount: a/b/f, a, a/b: 3
+    for driver in ("overlay", "btrfs"):
+        run = Run(make_driver(driver, {}), image, 2, ImageTree.build(image))
+        for op in ops:
+            run.apply(op)
+        assert run.namespace(0).exists("/a/b/g") is not None  # a look that is no lookup...
+        cost = _Capture()
+        run.finish(cost)
+        counts = cost.counts  # type: ignore[attr-defined]
+        assert counts["cold_lookups"] == (3 + 1 + 0 + 1 + 1) + 3  # ...counts nothing
+        # a and a/b are each in both layers, walked through once per container: (2 + 2) * 2
+        assert counts["cold_dir_layers"] == 8
+
+
+def test_files_above_max_inline_have_data_on_btrfs_only():
+    from simulator.image import Entry
+    from simulator.trace import Op
+
+    # 3000 bytes: more than btrfs's max_inline (2048), so a data extent there; less than a page
+    entries = [Entry("/d", "dir"), Entry("/d/m", "file", size=3000), Entry("/d/i", "file", size=2048)]
+    ops = [Op("read", "/d/m", offset=0, length=3000), Op("read", "/d/i", offset=0, length=2048),
+           Op("unlink", "/d/m"), Op("unlink", "/d/i")]
+    btrfs, overlay = _counts("btrfs", entries, ops), _counts("overlay", entries, ops)
+    assert (btrfs["image_files_read"], btrfs["image_first_read_bytes"], btrfs["data_unlinks"]) == (1, 3000, 1)
+    assert (overlay["image_files_read"], overlay["image_first_read_bytes"], overlay["data_unlinks"]) == (0, 0, 0)
+
+
+def test_rm_rf_counts_the_layers_its_lookups_by_name_probe():
+    from drivers import make_driver
+    from simulator.fidelity.calibrate import _Capture
+    from simulator.harness import Run
+    from simulator.image import Entry, Image, Layer
+    from simulator.imagetree import ImageTree
+    from simulator.trace import Op
+
+    image = Image("t", (Layer("l0", (Entry("/t", "dir"), Entry("/t/a", "file", size=1), Entry("/t/s", "dir"))),
+                        Layer("l1", (Entry("/t", "dir"), Entry("/t/b", "file", size=1), Entry("/t/s", "dir"),
+                                     Entry("/t/s/c", "file", size=1)))))
+    run = Run(make_driver("overlay", {}), image, 1, ImageTree.build(image))
+    run.apply(Op("remove_tree", "/t"))
+    cost = _Capture()
+    run.finish(cost)
+    counts = cost.counts  # type: ignore[attr-defined]
+    assert counts["dirents"] == 4  # /t lists a, b, s; /t/s lists c
+    # probed from the top layer down: b (top) 1, a (bottom) 2, s (a directory: every layer) 2,
+    # c (top) 1
+    assert counts["dirent_layers"] == 1 + 2 + 2 + 1

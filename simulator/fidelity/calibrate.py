@@ -7,8 +7,8 @@ each driver with a real backend (overlay, btrfs) we run *microbenchmarks*, each 
 one cost (copy-up bandwidth, per-file and per-directory metadata, cold negative lookups per
 layer, mount cost against layer count, snapshot cost, fsync, chunk allocation by large
 writes, reads), on the simulator for the counts and on the real backend for the time
-(``real_seconds``: container start + the operations timed in the replaying child; the least
-of ``repeats`` runs, since other processes on the machine only ever add time).  Non-negative least squares on the rows, each scaled by 1/time so the
+(``real_seconds``: container start + the operations timed in the replaying child; the median
+of ``repeats`` runs, each on a fresh image, mount and snapshot).  Non-negative least squares on the rows, each scaled by 1/time so the
 fit minimises *relative* error, gives one coefficient per cost; bandwidths are their
 inverses.  The fit never sees the *held-out* workloads (the built-in workload families on a
 synthetic image); their relative error is the reported quality of the calibration.
@@ -29,8 +29,10 @@ import numpy as np
 
 from simulator.calibration import Calibration
 from simulator.costmodel import CostModel
-from simulator.image import Entry, Image, Layer
+from simulator.image import Image
 from simulator.trace import Op
+
+from .microbench import micro_benchmarks
 
 # feature (estimate() keyword) -> CostModel parameter; "per_byte" params are bandwidths
 TERMS: dict[str, tuple[str, bool]] = {
@@ -43,11 +45,13 @@ TERMS: dict[str, tuple[str, bool]] = {
     "dirents": ("dirent_seconds", False), "new_file_writebacks": ("new_file_write_seconds", False),
     "image_files_read": ("image_read_seconds", False), "image_first_read_bytes": ("cold_read_byte_seconds", False), "image_files_changed": ("image_change_seconds", False),
     "data_unlinks": ("data_unlink_seconds", False), "dirty_ranges": ("dirty_range_seconds", False),
+    "cold_lookups": ("cold_lookup_seconds", False), "cold_dir_layers": ("cold_dir_layer_seconds", False),
+    "dirent_layers": ("dirent_layer_seconds", False), "fsync_dirs": ("fsync_dir_seconds", False),
+    "renames": ("rename_seconds", False), "synced_bytes": ("synced_byte_seconds", False),
 }
 FEATURES = tuple(TERMS)
 UNMEASURABLE_BANDWIDTH = 1.0e15  # B/s: "free" at this scale, where the fit found no cost
 CALIBRATED_DRIVERS = ("overlay", "btrfs")
-KiB, MiB = 1 << 10, 1 << 20
 
 
 class _Capture(CostModel):
@@ -107,97 +111,6 @@ def fit(rows: list[tuple[np.ndarray, float]]) -> np.ndarray:
     return nnls(a / scale, b) / scale
 
 
-# -- the benchmarks ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Bench:
-    name: str
-    cost: str  # what it is there to measure
-    image: Callable[[], Image]
-    ops: Callable[[Image], list[Op]]
-    containers: int = 1
-
-
-# Image files sit in this many directories of /d, as in real images (and unlike one flat
-# directory): on btrfs the first lookup of each directory in a fresh snapshot reads its inode.
-FILE_DIRS = 40
-
-
-def _f(i: int) -> str:
-    """Path of image file ``i`` of ``_files``."""
-    return f"/d/s{i % FILE_DIRS}/f{i}"
-
-
-def _files(n: int, size: int, layers: int = 1) -> Image:
-    per = [list() for _ in range(layers)]
-    for i in range(n):
-        per[i % layers].append(Entry(_f(i), "file", size=size, mode=0o644))
-    dirs = tuple(Entry(f"/d/s{k}", "dir", mode=0o755) for k in range(min(n, FILE_DIRS)))
-    return Image("calib", tuple(Layer(f"l{k}", (Entry("/d", "dir", mode=0o755),) + (dirs if k == 0 else ()) + tuple(e))
-                                for k, e in enumerate(per)))
-
-
-def _trees(trees: int, files: int, size: int = 100) -> Image:
-    entries = [Entry(f"/t{k}/s{j % 10}/f{j}", "file", size=size) for k in range(trees) for j in range(files)]
-    return Image("calib-trees", (Layer("l0", tuple(entries)),))
-
-
-def micro_benchmarks() -> list[Bench]:
-    """One per cost ``calibrate`` must fit (the issue's list), at sizes of 10-200 ms."""
-    b: list[Bench] = []
-    for size in (256 * KiB, 4 * MiB):
-        n = 8 * MiB // size * 4
-        b.append(Bench(f"copyup-{size // KiB}k", "copy bandwidth on copy-up", lambda n=n, s=size: _files(n, s),
-                       lambda img, n=n: [Op("append", _f(i), length=1) for i in range(n)]))
-    b.append(Bench("create-empty", "per-file metadata", lambda: _files(0, 0),
-                   lambda img: [Op("create", f"/d/n{i}", size=0) for i in range(1500)]))
-    b.append(Bench("create-small", "per-file cost of small data files", lambda: _files(0, 0),
-                   lambda img: [Op("create", f"/d/n{i}", size=(1 + i % 8) * 1024) for i in range(1000)]))
-    b.append(Bench("mkdir", "per-directory metadata", lambda: _files(0, 0),
-                   lambda img: [Op("mkdir", f"/d/m{i}") for i in range(1500)]))
-    b.append(Bench("chmod-small", "copy-up of small files (fixed cost)", lambda: _files(1000, 100),
-                   lambda img: [Op("chmod", _f(i), mode=0o600) for i in range(1000)]))
-    # Files of 8 KiB where the cost depends on it: on btrfs, unlinking a file with a data
-    # extent drops the extent's reference (a file <= max_inline has none), and most image
-    # files have one (the held-out image's median is 8 KiB; so is Debian's /usr).
-    b.append(Bench("chmod-8k", "first change of image files with data extents", lambda: _files(1000, 8 * KiB),
-                   lambda img: [Op("chmod", _f(i), mode=0o600) for i in range(1000)]))
-    b.append(Bench("unlink", "whiteouts / unlinks", lambda: _files(1000, 8 * KiB),
-                   lambda img: [Op("unlink", _f(i)) for i in range(1000)]))
-    b.append(Bench("remove-tree", "per-file metadata without per-file operations",
-                   lambda: _trees(6, 250, 8 * KiB), lambda img: [Op("remove_tree", f"/t{k}") for k in range(6)]))
-    b.append(Bench("stat", "an operation with no open", lambda: _files(1000, 100),
-                   lambda img: [Op("stat", _f(i % 1000)) for i in range(3000)]))
-    b.append(Bench("open-read-small", "open + close around a small read", lambda: _files(1000, 100),
-                   lambda img: [Op("read", _f(i % 1000), offset=0, length=100) for i in range(3000)]))
-    for layers in (1, 16, 64):
-        b.append(Bench(f"negative-lookup-{layers}", "cold lookup cost per layer", lambda n=layers: _files(n, 0, n),
-                       lambda img: [Op("stat", f"/d/missing{i}") for i in range(1500)]))
-    for layers in (1, 24, 96):
-        b.append(Bench(f"start-{layers}", "mount / snapshot cost against layer count",
-                       lambda n=layers: _files(n, 0, n), lambda img: [], containers=4))
-    b.append(Bench("fsync", "fsync cost", lambda: _files(0, 0),
-                   lambda img: [o for i in range(60) for o in (Op("create", f"/d/s{i}", size=8 * KiB),
-                                                               Op("fsync", f"/d/s{i}"))]))
-    b.append(Bench("write-large", "per-chunk allocation / page-cache write", lambda: _files(0, 0),
-                   lambda img: [Op("create", f"/d/big{i}", size=24 * MiB) for i in range(4)]))
-    b.append(Bench("fsync-dirty", "fsync of scattered overwrites (CoW of many small ranges)",
-                   lambda: _files(4, MiB), lambda img: [Op("fsync", _f(i // 100 % 4)) if i % 100 == 99 else
-                                                         Op("write", _f(i // 100 % 4),
-                                                            offset=(i * 40960) % MiB, length=4096)
-                                                         for i in range(1200)]))
-    b.append(Bench("write-small", "many small writes", lambda: _files(4, MiB),
-                   lambda img: [Op("write", _f(i % 4), offset=(i * 8192) % MiB, length=4096)
-                                for i in range(2000)]))
-    b.append(Bench("read-once", "first read of image files (btrfs: the snapshot's page cache is cold)",
-                   lambda: _files(1000, 8 * KiB), lambda img: [Op("read", _f(i), offset=0, length=8 * KiB)
-                                                               for i in range(1000)]))
-    b.append(Bench("read-once-64k", "first read of larger image files (cold bytes)", lambda: _files(300, 64 * KiB),
-                   lambda img: [Op("read", _f(i), offset=0, length=64 * KiB) for i in range(300)]))
-    b.append(Bench("read", "page-cache reads", lambda: _files(16, 4 * MiB),
-                   lambda img: [Op("read", _f(i % 16), offset=0, length=4 * MiB) for i in range(48)]))
-    return b
-
 
 HELD_OUT_IMAGE = "synthetic:layers=6,files=2000,size_median=8192,logs=8"
 HELD_OUT = (  # built-in workload families the fit never sees
@@ -215,30 +128,62 @@ class Sample:
     driver: str
     name: str
     counts: np.ndarray
-    seconds: float  # least real_seconds of the repeats
-    spread: float  # (max - min) / min over repeats
+    seconds: float  # median real_seconds of the repeats
+    spread: float  # (max - min) / median over repeats
 
 
-def _measure(driver: str, options: dict[str, Any], image: Image, ops: list[Op], containers: int,
-             repeats: int) -> tuple[np.ndarray, float, float]:
-    from drivers import make_driver
-    from simulator.harness import Run
-    from simulator.imagetree import ImageTree
-    from simulator.real import measure_prepared
-    from simulator.runner import Prepared
+@dataclass
+class _Case:
+    """One microbenchmark or held-out workload of one driver: its counts and its timings."""
 
-    tree = ImageTree.build(image)
-    cost = _Capture()
-    run = Run(make_driver(driver, options), image, containers, tree)
-    for op in ops:
-        run.apply(op)
-    run.finish(cost)
-    times = []
-    for _ in range(repeats):
-        prepared = Prepared(make_driver(driver, options), image, tree, list(ops))
-        times.append(measure_prepared(prepared, containers)["real_seconds"])
-    best = min(times)  # other processes only ever add time: the least is the workload's own cost
-    return features_of(cost.counts), best, (max(times) - best) / best if best else 0.0
+    driver: str
+    name: str
+    image: Image
+    ops: list[Op]
+    containers: int
+    held_out: bool
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(len(FEATURES)))
+    times: list[float] = field(default_factory=list)
+    tree: Any = None
+
+    def count(self) -> None:
+        """The simulator's event counts (what ``Run.finish`` prices)."""
+        from drivers import make_driver
+        from simulator.harness import Run
+        from simulator.imagetree import ImageTree
+
+        self.tree = ImageTree.build(self.image)
+        cost = _Capture()
+        run = Run(make_driver(self.driver, DRIVER_OPTIONS.get(self.driver, {})), self.image, self.containers,
+                  self.tree)
+        for op in self.ops:
+            run.apply(op)
+        run.finish(cost)
+        self.counts = features_of(cost.counts)
+
+    def time_once(self) -> float:
+        """One real run on a fresh image, mount or snapshot: its ``real_seconds``."""
+        from drivers import make_driver
+        from simulator.real import measure_prepared
+        from simulator.runner import Prepared
+
+        prepared = Prepared(make_driver(self.driver, DRIVER_OPTIONS.get(self.driver, {})), self.image, self.tree,
+                            list(self.ops))
+        seconds = measure_prepared(prepared, self.containers)["real_seconds"]
+        self.times.append(seconds)
+        return seconds
+
+    @property
+    def seconds(self) -> float:
+        # The median, not the least: on this shared 2-core VM the least of 5 was often one
+        # lucky run (single held-out families moved 10-20% between calibrations minutes
+        # apart); both the fit and the held-out check use the same statistic.
+        return float(np.median(self.times))
+
+    @property
+    def spread(self) -> float:
+        mid = self.seconds
+        return (max(self.times) - min(self.times)) / mid if mid else 0.0
 
 
 def _held_out_inputs(workload: str, seed: int = 0) -> tuple[Image, list[Op]]:
@@ -261,7 +206,7 @@ class CalibrationRun:
 
     def report(self) -> dict[str, Any]:
         return {"machine": machine(), "fit": {
-            "method": "NNLS on relative error, least of repeats",
+            "method": "NNLS on relative error, median of repeats",
             "microbenchmarks": [{"driver": s.driver, "name": s.name, "seconds": s.seconds, "spread": s.spread}
                                 for s in self.fit_samples],
             "held_out": self.held_out, "seconds": self.seconds}}
@@ -274,33 +219,47 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
 
 
-def calibrate(drivers: Iterable[str] = CALIBRATED_DRIVERS, repeats: int = 5, held_out: Iterable[str] = HELD_OUT,
+def calibrate(drivers: Iterable[str] = CALIBRATED_DRIVERS, repeats: int = 7, held_out: Iterable[str] = HELD_OUT,
               progress: Callable[[str], None] | None = None) -> CalibrationRun:
-    """Measure, fit per driver, evaluate on the held-out workloads."""
+    """Measure, fit per driver, evaluate on the held-out workloads.
+
+    The repeats are rounds over every case (microbenchmarks and held-out workloads of every
+    driver), not back-to-back runs of one case: other sessions' load on this shared VM
+    comes and goes over minutes, and round-robin spreads it over the fit and the check
+    alike instead of inflating whichever cases it happened to coincide with."""
     start = time.perf_counter()
     say = progress or (lambda _msg: None)
+    drivers, held_out = list(drivers), list(held_out)
+    cases: list[_Case] = []
+    for driver in drivers:
+        for bench in micro_benchmarks():
+            image = bench.image()
+            cases.append(_Case(driver, bench.name, image, bench.ops(image), bench.containers, False))
+        for workload in held_out:
+            image, ops = _held_out_inputs(workload)
+            cases.append(_Case(driver, workload, image, ops, 1, True))
+    for case in cases:
+        case.count()
+    for r in range(repeats):
+        for case in cases:
+            seconds = case.time_once()
+            say(f"round {r + 1}/{repeats} {case.driver} {case.name}: {seconds * 1e3:.1f} ms")
     per_driver: dict[str, dict[str, float]] = {}
     run = CalibrationRun(Calibration())
     for driver in drivers:
-        options = DRIVER_OPTIONS.get(driver, {})
-        samples = []
-        for bench in micro_benchmarks():
-            image = bench.image()
-            counts, seconds, spread = _measure(driver, options, image, bench.ops(image), bench.containers, repeats)
-            samples.append(Sample(driver, bench.name, counts, seconds, spread))
-            say(f"{driver} {bench.name}: {seconds * 1e3:.1f} ms (spread {spread:.0%})")
-        coef = fit([(s.counts, s.seconds) for s in samples])
-        per_driver[driver] = params_from(coef)
+        mine = [c for c in cases if c.driver == driver]
+        samples = [Sample(driver, c.name, c.counts, c.seconds, c.spread) for c in mine if not c.held_out]
+        per_driver[driver] = params_from(fit([(s.counts, s.seconds) for s in samples]))
         run.fit_samples += samples
         model = CostModel.from_mapping(per_driver[driver])
-        for workload in held_out:
-            image, ops = _held_out_inputs(workload)
-            counts, seconds, spread = _measure(driver, options, image, ops, 1, repeats)
-            est = model.estimate(**dict(zip(FEATURES, (int(c) for c in counts))), diff_files=0)
-            run.held_out.append({"driver": driver, "workload": workload, "est_seconds": est,
-                                 "real_seconds": seconds, "rel_error": abs(est - seconds) / seconds,
-                                 "spread": spread})
-            say(f"{driver} held-out {workload}: est {est * 1e3:.1f} ms, real {seconds * 1e3:.1f} ms")
+        for c in mine:
+            if not c.held_out:
+                continue
+            est = model.estimate(**dict(zip(FEATURES, (int(x) for x in c.counts))), diff_files=0)
+            run.held_out.append({"driver": driver, "workload": c.name, "est_seconds": est,
+                                 "real_seconds": c.seconds, "rel_error": abs(est - c.seconds) / c.seconds,
+                                 "spread": c.spread, "min_seconds": min(c.times)})
+            say(f"{driver} held-out {c.name}: est {est * 1e3:.1f} ms, real {c.seconds * 1e3:.1f} ms")
     run.calibration = Calibration({}, per_driver, "calibrate")
     run.seconds = time.perf_counter() - start
     return run

@@ -35,7 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--json", action="store_true", help="print the rows as JSON only")
     c = sub.add_parser("calibrate", help="measure this machine's real costs and fit the cost model")
     c.add_argument("--driver", action="append", help="driver to calibrate (repeatable; default overlay and btrfs)")
-    c.add_argument("--repeats", type=int, default=5, help="runs per benchmark; the least time is kept (default 5)")
+    c.add_argument("--repeats", type=int, default=7, help="runs per benchmark; the median time is kept (default 7)")
     c.add_argument("--out", default=DEFAULT_CALIBRATION_OUT,
                    help=f"calibration file to write (default {DEFAULT_CALIBRATION_OUT})")
     c.add_argument("--json", action="store_true", help="print the fit report as JSON only")
