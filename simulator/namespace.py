@@ -137,7 +137,7 @@ class Namespace:
         if r is None:
             r = self._walk(path, follow)
             if not self._quiet:  # a remembered walk was noted when it was made
-                self._note_cold(r)
+                self.note_cold(r)
                 if r.node is not None:  # a missing name is mostly created next, or never asked again
                     if len(walked) >= RESOLVE_CACHE_ENTRIES:
                         walked.clear()
@@ -147,7 +147,7 @@ class Namespace:
         self.depth_hist[self.hooks.lookup(parent, r.name) if parent is not None else 1] += 1
         return r
 
-    def _note_cold(self, r: Resolved) -> None:
+    def note_cold(self, r: Resolved) -> None:
         """Count the names of ``r`` this container has not looked up before (cold_lookups)."""
         if r.parent is None:  # the root: instantiated by the mount
             return
