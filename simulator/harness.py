@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from .costcounts import estimate_counts
 from .costmodel import CostModel
 from .errors import BadInput
 from .image import Image
@@ -179,19 +180,7 @@ class Run:
             fsyncs=tally.fsyncs, mounts=mounts, mounted_layers=mounted_layers,
             diff_files=tally.commit_files_scanned, perm_checks=tally.perm_checks,
             written_bytes=written, read_bytes=read, opens=self.opens,
-            dirents=sum(ns.dirents_read for ns in namespaces),
-            dirent_layers=sum(ns.dirent_layers for ns in namespaces),
-            new_file_writebacks=sum(ns.new_file_writebacks for ns in namespaces),
-            image_files_read=sum(len(ns.image_reads) for ns in namespaces),
-            image_first_read_bytes=sum(ns.image_first_read_bytes for ns in namespaces),
-            image_files_changed=sum(ns.image_files_changed for ns in namespaces),
-            data_unlinks=sum(ns.data_unlinks for ns in namespaces),
-            dirty_ranges=sum(ns.dirty_ranges for ns in namespaces),
-            cold_lookups=sum(ns.cold_lookups for ns in namespaces),
-            cold_dir_layers=sum(ns.cold_dir_layers for ns in namespaces),
-            fsync_dirs=sum(len(ns.fsync_dirs) for ns in namespaces),
-            renames=sum(ns.renames for ns in namespaces),
-            synced_bytes=sum(ns.synced_bytes for ns in namespaces))
+            **estimate_counts(ns.cost for ns in namespaces))
         return metrics
 
     def _ideal_bytes(self) -> int:

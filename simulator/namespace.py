@@ -18,8 +18,8 @@ from collections import Counter
 from . import hooks as need
 from .hooks import StorageHooks
 from .imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
+from .costcounts import CostCounts
 from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, DirNode, FileInode, Node, Symlink
-from .units import PAGE_SIZE
 
 MAXSYMLINKS = 40  # fs/namei.c: ELOOP after 40 links in one resolution
 RESOLVE_CACHE_ENTRIES = 128  # paths remembered per container and kind of walk: the hot files (a few KiB)
@@ -55,25 +55,7 @@ class Namespace:
         self.lookups = 0
         self.written_bytes = 0
         self.read_bytes = 0
-        self.dirents_read = 0  # entries rm -rf / mv's copy list (getdents), priced as dirents
-        self.dirent_layers = 0  # image layers their lookups by name probe (``note_listed``)
-        self.new_file_writebacks = 0  # writebacks of files the container created (cost model)
-        self.image_reads: set[int] = set()  # image inodes (ino) > inline_limit() this container read
-        self.image_first_read_bytes = 0  # bytes of the first read of each of those
-        self.image_files_changed = 0  # image files > inline_limit() first changed (cost model)
-        self.data_unlinks = 0  # files > inline_limit() whose last name went (extents freed)
-        self.dirty_ranges = 0  # disjoint dirty ranges written back (one extent or bio each)
-        self.synced_bytes = 0  # their bytes (written back while the workload waits)
-        # Cold lookups (cost model): names this container looked up for the first time, the
-        # directories walked through included; each instantiates a dentry and an inode in
-        # its mount (a fresh overlay mount or btrfs snapshot has none).  Keyed by the name's
-        # resolved path; ``cold_dir_layers`` adds the image layers of each such directory
-        # (overlay merges a directory from every layer that has it).
-        self.looked_up: set[str] = set()
-        self.fsync_dirs: set[str] = set()  # directories of the files fsynced (cost model)
-        self.renames = 0  # renames done (rename(2), and mv's when it needs no copy)
-        self.cold_lookups = 0
-        self.cold_dir_layers = 0
+        self.cost = CostCounts(hooks)  # what est_seconds prices beyond the metrics
         self._quiet = False  # exists(): a look that is no lookup
         # Where each path led, by ``follow``: valid until the next change of any name, which
         # every mutation below reports through ``changed()``.  Workloads hit a few paths
@@ -84,14 +66,6 @@ class Namespace:
         # sys.path entries an import scan probes, the dirs a build fills), so a path never
         # seen before still costs one dictionary probe for its directory and one for its name.
         self._dirs: dict[str, tuple[list[str], DirNode]] = {}
-
-    def inline_limit(self) -> int:
-        """Largest file with no data extent of its own (cost model: reads, changes and removals
-        of larger image files cost extent work).  btrfs keeps files of up to ``max_inline``
-        (2048 by default) in the metadata leaf, so a 3000-byte image file costs a first read
-        like an 8 KiB one there (measured here, kernel 6.18: ~40 us per file either way, in a
-        fresh snapshot); other drivers keep the page as the threshold."""
-        return getattr(self.hooks, "inline_limit", PAGE_SIZE)
 
     def changed(self) -> None:
         """A name now leads elsewhere (removed, renamed, made private): forget walks.
@@ -137,7 +111,7 @@ class Namespace:
         if r is None:
             r = self._walk(path, follow)
             if not self._quiet:  # a remembered walk was noted when it was made
-                self.note_cold(r)
+                self.cost.note_cold(self, r)
                 if r.node is not None:  # a missing name is mostly created next, or never asked again
                     if len(walked) >= RESOLVE_CACHE_ENTRIES:
                         walked.clear()
@@ -146,32 +120,6 @@ class Namespace:
         parent = r.parent
         self.depth_hist[self.hooks.lookup(parent, r.name) if parent is not None else 1] += 1
         return r
-
-    def note_cold(self, r: Resolved) -> None:
-        """Count the names of ``r`` this container has not looked up before (cold_lookups)."""
-        if r.parent is None:  # the root: instantiated by the mount
-            return
-        seen = self.looked_up
-        names = r.names
-        key = "/".join(names)
-        full = f"{key}/{r.name}" if key else r.name
-        if full in seen:
-            return
-        seen.add(full)
-        self.cold_lookups += 1
-        if not names or key in seen:  # the parent chain was walked before (its keys all seen)
-            return
-        d: Node | None = self.root
-        key = ""
-        for name in names:  # a directory's first walk: once per directory per container
-            d = self.child(d, name) if d.__class__ in DIR_TYPES else None  # type: ignore[arg-type]
-            key = f"{key}/{name}" if key else name
-            if key not in seen:
-                seen.add(key)
-                self.cold_lookups += 1
-                base = d if d.__class__ is ImageDir else getattr(d, "base", None)
-                if base is not None:
-                    self.cold_dir_layers += len(base.stack)  # type: ignore[union-attr]
 
     def _walk(self, path: str, follow: bool) -> Resolved:
         """The walk of ``resolve``, uncounted.  The common case (no symbolic link on the way)
@@ -299,8 +247,8 @@ class Namespace:
         """The private inode behind ``parent/name`` (a file), telling the driver ``why``."""
         if node.__class__ is ImageFile:
             image_file: ImageFile = node  # type: ignore[assignment]
-            if image_file.size > self.inline_limit():
-                self.image_files_changed += 1
+            if image_file.size > self.cost.inline_limit:
+                self.cost.image_files_changed += 1
             inode = FileInode.from_image(image_file)
             if image_file.nlink > 1 and self.hooks.keeps_hardlinks:
                 self.promoted[image_file] = inode
@@ -358,24 +306,13 @@ class Namespace:
         base = d.base  # type: ignore[union-attr]
         return base is None or all(name in own for name in base.children)
 
-    def note_listed(self, d: DirNode, listed: list[str]) -> None:
-        """rm -rf or mv's copy listed ``listed`` in ``d``, and looks each name up next (fstatat,
-        unlinkat): count the entries, and the image layers those lookups probe (overlay looks
-        a name up in each layer of a merged directory down to the one that has it)."""
-        self.dirents_read += len(listed)
-        base = d if d.__class__ is ImageDir else d.base  # type: ignore[union-attr]
-        if base is not None:
-            own = d.own if d.__class__ is Dir else ()  # type: ignore[union-attr]
-            probes = base.lookup_probes
-            self.dirent_layers += sum(probes(n) for n in listed if n not in own)
-
     def _lower_has(self, parent: Dir, name: str) -> bool:
         return parent.base is not None and name in parent.base.children
 
     def unlink_name(self, parent: Dir, name: str, node: Node) -> None:
         """Remove one name; the hooks learn whether it was the node's last link."""
-        if node.__class__ is ImageFile and node.size > self.inline_limit() and node.nlink <= 1:  # type: ignore[union-attr]
-            self.data_unlinks += 1
+        if node.__class__ is ImageFile and node.size > self.cost.inline_limit and node.nlink <= 1:  # type: ignore[union-attr]
+            self.cost.data_unlinks += 1
         if node.__class__ is ImageFile and node.nlink > 1 and self.hooks.indexes_hardlinks:
             node = self.index_copy_up(node)  # type: ignore[arg-type]
         if self._lower_has(parent, name):
@@ -390,8 +327,8 @@ class Namespace:
         if node.__class__ is FileInode or node.__class__ is Symlink:
             node.nlink -= 1  # type: ignore[union-attr]
             last = node.nlink <= 0  # type: ignore[union-attr]
-            if last and node.__class__ is FileInode and node.size > self.inline_limit():  # type: ignore[union-attr]
-                self.data_unlinks += 1
+            if last and node.__class__ is FileInode and node.size > self.cost.inline_limit:  # type: ignore[union-attr]
+                self.cost.data_unlinks += 1
             if last and node.__class__ is FileInode:
                 self.dirty.pop(node, None)  # type: ignore[arg-type]
         elif node.__class__ is ImageFile:
@@ -465,10 +402,10 @@ class Namespace:
         that follows its end (which no measured wall time includes)."""
         if inode.dirty:
             if inode.origin is None:
-                self.new_file_writebacks += 1  # its cost is paid at write time (delalloc)
+                self.cost.new_file_writebacks += 1  # its cost is paid at write time (delalloc)
             if timed:
-                self.dirty_ranges += len(inode.dirty)
-                self.synced_bytes += inode.dirty.total()
+                self.cost.dirty_ranges += len(inode.dirty)
+                self.cost.synced_bytes += inode.dirty.total()
             self.hooks.writeback(inode, inode.dirty)
             inode.dirty.clear()
         self.dirty.pop(inode, None)
@@ -482,9 +419,9 @@ class Namespace:
         n = max(0, min(length, node.size - offset))  # type: ignore[union-attr]
         if n:
             self.read_bytes += n
-            if node.__class__ is ImageFile and node.size > self.inline_limit() \
-                    and node.ino not in self.image_reads:  # type: ignore[union-attr]
-                self.image_reads.add(node.ino)  # type: ignore[union-attr]
-                self.image_first_read_bytes += n
+            if node.__class__ is ImageFile and node.size > self.cost.inline_limit \
+                    and node.ino not in self.cost.image_reads:  # type: ignore[union-attr]
+                self.cost.image_reads.add(node.ino)  # type: ignore[union-attr]
+                self.cost.image_first_read_bytes += n
             self.hooks.read(node, offset, n)
         return n

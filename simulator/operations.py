@@ -126,7 +126,7 @@ def remove_tree(ns: Namespace, names: list[str], name: str, node: Node) -> None:
     if node.__class__ in DIR_TYPES and not ns.is_empty(node):  # type: ignore[arg-type]
         d = ns.private_dir(names + [name])
         listed = d.names()
-        ns.note_listed(d, listed)
+        ns.cost.note_listed(d, listed)
         for child_name in listed:
             child = ns.child(d, child_name)
             remove_tree(ns, names + [name], child_name, child)  # type: ignore[arg-type]
@@ -156,7 +156,7 @@ def remove_operand(ns: Namespace, path: str, r: Resolved) -> None:
         return
     d = ns.private_dir(r.names + [r.name])
     listed = d.names()
-    ns.note_listed(d, listed)
+    ns.cost.note_listed(d, listed)
     for child_name in listed:
         remove_tree(ns, r.names + [r.name], child_name, ns.child(d, child_name))  # type: ignore[arg-type]
     again = _resolve_operand(ns, path)
@@ -200,7 +200,7 @@ def _check_rename(ns: Namespace, src: Resolved, dst: Resolved) -> bool:
 
 
 def _do_rename(ns: Namespace, src: Resolved, dst: Resolved) -> None:
-    ns.renames += 1  # cost model: a rename rewrites two names (and inode refs) at once
+    ns.cost.renames += 1  # cost model: a rename rewrites two names (and inode refs) at once
     src_parent = ns.private_dir(src.names)
     node = ns.child(src_parent, src.name)
     if node.__class__ in FILE_TYPES:
@@ -243,7 +243,7 @@ def copy_tree(ns: Namespace, node: Node, parent: Dir, name: str, links: dict) ->
         d = ns.new_dir(parent, name, node.mode)  # type: ignore[union-attr]
         d.mode, d.uid, d.gid = node.mode, node.uid, node.gid  # type: ignore[union-attr]
         listed = _names(ns, node)  # type: ignore[arg-type]
-        ns.note_listed(node, listed)  # type: ignore[arg-type]
+        ns.cost.note_listed(node, listed)  # type: ignore[arg-type]
         for child_name in listed:
             copy_tree(ns, ns.child(node, child_name), d, child_name, links)  # type: ignore[arg-type]
     elif node.__class__ in LINK_TYPES:
@@ -366,7 +366,7 @@ def op_symlink(ns: Namespace, op: Op) -> None:
 def op_fsync(ns: Namespace, op: Op) -> None:
     r = ns.resolve(op.path, follow=True)
     node = _existing(r)
-    ns.fsync_dirs.add("/".join(r.names))  # cost model: the first fsync in a directory logs it
+    ns.cost.fsync_dirs.add("/".join(r.names))  # cost model: the first fsync in a directory logs it
     if node.__class__ is FileInode:
         ns.writeback(node)  # type: ignore[arg-type]
     ns.hooks.fsync(node)

@@ -75,7 +75,7 @@ class WriteRuns:
         if inode.__class__ is not FileInode or parent.__class__ is not Dir \
                 or parent.own.get(r.name) is not inode or not ns.hooks.batchable(inode):  # type: ignore[union-attr]
             return None
-        ns.note_cold(r)  # as the ordinary walk would (a set: when does not matter)
+        ns.cost.note_cold(ns, r)  # as the ordinary walk would (a set: when does not matter)
         file = self._files.get(inode)  # type: ignore[arg-type]
         if file is None:
             file = self._files[inode] = FileRun(ns, inode)  # type: ignore[arg-type]
