@@ -60,6 +60,10 @@ class GraphDriver(Protocol):
 def layer_footprint(layer: Layer, block: int) -> tuple[int, int, int]:
     """(data bytes allocated, inodes, directories) of one layer stored as a directory tree:
     every entry an inode (hard links once), implicit parent directories included."""
+    return layer.derived(("footprint", block), lambda _: _footprint(layer, block))
+
+
+def _footprint(layer: Layer, block: int) -> tuple[int, int, int]:
     data = inodes = 0
     dirs: set[str] = set()
     for e in layer.entries:

@@ -466,17 +466,24 @@ class BtrfsDriver(BaseDriver):
             return inline_item_bytes(size)
         return (ITEM_HEADER_BYTES + FILE_EXTENT_BYTES) * ceil_div(size, BTRFS_MAX_EXTENT_SIZE)
 
-    def layer_cost(self, id: str) -> int:
-        """A layer subvolume owns its own files' extents and the leaves its entries fill
-        (at least the snapshot's root), metadata doubled on disk when DUP."""
+    def _entries_cost(self, layer) -> tuple[int, int]:
+        """(data bytes, leaf item bytes) of a layer's entries (its ``derived`` value)."""
         sector = self.block_size
-        node = int(self.options["node_size"])
         data = items = 0
-        for e in self.images[id].layers[-1].entries:
+        for e in layer.entries:
             items += object_item_bytes(len(e.path.rsplit("/", 1)[1]))
             if e.type == "file":
                 items += self.extent_item_bytes(e.size)
                 if not 0 < e.size <= min(int(self.options["max_inline"]), sector - 1):
                     data += ceil_div(e.size, sector) * sector
+        return data, items
+
+    def layer_cost(self, id: str) -> int:
+        """A layer subvolume owns its own files' extents and the leaves its entries fill
+        (at least the snapshot's root), metadata doubled on disk when DUP."""
+        sector = self.block_size
+        node = int(self.options["node_size"])
+        key = ("btrfs", sector, self.options["max_inline"])
+        data, items = self.images[id].layers[-1].derived(key, self._entries_cost)
         nodes = max(1, ceil_div(items, node - LEAF_HEADER_BYTES))
         return data + nodes * node * (2 if self.options["metadata_dup"] else 1)

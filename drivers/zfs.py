@@ -306,9 +306,14 @@ class ZfsDriver(BaseDriver):
         the layer creates or adds entries to."""
         layer = self.images[id].layers[-1]
         dirs = layer_footprint(layer, SPA_MINBLOCKSIZE)[2]
-        data = sum(self.file_bytes(e.size) for e in layer.entries if e.type == "file")
-        nodes = sum(e.type in ("file", "symlink") for e in layer.entries)
+        data, nodes = layer.derived(("zfs", self.options["recordsize"], self.options["ashift"]), self._files_cost)
         return data + nodes * DNODE_BYTES + dirs * (DNODE_BYTES + MICROZAP_BYTES)
+
+    def _files_cost(self, layer) -> tuple[int, int]:
+        """(data bytes, dnodes) of a layer's files and symlinks (its ``derived`` value)."""
+        entries = layer.entries
+        return (sum(self.file_bytes(e.size) for e in entries if e.type == "file"),
+                sum(e.type in ("file", "symlink") for e in entries))
 
     def _diff(self, id: str) -> DiffResult:
         mount = self.containers.get(id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import BadInput
 from .paths import parent_of, path_problem
@@ -60,18 +60,29 @@ class Layer:
     (a 1,000,000-file image as objects alone broke issue 7's 200 B a file).  Immutable.
     """
 
-    __slots__ = ("id", "_entries", "_columns")
+    __slots__ = ("id", "_entries", "_columns", "_derived")
 
     def __init__(self, id: str, entries: tuple[Entry, ...]):
         self.id = id
         self._entries = tuple(entries)
         self._columns = None
+        self._derived: dict[Any, Any] | None = None
 
     @classmethod
     def from_columns(cls, id: str, columns) -> Layer:
         layer = cls.__new__(cls)
-        layer.id, layer._entries, layer._columns = id, None, columns
+        layer.id, layer._entries, layer._columns, layer._derived = id, None, columns, None
         return layer
+
+    def derived(self, key: Any, compute: Callable[[Layer], Any]) -> Any:
+        """``compute(self)``, once per ``key``: drivers price every layer at the end of every
+        run (``image_physical_bytes``), and a layer's entries never change."""
+        memo = self._derived
+        if memo is None:
+            memo = self._derived = {}
+        if key not in memo:
+            memo[key] = compute(self)
+        return memo[key]
 
     @property
     def entries(self) -> tuple[Entry, ...]:

@@ -66,6 +66,9 @@ class Namespace:
         # sys.path entries an import scan probes, the dirs a build fills), so a path never
         # seen before still costs one dictionary probe for its directory and one for its name.
         self._dirs: dict[str, tuple[list[str], DirNode]] = {}
+        # The last ``peek`` that found something, as (follow, path, Resolved): a write the
+        # replay could not queue (``simulator.writeruns``) resolves the path it just peeked.
+        self._peeked: tuple[bool, str, Resolved] | None = None
 
     def changed(self) -> None:
         """A name now leads elsewhere (removed, renamed, made private): forget walks.
@@ -75,6 +78,7 @@ class Namespace:
         self._walked[0].clear()
         self._walked[1].clear()
         self._dirs.clear()
+        self._peeked = None
 
     def file_changed(self) -> None:
         """A name that is not a directory changed (a file made private, linked, removed; a
@@ -82,6 +86,7 @@ class Namespace:
         walk goes through a file, nor is one through a symlink remembered)."""
         self._walked[0].clear()
         self._walked[1].clear()
+        self._peeked = None
 
     # -- lookup ---------------------------------------------------------------------------
     def child(self, d: DirNode, name: str) -> Node | None:
@@ -109,7 +114,11 @@ class Namespace:
         walked = self._walked[follow]
         r = walked.get(path)
         if r is None:
-            r = self._walk(path, follow)
+            peeked = self._peeked
+            if peeked is not None and peeked[1] == path and peeked[0] == follow:
+                r = peeked[2]  # found just now: a name added since cannot change it
+            else:
+                r = self._walk(path, follow)
             if not self._quiet:  # a remembered walk was noted when it was made
                 self.cost.note_cold(self, r)
                 if r.node is not None:  # a missing name is mostly created next, or never asked again
@@ -210,9 +219,12 @@ class Namespace:
         if r is not None:
             return r
         try:
-            return self._walk(path, follow)
+            r = self._walk(path, follow)
         except FsError:
             return None
+        if r.node is not None:
+            self._peeked = (follow, path, r)
+        return r
 
     def exists(self, path: str, follow: bool = False) -> Node | None:
         """The node at ``path`` or None, without counting a lookup (for tests and views)."""
