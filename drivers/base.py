@@ -64,6 +64,9 @@ def layer_footprint(layer: Layer, block: int) -> tuple[int, int, int]:
 
 
 def _footprint(layer: Layer, block: int) -> tuple[int, int, int]:
+    columns = layer.columns()
+    if columns is not None:
+        return columns.footprint(block)
     data = inodes = 0
     dirs: set[str] = set()
     for e in layer.entries:

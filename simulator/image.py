@@ -89,6 +89,10 @@ class Layer:
         entries = self._entries
         return entries if entries is not None else self._columns.entries()
 
+    def columns(self):
+        """The ``simulator.layercols.LayerColumns`` behind the entries, or None."""
+        return self._columns
+
     def entry_count(self) -> int:
         """The number of entries (without making them).  Not ``__len__``: a layer with no
         entries is still a layer (``layer or default`` must not replace it)."""

@@ -137,3 +137,22 @@ def test_images_command_lists_the_builders(capsys) -> None:
     params = {p["name"]: p for p in listed["synthetic"]["params"]}
     assert params["layers"]["default"] == 8 and params["layers"]["minimum"] == 1
     assert {"files", "depth", "size_median", "size_sigma", "overwrite", "delete"} <= set(params)
+
+
+@pytest.mark.parametrize("spec", ["synthetic:layers=6,files=3000", "dockerhub", "deep"])
+def test_columnar_footprint_equals_the_entries_loop(spec: str) -> None:
+    """``LayerColumns.footprint`` (no Entry objects) gives what the loop over the entries
+    gives, for every layer and block size."""
+    from drivers.base import _footprint
+    from simulator.image import Layer
+
+    checked = 0
+    for layer in load_image(spec, 3).layers:
+        columns = layer.columns()
+        if columns is None:
+            continue
+        plain = Layer(layer.id, layer.entries)
+        for block in (512, 4096, 65536):
+            assert columns.footprint(block) == _footprint(plain, block)
+            checked += 1
+    assert checked
