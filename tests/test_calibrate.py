@@ -266,3 +266,17 @@ def test_rm_rf_counts_the_layers_its_lookups_by_name_probe():
     # probed from the top layer down: b (top) 1, a (bottom) 2, s (a directory: every layer) 2,
     # c (top) 1
     assert counts["dirent_layers"] == 1 + 2 + 2 + 1
+
+
+def test_check_prices_remeasured_held_out_workloads_with_the_given_calibration():
+    """``calibrate --check``: held-out workloads timed on the real overlay, priced with the
+    shipped parameters as they are; the row's error is what its two figures say."""
+    from simulator.fidelity.calibrate import check
+
+    try:
+        rows = check(default_calibration(), ["overlay"], repeats=1, held_out=["append-log:files=2,appends=50"])
+    except BackendUnavailable as exc:
+        pytest.skip(f"real overlay backend unavailable: {exc}")
+    (row,) = rows
+    assert row["driver"] == "overlay" and row["real_seconds"] > 0 and row["est_seconds"] > 0
+    assert row["rel_error"] == pytest.approx(abs(row["est_seconds"] - row["real_seconds"]) / row["real_seconds"])

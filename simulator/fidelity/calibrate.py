@@ -263,3 +263,31 @@ def calibrate(drivers: Iterable[str] = CALIBRATED_DRIVERS, repeats: int = 7, hel
     run.calibration = Calibration({}, per_driver, "calibrate")
     run.seconds = time.perf_counter() - start
     return run
+
+
+def check(calibration: Calibration, drivers: Iterable[str] = CALIBRATED_DRIVERS, repeats: int = 7,
+          held_out: Iterable[str] = HELD_OUT, progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Re-measure the held-out workloads and price them with ``calibration`` as it is (no
+    fit): whether a shipped calibration still holds on this machine, now."""
+    from simulator.calibration import cost_for
+
+    say = progress or (lambda _msg: None)
+    cases = []
+    for driver in drivers:
+        for workload in held_out:
+            image, ops = _held_out_inputs(workload)
+            cases.append(_Case(driver, workload, image, ops, 1, True))
+    for case in cases:
+        case.count()
+    for r in range(repeats):
+        for case in cases:
+            seconds = case.time_once()
+            say(f"round {r + 1}/{repeats} {case.driver} {case.name}: {seconds * 1e3:.1f} ms")
+    rows = []
+    for c in cases:
+        est = cost_for(c.driver, calibration).estimate(**dict(zip(FEATURES, (int(x) for x in c.counts))),
+                                                       diff_files=0)
+        rows.append({"driver": c.driver, "workload": c.name, "est_seconds": est, "real_seconds": c.seconds,
+                     "rel_error": abs(est - c.seconds) / c.seconds, "spread": c.spread,
+                     "min_seconds": min(c.times)})
+    return rows

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", default=DEFAULT_CALIBRATION_OUT,
                    help=f"calibration file to write (default {DEFAULT_CALIBRATION_OUT})")
     c.add_argument("--json", action="store_true", help="print the fit report as JSON only")
+    c.add_argument("--check", nargs="?", const="", metavar="FILE",
+                   help="fit nothing: re-measure the held-out workloads and price them with FILE "
+                        "(default: the shipped calibration); writes nothing")
 
 
 def _cases(args: argparse.Namespace):
@@ -113,7 +117,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                        f"a real backend to calibrate on")
     if args.repeats < 1:
         raise BadInput(f"--repeats {args.repeats}: must be at least 1")
-    run = calibrate(drivers, args.repeats, progress=None if args.json else lambda m: print(m, file=sys.stderr))
+    say = None if args.json else (lambda m: print(m, file=sys.stderr))
+    if args.check is not None:
+        from simulator.calibration import load_calibration
+
+        from .calibrate import check
+
+        rows = check(load_calibration(args.check or None), drivers, args.repeats, progress=say)
+        if args.json:
+            json.dump({"held_out": rows, "load_average": os.getloadavg()}, sys.stdout, indent=1)
+            print()
+        else:
+            _print_held_out(rows)
+        return 0
+    run = calibrate(drivers, args.repeats, progress=say)
     report = run.report()
     path = write_calibration(args.out, run.calibration, report)
     if args.json:
@@ -121,10 +138,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print()
         return 0
     print(f"calibration written to {path}")
-    for h in run.held_out:
+    _print_held_out(run.held_out)
+    return 0
+
+
+HELD_OUT_TOLERANCE = 0.25  # issue 6: est_seconds within 25% of the measured wall time
+
+
+def _print_held_out(rows: list[dict]) -> None:
+    for h in rows:
         print(f"held-out {h['driver']:8} {h['workload']:45} est {h['est_seconds'] * 1e3:8.2f} ms  "
               f"real {h['real_seconds'] * 1e3:8.2f} ms  error {h['rel_error']:6.1%}")
-    return 0
+    for driver in dict.fromkeys(h["driver"] for h in rows):
+        errors = [h["rel_error"] for h in rows if h["driver"] == driver]
+        print(f"{driver}: {sum(e <= HELD_OUT_TOLERANCE for e in errors)} of {len(errors)} within "
+              f"{HELD_OUT_TOLERANCE:.0%}, worst {max(errors):.1%}; load average {os.getloadavg()[0]:.2f}")
 
 
 COMMANDS = {"validate": cmd_validate, "calibrate": cmd_calibrate}
