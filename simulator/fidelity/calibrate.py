@@ -194,6 +194,21 @@ def _held_out_inputs(workload: str, seed: int = 0) -> tuple[Image, list[Op]]:
     return image, load_workload(workload, ImageTree.build(image), seed)
 
 
+def _held_out_cases(drivers: Iterable[str], held_out: Iterable[str]) -> list[_Case]:
+    return [_Case(driver, workload, *_held_out_inputs(workload), 1, True)
+            for driver in drivers for workload in held_out]
+
+
+def _measure(cases: list[_Case], repeats: int, say: Callable[[str], None]) -> None:
+    """Count every case, then time them all ``repeats`` times, in rounds (see ``calibrate``)."""
+    for case in cases:
+        case.count()
+    for r in range(repeats):
+        for case in cases:
+            seconds = case.time_once()
+            say(f"round {r + 1}/{repeats} {case.driver} {case.name}: {seconds * 1e3:.1f} ms")
+
+
 DRIVER_OPTIONS = {"overlay": {}, "btrfs": {}}
 
 
@@ -235,15 +250,8 @@ def calibrate(drivers: Iterable[str] = CALIBRATED_DRIVERS, repeats: int = 7, hel
         for bench in micro_benchmarks():
             image = bench.image()
             cases.append(_Case(driver, bench.name, image, bench.ops(image), bench.containers, False))
-        for workload in held_out:
-            image, ops = _held_out_inputs(workload)
-            cases.append(_Case(driver, workload, image, ops, 1, True))
-    for case in cases:
-        case.count()
-    for r in range(repeats):
-        for case in cases:
-            seconds = case.time_once()
-            say(f"round {r + 1}/{repeats} {case.driver} {case.name}: {seconds * 1e3:.1f} ms")
+        cases += _held_out_cases([driver], held_out)
+    _measure(cases, repeats, say)
     per_driver: dict[str, dict[str, float]] = {}
     run = CalibrationRun(Calibration())
     for driver in drivers:
@@ -271,18 +279,8 @@ def check(calibration: Calibration, drivers: Iterable[str] = CALIBRATED_DRIVERS,
     fit): whether a shipped calibration still holds on this machine, now."""
     from simulator.calibration import cost_for
 
-    say = progress or (lambda _msg: None)
-    cases = []
-    for driver in drivers:
-        for workload in held_out:
-            image, ops = _held_out_inputs(workload)
-            cases.append(_Case(driver, workload, image, ops, 1, True))
-    for case in cases:
-        case.count()
-    for r in range(repeats):
-        for case in cases:
-            seconds = case.time_once()
-            say(f"round {r + 1}/{repeats} {case.driver} {case.name}: {seconds * 1e3:.1f} ms")
+    cases = _held_out_cases(drivers, held_out)
+    _measure(cases, repeats, progress or (lambda _msg: None))
     rows = []
     for c in cases:
         est = cost_for(c.driver, calibration).estimate(**dict(zip(FEATURES, (int(x) for x in c.counts))),
