@@ -295,3 +295,25 @@ def test_cleanup_refuses_a_scratch_dir_without_its_marker(tmp_path):
     assert report["errors"] and "marker" in report["errors"][0]
     assert (target / "x").read_text() == "1"
     assert [p.name for p in state.iterdir()] == [f"{dead.pid}-x.json"]  # kept for another try
+
+
+def test_a_killed_but_unreaped_run_is_stale(tmp_path) -> None:
+    """A run killed with SIGKILL whose parent has not reaped it yet is a zombie: it holds no
+    mount, so ``cleanup`` must treat its state file as a dead run's (it did not, once)."""
+    from simulator.real.scratch import stale_states, start_time
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        started = start_time(pid)
+        deadline = time.monotonic() + 5
+        while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        state = tmp_path / f"{pid}-feed.json"
+        state.write_text(json.dumps({"pid": pid, "start_time": started, "token": "feed", "scratch": None,
+                                     "mounts": [], "loop_files": [], "loops": []}))
+        assert stale_states(str(tmp_path)) == [str(state)]
+    finally:
+        os.waitpid(pid, 0)

@@ -88,8 +88,16 @@ def start_time(pid: int) -> int | None:
 
 
 def _alive(pid: int, started: int | None) -> bool:
-    now = start_time(pid)
-    return now is not None and (started is None or now == started)
+    """The process that wrote a state file still runs: same pid and start time, and not a
+    zombie (killed, not yet reaped by its parent: it holds nothing, but its pid stays)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    if fields[0] in ("Z", "X"):  # field 3: zombie, dead
+        return False
+    return started is None or int(fields[19]) == started
 
 
 def mount_points() -> list[str]:
