@@ -17,9 +17,8 @@ from typing import Any
 from simulator.errors import BackendUnavailable, BadInput
 from simulator.metrics import METRIC_KEYS
 from simulator.runner import Cell, Prepared, prepare, record
-from simulator.trace import WRITE_OPS
 
-from .replay import ReplayResult, replay
+from .replay import ReplayResult, bytes_to_write, replay
 
 REAL_DRIVERS = ("overlay", "btrfs", "devicemapper")
 UPPER_KEYS = ("container_files", "container_data_bytes", "container_alloc_bytes", "whiteouts", "opaque_dirs",
@@ -35,10 +34,6 @@ def _prepared(cell: Cell) -> Prepared:
             raise BadInput(f"{cell.workload}: operation {i} is a commit, which the real {cell.driver} "
                            f"backend does not support (use --backend sim)")
     return prepared
-
-
-def _written_estimate(prepared: Prepared) -> int:
-    return sum(op.size if op.kind == "create" else op.length for op in prepared.ops if op.kind in WRITE_OPS)
 
 
 def run_real(cell: Cell) -> dict[str, Any]:
@@ -67,7 +62,7 @@ def measure_prepared(prepared: Prepared, containers: int,
     totals = ReplayResult()
     space = dict.fromkeys(UPPER_KEYS, 0)
     seconds = 0.0
-    with overlay_session(prepared.image, prepared.driver.options, _written_estimate(prepared)) as session:
+    with overlay_session(prepared.image, prepared.driver.options, bytes_to_write(prepared.ops)) as session:
         for c in range(containers):
             start = time.perf_counter()
             root = session.start(c)
@@ -105,7 +100,7 @@ def view_prepared(prepared: Prepared, container: int = 0) -> dict[str, dict[str,
         return view_thin(prepared.image, prepared.ops, container, prepared.driver.options)
     from .overlay import overlay_session, tree_view
 
-    with overlay_session(prepared.image, prepared.driver.options, _written_estimate(prepared)) as session:
+    with overlay_session(prepared.image, prepared.driver.options, bytes_to_write(prepared.ops)) as session:
         root = session.start(container)  # containers are independent: replay only this one
         root, _ = _replay_overlay(session, prepared, container, root)
         return tree_view(root)

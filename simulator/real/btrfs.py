@@ -44,10 +44,10 @@ from typing import Any, Iterator
 from simulator.errors import BackendUnavailable, LayerbenchError
 from simulator.image import Image, Layer
 from simulator.metrics import METRIC_KEYS
-from simulator.trace import WRITE_OPS, Op
+from simulator.trace import Op
 
 from .requirements import require_root, require_filesystems, require_tools
-from .replay import ReplayResult, create_filled, replay
+from .replay import ReplayResult, bytes_to_write, create_filled, replay
 from .scratch import SCRATCH_ENV, ScratchDir, guard_signals
 
 MIN_LOOP_BYTES = 1 << 30  # sparse: mkfs.btrfs wants room for DUP metadata chunks
@@ -263,7 +263,7 @@ def measure_btrfs(image: Image, ops: list[Op], containers: int, options: dict[st
     ``views``, if given, receives each container's view after its operations."""
     from .overlay import tree_view
 
-    written = sum(op.size if op.kind == "create" else op.length for op in ops if op.kind in WRITE_OPS)
+    written = bytes_to_write(ops)
     metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     totals = ReplayResult()
     seconds = 0.0  # snapshot of the top layer + the operations: what est_seconds predicts

@@ -21,7 +21,6 @@ any listed mount, the FUSE mount before the tmpfs below it.  What differs from t
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import time
 from typing import Any
@@ -29,12 +28,12 @@ from typing import Any
 from simulator.errors import BackendUnavailable, LayerbenchError
 from simulator.image import Image
 from simulator.metrics import METRIC_KEYS
-from simulator.trace import WRITE_OPS, Op
+from simulator.trace import Op
 
 from .requirements import require_tools
-from .overlay import (TMPFS_SHARE_OF_AVAILABLE, XATTR_OPAQUE, Scratch, _xattr, image_data_bytes,
-                      materialize_image, terminate_raises, tree_view)
-from .replay import ReplayResult, replay
+from .overlay import (TMPFS_SHARE_OF_AVAILABLE, Scratch, image_data_bytes, materialize_image, terminate_raises,
+                      tree_view, upper_stats)
+from .replay import ReplayResult, bytes_to_write, replay
 
 MARKER_PREFIX = ".wh."  # fuse-overlayfs's AUFS-style opaque markers (.wh..opq, .wh..wh..opq)
 
@@ -47,38 +46,13 @@ def check_available() -> None:
         raise BackendUnavailable("no /dev/fuse; try 'modprobe fuse'")
 
 
-def upper_stats(upper: str) -> dict[str, int]:
-    """The kernel backend's upperdir accounting, with fuse-overlayfs's markers left out."""
-    out = dict(container_files=0, container_data_bytes=0, container_alloc_bytes=0, whiteouts=0, opaque_dirs=0)
-    seen: set[int] = set()
-    todo = [upper]
-    while todo:
-        d = todo.pop()
-        with os.scandir(d) as it:
-            for entry in it:
-                if entry.name.startswith(MARKER_PREFIX):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode) and st.st_ino not in seen:
-                    seen.add(st.st_ino)
-                    out["container_files"] += 1
-                    out["container_data_bytes"] += st.st_size
-                    out["container_alloc_bytes"] += st.st_blocks * 512
-                elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    out["whiteouts"] += 1
-                elif stat.S_ISDIR(st.st_mode):
-                    out["opaque_dirs"] += _xattr(entry.path, XATTR_OPAQUE) == b"y"
-                    todo.append(entry.path)
-    return out
-
-
 def measure_fuse(image: Image, ops: list[Op], containers: int,
                  views: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     """SPEC section 5 metrics on fuse-overlayfs, null where it does not tell."""
     check_available()
     import psutil
 
-    written = sum(op.size if op.kind == "create" else op.length for op in ops if op.kind in WRITE_OPS)
+    written = bytes_to_write(ops)
     room = psutil.virtual_memory().available // TMPFS_SHARE_OF_AVAILABLE
     if image_data_bytes(image) + written > room:
         raise BackendUnavailable("the image and workload do not fit in the tmpfs that can be spared here")
@@ -109,8 +83,9 @@ def measure_fuse(image: Image, ops: list[Op], containers: int,
                 if views is not None:
                     views[c] = tree_view(m)
                 scratch.umount(m)
-                for key, value in upper_stats(u).items():
-                    space[key] += value
+                found = upper_stats(u, skip_prefix=MARKER_PREFIX)
+                for key in space:  # metacopy and redirects are the kernel's xattrs: not told
+                    space[key] += found[key]
         finally:
             scratch.close()  # the FUSE mounts still listed first, then the tmpfs
     metrics.update(ops=totals.ops, failed_ops=totals.failed_ops, written_bytes=totals.written_bytes,

@@ -251,8 +251,10 @@ def _xattr(path: str, name: str) -> bytes | None:
         return None
 
 
-def upper_stats(upper: str) -> dict[str, int]:
-    """Exact accounting of one upperdir (REAL_KERNEL.md section 1, ovlstat.py)."""
+def upper_stats(upper: str, skip_prefix: str | None = None) -> dict[str, int]:
+    """Exact accounting of one upperdir (REAL_KERNEL.md section 1, ovlstat.py); names that
+    start with ``skip_prefix`` are left out (fuse-overlayfs's own markers).  Also the
+    regular files of any tree (a vfs copy), which has none of the rest."""
     out = dict(container_files=0, container_data_bytes=0, container_alloc_bytes=0, whiteouts=0,
                opaque_dirs=0, metacopy_files=0, redirect_dirs=0)
     seen: set[int] = set()
@@ -261,6 +263,8 @@ def upper_stats(upper: str) -> dict[str, int]:
         d = todo.pop()
         with os.scandir(d) as it:
             for entry in it:
+                if skip_prefix is not None and entry.name.startswith(skip_prefix):
+                    continue
                 st = entry.stat(follow_symlinks=False)
                 if stat.S_ISREG(st.st_mode):
                     if st.st_ino in seen:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from simulator.errors import LayerbenchError
-from simulator.trace import Op
+from simulator.trace import WRITE_OPS, Op
 
 from .scratch import die_with_parent
 
@@ -67,6 +67,12 @@ class ReplayResult:
         self.failed_ops += other.failed_ops
         self.written_bytes += other.written_bytes
         self.read_bytes += other.read_bytes
+
+
+def bytes_to_write(ops: Iterable[Op]) -> int:
+    """The most bytes ``ops`` write (creates' sizes, writes' and appends' lengths): what a
+    backend sizes its tmpfs or loop file by, beyond the image."""
+    return sum(op.size if op.kind == "create" else op.length for op in ops if op.kind in WRITE_OPS)
 
 
 class _Counters:

@@ -58,11 +58,11 @@ from simulator.errors import BackendUnavailable, LayerbenchError
 from simulator.image import Image
 from simulator.metrics import METRIC_KEYS
 from simulator.ranges import RangeSet
-from simulator.trace import WRITE_OPS, Op
+from simulator.trace import Op
 
 from .requirements import require_root, require_filesystems, require_tools
 from .btrfs import apply_layer
-from .replay import ReplayResult, replay
+from .replay import ReplayResult, bytes_to_write, replay
 from .scratch import ScratchDir, guard_signals
 
 TOOLS = ("mkfs.xfs", "mkfs.ext4", "losetup", "mount", "umount", "cp")
@@ -248,7 +248,7 @@ def measure_thin(image: Image, ops: list[Op], containers: int, options: dict[str
     ``views``, if given, receives each container's view after its operations."""
     from .overlay import tree_view
 
-    written = sum(op.size if op.kind == "create" else op.length for op in ops if op.kind in WRITE_OPS)
+    written = bytes_to_write(ops)
     chunk = int(options["chunk_size"])
     metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     totals = ReplayResult()

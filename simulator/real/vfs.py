@@ -22,7 +22,6 @@ would keep holes, but image files are written densely, so a copy holds every pag
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import time
 from contextlib import contextmanager
@@ -31,36 +30,16 @@ from typing import Any, Iterator
 from simulator.errors import BackendUnavailable, LayerbenchError
 from simulator.image import Image
 from simulator.metrics import METRIC_KEYS
-from simulator.trace import WRITE_OPS, Op
+from simulator.trace import Op
 
 from .requirements import require_root
 from .btrfs import apply_layer
-from .overlay import TMPFS_SHARE_OF_AVAILABLE, Scratch, image_data_bytes, terminate_raises, tree_view
-from .replay import ReplayResult, replay
+from .overlay import TMPFS_SHARE_OF_AVAILABLE, Scratch, image_data_bytes, terminate_raises, tree_view, upper_stats
+from .replay import ReplayResult, bytes_to_write, replay
 
 
 def check_available() -> None:
     require_root("vfs", "tmpfs mount, chroot, chown")
-
-
-def copy_stats(root: str) -> dict[str, int]:
-    """Regular files (each inode once), their apparent and allocated bytes, under ``root``."""
-    out = dict(container_files=0, container_data_bytes=0, container_alloc_bytes=0)
-    seen: set[int] = set()
-    todo = [root]
-    while todo:
-        d = todo.pop()
-        with os.scandir(d) as it:
-            for entry in it:
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    todo.append(entry.path)
-                elif stat.S_ISREG(st.st_mode) and st.st_ino not in seen:
-                    seen.add(st.st_ino)
-                    out["container_files"] += 1
-                    out["container_data_bytes"] += st.st_size
-                    out["container_alloc_bytes"] += st.st_blocks * 512
-    return out
 
 
 class VfsSession:
@@ -109,7 +88,7 @@ def measure_vfs(image: Image, ops: list[Op], containers: int,
                 views: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     """SPEC section 5 metrics of the workload on full copies, null where not observed;
     ``views`` (if given) receives each container's view after its operations."""
-    written = sum(op.size if op.kind == "create" else op.length for op in ops if op.kind in WRITE_OPS)
+    written = bytes_to_write(ops)
     metrics: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     totals = ReplayResult()
     space = dict(container_files=0, container_data_bytes=0, container_alloc_bytes=0)
@@ -124,8 +103,9 @@ def measure_vfs(image: Image, ops: list[Op], containers: int,
             totals.add_counts(result)
             if views is not None:
                 views[c] = tree_view(root)
-            for key, value in copy_stats(root).items():
-                space[key] += value
+            found = upper_stats(root)  # a plain tree: its regular files are what counts
+            for key in space:
+                space[key] += found[key]
     metrics.update(ops=totals.ops, failed_ops=totals.failed_ops, written_bytes=totals.written_bytes,
                    read_bytes=totals.read_bytes, real_seconds=seconds, **space)
     return metrics
