@@ -212,8 +212,6 @@ class AufsMount(BaseMount):
                 self._copy_up(st, inode.origin.size, data=True)
 
     # -- runs of writes (simulator.writeruns) --
-    write_run_at_once = True
-
     def batchable(self, inode: FileInode) -> bool:
         """In the rw branch: further writes copy nothing."""
         return inode.origin is None or (inode.drv is not None and inode.drv.state == _DATA)

@@ -115,8 +115,8 @@ class BaseMount:
     def write(self, inode, offset: int, length: int) -> None:
         pass
 
-    # -- runs of writes (``simulator.writeruns``); drivers opt in with ``batchable`` --
-    write_run_at_once = False
+    # -- runs of writes (``simulator.writeruns``); a driver opts in with ``batchable`` and
+    # then answers a run with its own ``write_run`` --
     # ``lookup`` only reads the driver's state, or resets the same per-operation state each
     # time: ``count`` lookups of one name then cost what one does.
     idempotent_lookup = False
@@ -130,10 +130,6 @@ class BaseMount:
         for _ in range(count):
             probes = self.lookup(parent, name)
         return probes
-
-    def write_run(self, inode, starts: list[int], ends: list[int]) -> None:
-        for start, end in zip(starts, ends):
-            self.write(inode, start, end - start)
 
     def truncate(self, inode, old_size: int, new_size: int) -> None:
         pass

@@ -192,7 +192,6 @@ class BtrfsMount(BaseMount):
         self._dirty()
 
     # -- runs of writes (simulator.writeruns) --
-    write_run_at_once = True
     idempotent_lookup = True  # resets the operation's state: once is all
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:

@@ -160,8 +160,6 @@ class DevicemapperMount(BaseMount):
         self.atime_fresh.discard(ino)
 
     # -- runs of writes (simulator.writeruns) --
-    write_run_at_once = True
-
     def batchable(self, inode: FileInode) -> bool:
         """Not flushed at close: writes then only dirty the inode (ext4 delalloc)."""
         return inode.drv is not None and inode not in self.alloc_on_close

@@ -193,7 +193,6 @@ class OverlayMount(BaseMount):
         drv.blocks.add(offset // self.block, -(-(offset + length) // self.block))
 
     # -- runs of writes (simulator.writeruns) --
-    write_run_at_once = True
     idempotent_lookup = True  # reads the layers' state, changes nothing
 
     def batchable(self, inode: FileInode) -> bool:

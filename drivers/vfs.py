@@ -30,7 +30,6 @@ def _metadata_bytes(entries: int, dirs: int) -> int:
 
 class VfsMount(BaseMount):
     # -- runs of writes (simulator.writeruns): a plain tree pays nothing per write --
-    write_run_at_once = True
     idempotent_lookup = True
 
     def batchable(self, inode: FileInode) -> bool:

@@ -125,7 +125,6 @@ class ZfsMount(BaseMount):
         self._resize(inode, st)
 
     # -- runs of writes (simulator.writeruns) --
-    write_run_at_once = True
     idempotent_lookup = True  # one dataset: a lookup costs one probe and changes nothing
 
     def batchable(self, inode: FileInode) -> bool:

@@ -47,8 +47,6 @@ class StorageHooks(Protocol):
     def write(self, inode: FileInode, offset: int, length: int) -> None: ...
 
     # -- runs of writes (``simulator.writeruns``): the replay's fast path --
-    write_run_at_once: bool  # ``write_run`` answers a run; else ``write`` is called for each
-
     def batchable(self, inode: FileInode) -> bool:
         """True when writes and appends to this private file, with nothing else happening
         between them, may be answered later and together: their ``lookup``, ``copy_up``
@@ -61,7 +59,9 @@ class StorageHooks(Protocol):
         the layers each probes (the same for all).  The last call's state is what stays."""
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
-        """The writes of a run, after the file took them all (size, ranges)."""
+        """The writes of a run, after the file took them all (size, ranges): what ``write``
+        for each, in order, would have done.  Every driver that calls a file ``batchable``
+        implements it (btrfs keeps the per-write order where it matters)."""
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None: ...
 

@@ -385,12 +385,7 @@ class Namespace:
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
         """The writes ``[starts[i], ends[i])`` of a run, in order, each non-empty, to a
         private file the driver called ``batchable``: what ``write_range`` does for each,
-        at once where the driver answers a run at once (``write_run_at_once``)."""
-        hooks = self.hooks
-        if not hooks.write_run_at_once:
-            for start, end in zip(starts, ends):
-                self.write_range(inode, start, end - start)
-            return
+        at once, the driver's ``write_run`` told the run after the file took it all."""
         end = max(ends)
         if end > inode.size:
             inode.size = end
@@ -399,7 +394,7 @@ class Namespace:
         self.dirty[inode] = None
         self.written_bytes += sum(ends) - sum(starts)
         inode.modified = True
-        hooks.write_run(inode, starts, ends)
+        self.hooks.write_run(inode, starts, ends)
 
     def set_size(self, inode: FileInode, size: int) -> None:
         old = inode.size

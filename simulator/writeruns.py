@@ -18,8 +18,8 @@ What keeps it exact:
 * a path is remembered (``Namespace.peek``, which counts nothing) only while it leads to a
   private regular file, under that very name in a private directory, that the driver calls
   batchable: a file's first write, which copies it up, always goes the ordinary way;
-* drivers answer a run at once only where they say so (``write_run_at_once``); otherwise
-  ``Namespace.write_run`` calls their ``write`` for each write, in order.
+* a driver that calls a file batchable answers its runs in ``write_run`` with what its
+  ``write`` for each would do (btrfs replays the order-dependent part, write by write).
 
 The metrics snapshot (``tests/test_metrics_snapshot.py``) pins every metric of the
 workloads on every driver to what the one-by-one replay gives.
