@@ -20,6 +20,7 @@ made by ``simulator.treeextend`` shares its base's columns and holds only what i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -88,6 +89,15 @@ class ImageTree:
     link_names: dict[ImageFile, list[str]] = field(default_factory=dict)  # hard-linked inodes' names
     next_ino: int = 0  # the inode number a file of one more layer gets (simulator.treeextend)
     store: TreeStore | None = None  # simulator.treestore.TreeStore of a built tree (None: an extension's objects)
+    _derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def derived(self, key: Any, compute: Callable[[ImageTree], Any]) -> Any:
+        """``compute(self)``, once per ``key``: what a driver derives from the whole merged
+        tree (btrfs's key order) serves every run on it, as ``Layer.derived`` does a layer's."""
+        memo = self._derived
+        if key not in memo:
+            memo[key] = compute(self)
+        return memo[key]
 
     @property
     def depth(self) -> int:
