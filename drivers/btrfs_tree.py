@@ -106,9 +106,9 @@ def inode_numbers(image: Image) -> dict[str, int]:
                 for name in list(children[e.path]):
                     remove(posixpath.join(e.path, name))
         for e in entries:
+            makedirs(posixpath.dirname(e.path))  # a whiteout's directory too: it is in the layer
             if e.type == "whiteout":
                 continue
-            makedirs(posixpath.dirname(e.path))
             if e.type == "dir":
                 if e.path not in children:
                     remove(e.path)

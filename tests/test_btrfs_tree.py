@@ -3,6 +3,7 @@ tree of a laid image (``btrfs inspect-internal dump-tree``) as the oracle."""
 
 import os
 import re
+import statistics
 import subprocess
 
 import numpy as np
@@ -40,6 +41,17 @@ def test_inode_numbers_follow_creation_order_layer_by_layer():
     # before its file), /c/d 262, /a kept (chmod), /c/e = /c/d's inode; layer 2: /a emptied
     # (opaque) and kept, /a/f anew 263
     assert inode_numbers(img) == {"/": 256, "/a": 257, "/a/f": 263, "/c": 261, "/c/d": 262, "/c/e": 262}
+
+
+@pytest.mark.parametrize("layers,entries", [(3, 30), (5, 40)])
+def test_inode_numbers_cover_exactly_the_merged_tree(layers, entries):
+    """Every visible path has a number and nothing else does, on random images (whiteouts
+    under implicit directories, opaque directories, hard links: seed 61 of (3, 30) once
+    had a whiteout's directory missing)."""
+    for seed in range(120):
+        img = random_image(np.random.default_rng(seed), layers=layers, entries=entries)
+        tree = ImageTree.build(img)
+        assert set(inode_numbers(img)) == {path for path, _ in tree.walk()} | {"/"}, seed
 
 
 def test_layout_of_a_tiny_tree_by_hand():
@@ -109,7 +121,9 @@ def test_deleting_that_directory_cows_what_the_kernel_cows():
         r.apply(op)
     r.finish(CostModel())
     modelled = r.mounts[0].metadata_nodes()
-    real = _measure(img, trace, 0)["qgroup_exclusive_bytes"] // 16384  # no data: metadata only
+    # no data: metadata only; the median of 3 runs, as validate does (measured here, 10 runs
+    # on a quiet machine: 7 nodes each time; under load the kernel's layout moved to 9 once)
+    real = statistics.median_low(_measure(img, trace, 0)["qgroup_exclusive_bytes"] // 16384 for _ in range(3))
     assert abs(modelled - real) <= 1, (modelled, real)
     assert real >= 5  # three stretches of /d plus /d's own entries and the root: not one leaf
 

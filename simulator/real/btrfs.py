@@ -109,12 +109,14 @@ def apply_layer(layer: Layer, root: str) -> None:
             for name in os.listdir(root + e.path):
                 _rm_rf(os.path.join(root + e.path, name))
     for e in layer.entries:
-        if e.type == "whiteout":
-            continue
         real = root + e.path
         parent = os.path.dirname(e.path)
         if parent != "/" and not os.path.isdir(root + parent):
-            os.makedirs(root + parent, 0o755)  # implicit parents: mode 0o755 (SPEC section 3)
+            # implicit parents, of a whiteout too: mode 0o755 (SPEC section 3); the layer's tar
+            # holds the directory the whiteout sits in, so the merged view has it
+            os.makedirs(root + parent, 0o755)
+        if e.type == "whiteout":
+            continue
         if e.type == "dir":
             if not os.path.isdir(real) or os.path.islink(real):
                 _rm_rf(real)
