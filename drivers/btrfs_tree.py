@@ -45,6 +45,7 @@ NAME_HASH_SEED = 0xFFFFFFFE  # btrfs_name_hash(): crc32c((u32)~1, name), no fina
 # 0.75-0.83, mean 0.79 (splits halve a leaf; later pushes refill it only partly).
 LAID_LEAF_FILL = 0.79
 LEAF_MIN_FILL_DIVISOR = 3  # btrfs_del_items: a leaf under a third full is pushed to neighbours
+MIN_PUSH_BYTES = ITEM_HEADER_BYTES + INODE_ITEM_BYTES  # room for one item: an inode item, typically
 
 
 def name_hash(name: str) -> int:
@@ -253,15 +254,9 @@ def cow_nodes(layout: TreeLayout, changes: LeafChanges) -> int:
         fill[-1] += changes.appended
         dirty.add(count - 1)
     alive = [True] * count
-    for k in sorted(dirty):  # a leaf left under a third full joins a neighbour that has room
-        if fill[k] >= usable // LEAF_MIN_FILL_DIVISOR:
-            continue
-        for other in _neighbours(alive, k):
-            if fill[other] + fill[k] <= usable:
-                fill[other] += fill[k]
-                alive[k] = False
-                dirty.add(other)
-                break
+    for k in sorted(dirty):
+        if 0 < fill[k] < usable // LEAF_MIN_FILL_DIVISOR:
+            _push_out(fill, alive, dirty, k, usable)
     owned = [k for k in dirty if alive[k] and fill[k] > 0]
     leaves = sum(max(1, -(-fill[k] // usable)) for k in owned)  # an overfull leaf split
     total_leaves = sum(max(1, -(-fill[k] // usable)) for k in range(count) if alive[k] and fill[k] > 0)
@@ -275,15 +270,23 @@ def cow_nodes(layout: TreeLayout, changes: LeafChanges) -> int:
     return leaves + internal
 
 
-def _neighbours(alive: list[bool], k: int) -> list[int]:
-    """The nearest live leaf to the left, then to the right."""
-    out = []
+def _push_out(fill: list[int], alive: list[bool], dirty: set[int], k: int, usable: int) -> None:
+    """``btrfs_del_items`` on a leaf left under a third full: push as many of its items as
+    fit into the left neighbour (CoW'd if it has room for one), then all the rest into the
+    right one (CoW'd only if all fit); a leaf emptied so is freed."""
     left = next((j for j in range(k - 1, -1, -1) if alive[j]), None)
+    if left is not None and usable - fill[left] >= MIN_PUSH_BYTES:
+        moved = min(fill[k], usable - fill[left])
+        fill[left] += moved
+        fill[k] -= moved
+        dirty.add(left)
     right = next((j for j in range(k + 1, len(alive)) if alive[j]), None)
-    for j in (left, right):
-        if j is not None:
-            out.append(j)
-    return out
+    if fill[k] and right is not None and fill[right] + fill[k] <= usable:
+        fill[right] += fill[k]
+        fill[k] = 0
+        dirty.add(right)
+    if not fill[k]:
+        alive[k] = False
 
 
 def _identity(node):
