@@ -235,31 +235,22 @@ class LeafChanges:
 def cow_nodes(layout: TreeLayout, changes: LeafChanges) -> int:
     """Tree blocks the container owns: leaves it rewrote or added, and the internal nodes
     above them (at least the root, CoW'd by the snapshot's first change)."""
-    count, usable = layout.leaves, layout.usable
-    fill = [layout.total * (k + 1) // count - layout.total * k // count for k in range(count)]
-    dirty = {layout.leaf(at) for at in changes.touched}
-    for a, b in changes.removed:
-        first, last = layout.leaf(a), layout.leaf(max(a, b - 1))
-        for k in range(first, last + 1):
-            lo = max(a, layout.total * k // count)
-            hi = min(b, layout.total * (k + 1) // count)
-            if hi > lo:
-                fill[k] -= hi - lo
-                dirty.add(k)
+    leaves = _Leaves(layout)
+    for at in changes.touched:
+        leaves.dirty.add(layout.leaf(at))
     for at, size in changes.added.items():
         k = layout.leaf(at)
-        fill[k] += size
-        dirty.add(k)
+        leaves.fill[k] += size
+        leaves.dirty.add(k)
     if changes.appended:
-        fill[-1] += changes.appended
-        dirty.add(count - 1)
-    alive = [True] * count
-    for k in sorted(dirty):
-        if 0 < fill[k] < usable // LEAF_MIN_FILL_DIVISOR:
-            _push_out(fill, alive, dirty, k, usable)
-    owned = [k for k in dirty if alive[k] and fill[k] > 0]
-    leaves = sum(max(1, -(-fill[k] // usable)) for k in owned)  # an overfull leaf split
-    total_leaves = sum(max(1, -(-fill[k] // usable)) for k in range(count) if alive[k] and fill[k] > 0)
+        leaves.fill[-1] += changes.appended
+        leaves.dirty.add(len(leaves.fill) - 1)
+    for a, b in changes.removed:  # in the order the container made them, each leaf rebalanced
+        leaves.remove(a, b)
+    usable, fill, alive = layout.usable, leaves.fill, leaves.alive
+    owned = [k for k in leaves.dirty if alive[k] and fill[k] > 0]
+    count = sum(max(1, -(-fill[k] // usable)) for k in owned)  # an overfull leaf split
+    total_leaves = sum(max(1, -(-fill[k] // usable)) for k in range(len(fill)) if alive[k] and fill[k] > 0)
     if total_leaves <= 1:
         return 1  # the root is the only leaf
     fanout, level, internal = usable // KEY_PTR_BYTES, sorted(owned), 0
@@ -267,26 +258,69 @@ def cow_nodes(layout: TreeLayout, changes: LeafChanges) -> int:
         level = sorted({k // fanout for k in level})
         internal += max(1, len(level))
         total_leaves = -(-total_leaves // fanout)
-    return leaves + internal
+    return count + internal
 
 
-def _push_out(fill: list[int], alive: list[bool], dirty: set[int], k: int, usable: int) -> None:
-    """``btrfs_del_items`` on a leaf left under a third full: push as many of its items as
-    fit into the left neighbour (CoW'd if it has room for one), then all the rest into the
-    right one (CoW'd only if all fit); a leaf emptied so is freed."""
-    left = next((j for j in range(k - 1, -1, -1) if alive[j]), None)
-    if left is not None and usable - fill[left] >= MIN_PUSH_BYTES:
-        moved = min(fill[k], usable - fill[left])
-        fill[left] += moved
-        fill[k] -= moved
-        dirty.add(left)
-    right = next((j for j in range(k + 1, len(alive)) if alive[j]), None)
-    if fill[k] and right is not None and fill[right] + fill[k] <= usable:
-        fill[right] += fill[k]
-        fill[k] = 0
-        dirty.add(right)
-    if not fill[k]:
-        alive[k] = False
+class _Leaves:
+    """The image's leaves as a container's deletions reshape them: each leaf's key range (in
+    layout offsets) and the bytes it holds.  A deletion that leaves a leaf under a third
+    full rebalances it at once, as ``btrfs_del_items`` does: as many of its items as fit go
+    to the left neighbour (CoW'd if it has room for one), then all the rest to the right
+    one (CoW'd only if all fit), and a leaf emptied so is freed.  Items moved keep their
+    offsets; a leaf's boundary moves by the share of its range they held."""
+
+    def __init__(self, layout: TreeLayout):
+        count, total = layout.leaves, layout.total
+        self.usable = layout.usable
+        self.lo = [total * k // count for k in range(count)]
+        self.hi = self.lo[1:] + [max(total, 1)]
+        self.fill = [self.hi[k] - self.lo[k] for k in range(count)]
+        self.alive = [True] * count
+        self.dirty: set[int] = set()
+
+    def _find(self, offset: int) -> int:
+        k = max(0, bisect.bisect_right(self.lo, offset) - 1)
+        while not self.alive[k] and k > 0:
+            k -= 1
+        return k
+
+    def remove(self, a: int, b: int) -> None:
+        while a < b:
+            k = self._find(a)
+            end = min(b, self.hi[k]) if self.hi[k] > a else b
+            self.fill[k] = max(0, self.fill[k] - (end - a))
+            self.dirty.add(k)
+            if self.fill[k] < self.usable // LEAF_MIN_FILL_DIVISOR:
+                self._rebalance(k)
+            a = end
+
+    def _neighbour(self, k: int, step: int) -> int | None:
+        j = k + step
+        while 0 <= j < len(self.alive) and not self.alive[j]:
+            j += step
+        return j if 0 <= j < len(self.alive) else None
+
+    def _rebalance(self, k: int) -> None:
+        fill, usable = self.fill, self.usable
+        left, right = self._neighbour(k, -1), self._neighbour(k, 1)
+        if fill[k] and left is not None and usable - fill[left] >= MIN_PUSH_BYTES:
+            moved = min(fill[k], usable - fill[left])
+            self.lo[k] += (self.hi[k] - self.lo[k]) * moved // fill[k]
+            self.hi[left] = self.lo[k]
+            fill[left] += moved
+            fill[k] -= moved
+            self.dirty.add(left)
+        if fill[k] and right is not None and fill[right] + fill[k] <= usable:
+            fill[right] += fill[k]
+            fill[k] = 0
+            self.dirty.add(right)
+        if not fill[k] and (left is not None or right is not None):
+            self.alive[k] = False  # freed; its key range joins a neighbour's
+            if right is not None:  # ``lo`` stays sorted: the freed leaves take the new start
+                for j in range(k, right + 1):
+                    self.lo[j] = self.lo[k]
+            else:
+                self.hi[left] = self.hi[k]  # type: ignore[index]
 
 
 def _identity(node):
