@@ -101,6 +101,11 @@ def mount_batches(ro_branches: int, dirperm1: bool) -> tuple[int, int]:
     return first, ceil_div(ro_branches - first, per_remount)
 
 
+# Namespace changes after which every directory walk leads where it did (``_perm_walk``): a
+# new file, link or symlink takes a name no walk went through, attributes change no branch.
+_WALKS_KEPT = frozenset({"create", "link", "symlink", "chmod", "chown", "utime", "setxattr"})
+
+
 class _CopyState:
     __slots__ = ("state", "copied")
 
@@ -127,6 +132,12 @@ class AufsMount(BaseMount):
     def __init__(self, driver: AufsDriver, id: str, tree) -> None:
         super().__init__(driver, id, tree)
         self.dirperm1 = bool(driver.options["dirperm1"])
+        self._perm_extra: dict[ImageDir, int] = {}  # ``_perm_walk``'s answers, per image directory
+
+    def metadata(self, op: str, node) -> None:
+        if op not in _WALKS_KEPT:
+            self._perm_extra.clear()
+        super().metadata(op, node)
 
     # -- semantics --
     def rename_refused(self, node) -> bool:
@@ -162,11 +173,22 @@ class AufsMount(BaseMount):
         return depth
 
     def _perm_walk(self, parent) -> int:
-        """Branch permission checks beyond one per directory, root to ``parent``."""
-        extra = _span(self.ns.root) - 1
+        """Branch permission checks beyond one per directory, root to ``parent``.
+
+        Remembered per image directory (an import storm looks up thousands of names in a
+        dozen directories) until a directory on some walk may change: one made private
+        (``meta_copy_up``) or a name removed, renamed or made a directory (``metadata``);
+        a file, link or attribute change leaves every walk as it was."""
         image_dir = parent if parent.__class__ is ImageDir else parent.base
         if image_dir is None:
-            return extra + _span(parent) - 1
+            return _span(self.ns.root) - 1 + _span(parent) - 1
+        extra = self._perm_extra.get(image_dir)
+        if extra is None:
+            extra = self._perm_extra[image_dir] = self._perm_chain(image_dir)
+        return extra
+
+    def _perm_chain(self, image_dir) -> int:
+        extra = _span(self.ns.root) - 1
         d = self.ns.root
         for name in components(image_dir.path) if image_dir.path != "/" else ():
             d = self.ns.child(d, name)
@@ -177,6 +199,7 @@ class AufsMount(BaseMount):
 
     # -- copy-up --
     def meta_copy_up(self, node) -> None:
+        self._perm_extra.clear()
         self.tally.copyup_meta_count += 1
         self.tally.device_write_bytes += METADATA_WRITE_BYTES
 
