@@ -130,3 +130,37 @@ def test_aufs_rename_of_a_private_directory(monkeypatch: pytest.MonkeyPatch) -> 
     fast = metrics("aufs", {}, image, ops, 1, True, monkeypatch)
     assert fast == metrics("aufs", {}, image, ops, 1, False, monkeypatch)
     assert fast["failed_ops"] == 2  # the two stats: f is gone; the rename went through
+
+
+def _walk_down(layout, ino: int):
+    """``Layout.file`` the long way: the first layout from the top that has the ino."""
+    while layout is not None:
+        if ino in layout.files:
+            return layout.files[ino]
+        layout = layout.parent
+    return None
+
+
+@pytest.mark.parametrize("commits", [0, 2])
+def test_thin_layout_bisection_finds_what_the_walk_finds(commits: int) -> None:
+    """Every image file of a devicemapper container (after ``commits`` commits, whose layers
+    number their files on), looked up by bisection, is the record the walk down finds."""
+    from simulator.trace import Op
+
+    image = load_image("synthetic:layers=7,files=600")
+    ops = [Op("create", f"/new{i}-{k}", size=5000) for k in range(commits) for i in range(3)]
+    ops = [op for k in range(commits) for op in ops[3 * k:3 * k + 3] + [Op("commit", layer=f"c{k}")]]
+    run = Run(make_driver("devicemapper"), image, 1)
+    run.replay(ops)
+    layout = run.mounts[0].fs.layout
+    found = 0
+    top = max(layout.parent.first_ino, 1)
+    for ino in range(1, top + 20):
+        expected = _walk_down(layout, ino)
+        if expected is None:
+            with pytest.raises(KeyError):
+                layout.file(ino)
+        else:
+            assert layout.file(ino) is expected
+            found += 1
+    assert found >= 500 + 3 * commits
