@@ -69,7 +69,6 @@ from simulator.image import Layer
 from simulator.imagetree import ImageDir, ImageFile
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode
-from simulator.paths import components
 from simulator.units import PAGE_SIZE, ceil_div, round_up
 from simulator.viewstats import walk_private
 
@@ -132,7 +131,7 @@ class AufsMount(BaseMount):
     def __init__(self, driver: AufsDriver, id: str, tree) -> None:
         super().__init__(driver, id, tree)
         self.dirperm1 = bool(driver.options["dirperm1"])
-        self._perm_extra: dict[ImageDir, int] = {}  # ``_perm_walk``'s answers, per image directory
+        self._perm_extra: dict[str, tuple[int, object]] = {}  # ``_perm_at``'s answers, per path
 
     def metadata(self, op: str, node) -> None:
         if op not in _WALKS_KEPT:
@@ -175,27 +174,41 @@ class AufsMount(BaseMount):
     def _perm_walk(self, parent) -> int:
         """Branch permission checks beyond one per directory, root to ``parent``.
 
-        Remembered per image directory (an import storm looks up thousands of names in a
-        dozen directories) until a directory on some walk may change: one made private
-        (``meta_copy_up``) or a name removed, renamed or made a directory (``metadata``);
-        a file, link or attribute change leaves every walk as it was."""
+        Remembered per path walked (an import storm looks up thousands of names in a dozen
+        directories; start-up reads walk thousands of directories below a few hundred), each
+        path from its parent's, until a directory on some walk may change: one made private
+        (``meta_copy_up``) or a name removed, renamed or made a directory (``metadata``); a
+        file, link or attribute change leaves every walk as it was."""
         image_dir = parent if parent.__class__ is ImageDir else parent.base
         if image_dir is None:
             return _span(self.ns.root) - 1 + _span(parent) - 1
-        extra = self._perm_extra.get(image_dir)
-        if extra is None:
-            extra = self._perm_extra[image_dir] = self._perm_chain(image_dir)
-        return extra
+        return self._perm_at(image_dir.path)[0]
 
-    def _perm_chain(self, image_dir) -> int:
-        extra = _span(self.ns.root) - 1
-        d = self.ns.root
-        for name in components(image_dir.path) if image_dir.path != "/" else ():
-            d = self.ns.child(d, name)
-            if d.__class__ is not Dir and d.__class__ is not ImageDir:
-                break
-            extra += _span(d) - 1
-        return extra
+    def _perm_at(self, path: str) -> tuple[int, object]:
+        """(checks beyond one per directory walking root to ``path``, the directory the walk
+        reaches there, None where a component on the way is not a directory): from the
+        deepest remembered ancestor down, each directory on the way remembered."""
+        cache = self._perm_extra
+        known = cache.get(path)
+        if known is not None:
+            return known
+        head, todo = path, []
+        while head != "/" and head not in cache:
+            todo.append(head)
+            head = head.rpartition("/")[0] or "/"
+        known = cache.get(head)
+        if known is None:  # the root
+            root = self.ns.root
+            known = cache["/"] = (_span(root) - 1, root)
+        extra, d = known
+        for where in reversed(todo):
+            d = self.ns.child(d, where.rpartition("/")[2]) if d is not None else None  # type: ignore[arg-type]
+            if d.__class__ is Dir or d.__class__ is ImageDir:
+                extra += _span(d) - 1
+            else:
+                d = None
+            cache[where] = (extra, d)
+        return extra, d
 
     # -- copy-up --
     def meta_copy_up(self, node) -> None:
