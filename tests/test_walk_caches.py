@@ -1,10 +1,10 @@
 """The replay's remembered walks cost exactly what walking every path afresh costs.
 
 What is remembered (issue 7: distinct-path workloads): every directory of a walk
-(``Namespace._walk_dirs``), the cold-lookup keys a walk hands to ``CostCounts.note_cold``,
-aufs's branch permission checks per image directory (``AufsMount._perm_walk``) and the page
+(``simulator.walks.walk_dirs``), the cold-lookup keys a walk hands to ``CostCounts.note_cold``,
+aufs's branch permission checks per path (``AufsMount._perm_at``) and the page
 cache's one-run-of-pages keys (``PageCache``).  The reference run turns all of that off: each
-path goes through the general walk (``_resolve_links``, which remembers nothing and gives no
+path goes through the general walk (``walks.resolve_links``, which remembers nothing and gives no
 keys), aufs walks from the root at every lookup, and each operation is applied one by one
 (``Run.apply``).  Every metric and every cost count (each cost term at 1) must be equal, on
 every driver, for random traces (failures, renames and removals of directories included)
@@ -27,12 +27,13 @@ from simulator.namespace import Namespace
 from simulator.pagecache import PageCache
 from simulator.ranges import RangeSet
 from simulator.units import PAGE_SIZE
+from simulator.walks import resolve_links
 from test_writeruns import DRIVERS, EVERY_TERM, IDS, write_heavy_trace
 from workloads.random import random_image, random_trace
 
 
 def _general_walk(self: Namespace, path: str, follow: bool):
-    return self._resolve_links(path, follow)
+    return resolve_links(self, path, follow)
 
 
 def _uncached_perm_walk(self: AufsMount, parent) -> int:
