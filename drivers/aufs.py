@@ -69,7 +69,6 @@ from simulator.image import Layer
 from simulator.imagetree import ImageDir, ImageFile
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode
-from simulator.paths import components
 from simulator.units import PAGE_SIZE, ceil_div, round_up
 from simulator.viewstats import walk_private
 
@@ -101,6 +100,11 @@ def mount_batches(ro_branches: int, dirperm1: bool) -> tuple[int, int]:
     return first, ceil_div(ro_branches - first, per_remount)
 
 
+# Namespace changes after which every directory walk leads where it did (``_perm_walk``): a
+# new file, link or symlink takes a name no walk went through, attributes change no branch.
+_WALKS_KEPT = frozenset({"create", "link", "symlink", "chmod", "chown", "utime", "setxattr"})
+
+
 class _CopyState:
     __slots__ = ("state", "copied")
 
@@ -127,6 +131,12 @@ class AufsMount(BaseMount):
     def __init__(self, driver: AufsDriver, id: str, tree) -> None:
         super().__init__(driver, id, tree)
         self.dirperm1 = bool(driver.options["dirperm1"])
+        self._perm_extra: dict[str, tuple[int, object]] = {}  # ``_perm_at``'s answers, per path
+
+    def metadata(self, op: str, node) -> None:
+        if op not in _WALKS_KEPT:
+            self._perm_extra.clear()
+        super().metadata(op, node)
 
     # -- semantics --
     def rename_refused(self, node) -> bool:
@@ -162,21 +172,47 @@ class AufsMount(BaseMount):
         return depth
 
     def _perm_walk(self, parent) -> int:
-        """Branch permission checks beyond one per directory, root to ``parent``."""
-        extra = _span(self.ns.root) - 1
+        """Branch permission checks beyond one per directory, root to ``parent``.
+
+        Remembered per path walked (an import storm looks up thousands of names in a dozen
+        directories; start-up reads walk thousands of directories below a few hundred), each
+        path from its parent's, until a directory on some walk may change: one made private
+        (``meta_copy_up``) or a name removed, renamed or made a directory (``metadata``); a
+        file, link or attribute change leaves every walk as it was."""
         image_dir = parent if parent.__class__ is ImageDir else parent.base
         if image_dir is None:
-            return extra + _span(parent) - 1
-        d = self.ns.root
-        for name in components(image_dir.path) if image_dir.path != "/" else ():
-            d = self.ns.child(d, name)
-            if d.__class__ is not Dir and d.__class__ is not ImageDir:
-                break
-            extra += _span(d) - 1
-        return extra
+            return _span(self.ns.root) - 1 + _span(parent) - 1
+        return self._perm_at(image_dir.path)[0]
+
+    def _perm_at(self, path: str) -> tuple[int, object]:
+        """(checks beyond one per directory walking root to ``path``, the directory the walk
+        reaches there, None where a component on the way is not a directory): from the
+        deepest remembered ancestor down, each directory on the way remembered."""
+        cache = self._perm_extra
+        known = cache.get(path)
+        if known is not None:
+            return known
+        head, todo = path, []
+        while head != "/" and head not in cache:
+            todo.append(head)
+            head = head.rpartition("/")[0] or "/"
+        known = cache.get(head)
+        if known is None:  # the root
+            root = self.ns.root
+            known = cache["/"] = (_span(root) - 1, root)
+        extra, d = known
+        for where in reversed(todo):
+            d = self.ns.child(d, where.rpartition("/")[2]) if d is not None else None  # type: ignore[arg-type]
+            if d.__class__ is Dir or d.__class__ is ImageDir:
+                extra += _span(d) - 1
+            else:
+                d = None
+            cache[where] = (extra, d)
+        return extra, d
 
     # -- copy-up --
     def meta_copy_up(self, node) -> None:
+        self._perm_extra.clear()
         self.tally.copyup_meta_count += 1
         self.tally.device_write_bytes += METADATA_WRITE_BYTES
 

@@ -254,11 +254,25 @@ class Layout:
         # walk down the chain per name, not one per call (128 layers: 128 probes a read).
         self._files_below: dict[int, FileRec] = {}
         self._dirs_below: dict[str, tuple[int, int]] = {}
+        # ``build_layer`` numbers a layer's files on from its parent's (``FsState`` is copied
+        # at each snapshot), so along a chain each layout's inos start above the one below:
+        # the layout holding an ino is a bisection away, not a walk down 32 or 128 layers.
+        self.first_ino = 0
+        self._chain: tuple[list[int], list[Layout]] | None = None
 
     def file(self, ino: int) -> FileRec:
         rec = self.files.get(ino) or self._files_below.get(ino)
         if rec is not None:
             return rec
+        chain = self._chain
+        if chain is None:
+            chain = self._chain = self._layouts_below()
+        i = bisect_right(chain[0], ino) - 1
+        if i >= 0:
+            rec = chain[1][i].files.get(ino)
+            if rec is not None:
+                self._files_below[ino] = rec
+                return rec
         layout = self.parent
         while layout is not None:
             rec = layout.files.get(ino)
@@ -267,6 +281,17 @@ class Layout:
                 return rec
             layout = layout.parent
         raise KeyError(ino)
+
+    def _layouts_below(self) -> tuple[list[int], list[Layout]]:
+        """The layouts below this one that hold files, bottom first, and their first inos."""
+        layouts: list[Layout] = []
+        layout = self.parent
+        while layout is not None:
+            if layout.files:
+                layouts.append(layout)
+            layout = layout.parent
+        layouts.reverse()
+        return [layout.first_ino for layout in layouts], layouts
 
     def dir(self, path: str) -> tuple[int, int]:
         if path == "/":
@@ -436,6 +461,7 @@ def build_layer(fs: ThinFs, layer: Layer) -> None:
     each file's data, update directories and inodes, sync, unmount."""
     layout, state = fs.layout, fs.state
     fs.mount()
+    layout.first_ino = state.next_image_ino
     inodes: dict[str, int] = {}  # path -> fs inode of this layer's files (hard link targets)
 
     def ensure_dir(path: str, fresh: bool = False) -> tuple[int, int]:

@@ -93,11 +93,16 @@ class ThinDevice:
         cost.new_chunks = new.total()
         # Only chunks at the ends of a written interval can be partly covered: the set is
         # normalised, so an interior chunk of an interval is overwritten whole.
+        # And no other interval can cover the rest of such a chunk (they are disjoint and
+        # do not touch), so a chunk is whole exactly when this interval holds all of it.
         partial: set[int] = set()
         for start, end in ranges:
-            for c in (start // chunk, (end - 1) // chunk):
-                if not ranges.covers(c * chunk, (c + 1) * chunk):
-                    partial.add(c)
+            c = start // chunk
+            if start != c * chunk or end < (c + 1) * chunk:
+                partial.add(c)
+            c = (end - 1) // chunk
+            if start > c * chunk or end < (c + 1) * chunk:
+                partial.add(c)
         for c in partial:
             if new.covers(c, c + 1) and shared.covers(c, c + 1):
                 cost.copied_chunks += 1

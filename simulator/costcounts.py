@@ -56,30 +56,36 @@ class CostCounts:
         return getattr(self._hooks, "inline_limit", PAGE_SIZE)
 
     def note_cold(self, ns: Namespace, r: Resolved) -> None:
-        """Count the names of ``r`` this container has not looked up before (cold_lookups)."""
+        """Count the names of ``r`` this container has not looked up before (cold_lookups).
+
+        Keys are resolved paths, "/a/b"; every ancestor of a key in ``looked_up`` is in it
+        too, so a directory's first walk adds its keys upwards until one is known."""
         if r.parent is None:  # the root: instantiated by the mount
             return
         seen = self.looked_up
-        names = r.names
-        key = "/".join(names)
-        full = f"{key}/{r.name}" if key else r.name
+        full = r.key
+        if full is None:  # a walk through a link: the chain it took makes the keys
+            dir_key = "/" + "/".join(r.names) if r.names else ""
+            full = f"{dir_key}/{r.name}"
+        else:
+            dir_key = r.dir_key  # type: ignore[assignment]
         if full in seen:
             return
         seen.add(full)
         self.cold_lookups += 1
-        if not names or key in seen:  # the parent chain was walked before (its keys all seen)
+        if not dir_key or dir_key in seen:  # the parent chain was walked before (its keys all seen)
             return
-        d: Node | None = ns.root
-        key = ""
-        for name in names:  # a directory's first walk: once per directory per container
-            d = ns.child(d, name) if d.__class__ in DIR_TYPES else None  # type: ignore[arg-type]
-            key = f"{key}/{name}" if key else name
-            if key not in seen:
-                seen.add(key)
-                self.cold_lookups += 1
-                base = d if d.__class__ is ImageDir else getattr(d, "base", None)
-                if base is not None:
-                    self.cold_dir_layers += len(base.stack)  # type: ignore[union-attr]
+        dirs = ns._dirs
+        key = dir_key
+        while key and key not in seen:  # a directory's first walk: once per directory per container
+            seen.add(key)
+            self.cold_lookups += 1
+            known = dirs.get(key)
+            d = known[1] if known is not None else _dir_at(ns, key)
+            base = d if d.__class__ is ImageDir else getattr(d, "base", None)
+            if base is not None:
+                self.cold_dir_layers += len(base.stack)  # type: ignore[union-attr]
+            key = key.rpartition("/")[0]
 
     def note_listed(self, d: DirNode, listed: list[str]) -> None:
         """rm -rf or mv's copy listed ``listed`` in ``d``, and looks each name up next (fstatat,
@@ -91,6 +97,15 @@ class CostCounts:
             own = d.own if d.__class__ is Dir else ()  # type: ignore[union-attr]
             probes = base.lookup_probes
             self.dirent_layers += sum(probes(n) for n in listed if n not in own)
+
+
+def _dir_at(ns: Namespace, key: str) -> Node | None:
+    """The node at the link-free chain ``key`` ("/a/b"), walked name by name (a chain the
+    walk just took, when the namespace no longer remembers it)."""
+    d: Node | None = ns.root
+    for name in key[1:].split("/"):
+        d = ns.child(d, name) if d.__class__ in DIR_TYPES else None  # type: ignore[arg-type]
+    return d
 
 
 def estimate_counts(counts: Iterable[CostCounts]) -> dict[str, int]:

@@ -74,8 +74,9 @@ class Run:
         try:
             if op.kind == "commit":
                 self._commit(op)
-            else:
-                OPERATIONS[op.kind](self.mounts[op.container].ns, op)
+            elif OPERATIONS[op.kind](self.mounts[op.container].ns, op) is False:
+                self.failed += 1
+                return False
             return True
         except FsError:
             self.failed += 1
@@ -118,8 +119,8 @@ class Run:
                     if kind == "commit":
                         self._commit(op)
                         spaces[op.container] = mounts[op.container].ns
-                    else:
-                        operations[kind](spaces[op.container], op)
+                    elif operations[kind](spaces[op.container], op) is False:
+                        failed += 1
                 except FsError:
                     failed += 1
         finally:

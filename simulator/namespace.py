@@ -20,25 +20,12 @@ from .hooks import StorageHooks
 from .imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
 from .costcounts import CostCounts
 from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, DirNode, FileInode, Node, Symlink
+from .walks import FsError, Resolved, resolve_links, walk_dirs
 
-MAXSYMLINKS = 40  # fs/namei.c: ELOOP after 40 links in one resolution
 RESOLVE_CACHE_ENTRIES = 128  # paths remembered per container and kind of walk: the hot files (a few KiB)
 XATTR_SIZE_MAX = 65536  # linux/limits.h
 XATTR_NAMESPACES = ("user.", "trusted.", "security.")
 S_ISUID, S_ISGID, S_IXGRP = 0o4000, 0o2000, 0o010
-
-
-class FsError(Exception):
-    """The operation fails as Linux would fail it; ``args[0]`` is the errno name."""
-
-
-class Resolved:
-    """Where a path led: the directory chain from the root, the last name and its node."""
-
-    __slots__ = ("names", "parent", "name", "node")
-
-    def __init__(self, names: list[str], parent: DirNode | None, name: str, node: Node | None):
-        self.names, self.parent, self.name, self.node = names, parent, name, node
 
 
 class Namespace:
@@ -132,86 +119,33 @@ class Namespace:
 
     def _walk(self, path: str, follow: bool) -> Resolved:
         """The walk of ``resolve``, uncounted.  The common case (no symbolic link on the way)
-        takes one dictionary probe per component of a directory not walked before, and one
-        for the last name; a link sends it to ``_resolve_links``."""
+        takes one dictionary probe for the directory part of the path and one for the last
+        name; a directory not walked before costs one probe per component below its deepest
+        remembered ancestor (``walks.walk_dirs``).  A link sends it to ``walks.resolve_links``."""
         dir_path, _, name = path.rpartition("/")
-        known = self._dirs.get(dir_path)
-        if known is None:
-            names = dir_path[1:].split("/") if dir_path else []
-            d: DirNode = self.root
-            for part in names:  # child() inlined: this loop is the simulator's hot path
-                if d.__class__ is Dir:
-                    own = d.own  # type: ignore[union-attr]
-                    if part in own:
-                        node = own[part]
-                    else:
-                        base = d.base  # type: ignore[union-attr]
-                        node = base.children.get(part) if base is not None else None
-                else:
-                    node = d.children.get(part)  # type: ignore[union-attr]
-                cls = node.__class__
-                if cls is ImageDir or cls is Dir:
-                    d = node  # type: ignore[assignment]
-                elif node is None:
-                    raise FsError("ENOENT")
-                elif cls in LINK_TYPES:
-                    return self._resolve_links(path, follow)
-                else:
-                    raise FsError("ENOTDIR")
-            if len(self._dirs) >= RESOLVE_CACHE_ENTRIES:
-                self._dirs.clear()
-            self._dirs[dir_path] = (names, d)
-        else:
+        if dir_path:
+            known = self._dirs.get(dir_path)
+            if known is None:
+                known = walk_dirs(self, dir_path)
+                if known is None:
+                    return resolve_links(self, path, follow)
             names, d = known
-        node = self.child(d, name)
+        else:
+            names, d = [], self.root
+        if d.__class__ is Dir:  # child() inlined
+            own = d.own  # type: ignore[union-attr]
+            if name in own:
+                node = own[name]
+            else:
+                base = d.base  # type: ignore[union-attr]
+                node = base.children.get(name) if base is not None else None
+        else:
+            node = d.children.get(name)  # type: ignore[union-attr]
+        if node.__class__ is ImageFile and self.promoted:  # (a name in ``own`` is never an ImageFile)
+            node = self.promoted.get(node, node)  # type: ignore[arg-type]
         if follow and node is not None and node.__class__ in LINK_TYPES:
-            return self._resolve_links(path, follow)
-        return Resolved(names, d, name, node)
-
-    def _resolve_links(self, path: str, follow: bool) -> Resolved:
-        """The general walk: symbolic links (relative, absolute, with ``..``) and loops."""
-        todo = path[1:].split("/")
-        todo.reverse()
-        chain: list[DirNode] = [self.root]
-        names: list[str] = []
-        links = 0
-        while True:
-            name = todo.pop()
-            if name == "." or name == "..":  # only from symlink targets
-                if name == ".." and len(chain) > 1:
-                    chain.pop()
-                    names.pop()
-                if not todo:
-                    node = chain[-1]
-                    if len(chain) == 1:
-                        return Resolved([], None, "", node)
-                    return Resolved(names[:-1], chain[-2], names[-1], node)
-                continue
-            d = chain[-1]
-            node = self.child(d, name)
-            if node is not None and node.__class__ in LINK_TYPES and (todo or follow):
-                links += 1
-                if links > MAXSYMLINKS:
-                    raise FsError("ELOOP")
-                target = node.target  # type: ignore[union-attr]
-                if target.startswith("/"):
-                    chain, names = [self.root], []
-                parts = [p for p in target.split("/") if p]
-                if not parts:  # the link points at "/"
-                    if not todo:
-                        return Resolved([], None, "", self.root)
-                    continue
-                parts.reverse()
-                todo.extend(parts)
-                continue
-            if not todo:
-                return Resolved(names, d, name, node)
-            if node is None:
-                raise FsError("ENOENT")
-            if node.__class__ not in DIR_TYPES:
-                raise FsError("ENOTDIR")
-            chain.append(node)  # type: ignore[arg-type]
-            names.append(name)
+            return resolve_links(self, path, follow)
+        return Resolved(names, d, name, node, path, dir_path)
 
     def peek(self, path: str, follow: bool) -> Resolved | None:
         """Where ``path`` leads now, uncounted (no lookup, no hook); None where it fails."""

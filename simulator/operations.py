@@ -3,6 +3,8 @@
 Every function checks first and changes after, raising ``FsError`` before any change where
 Linux refuses the call (so ``failed_ops`` counts it and nothing moves).  The errno chosen is
 the one Linux returns; it only matters for readers of the code: any refusal counts the same.
+A refusal that changed nothing and needs no errno may instead return False (``op_stat``: an
+import storm is mostly negative lookups, and raising costs more than the lookup itself).
 """
 
 from __future__ import annotations
@@ -88,8 +90,8 @@ def op_read(ns: Namespace, op: Op) -> None:
     ns.hooks.closed(node, op.kind)
 
 
-def op_stat(ns: Namespace, op: Op) -> None:
-    _existing(ns.resolve(op.path, follow=False))
+def op_stat(ns: Namespace, op: Op) -> bool:
+    return ns.resolve(op.path, False).node is not None  # False: ENOENT (no raise: see the docstring)
 
 
 def op_unlink(ns: Namespace, op: Op) -> None:
@@ -222,7 +224,10 @@ def _do_rename(ns: Namespace, src: Resolved, dst: Resolved) -> None:
     else:
         src_parent.own.pop(src.name, None)
     dst_parent.own[dst.name] = node
-    ns.changed()
+    if node.__class__ is Dir:
+        ns.changed()
+    else:  # a file or symlink moved over another (or none): no remembered directory changes
+        ns.file_changed()
     ns.hooks.metadata("rename", node)
 
 
@@ -373,7 +378,7 @@ def op_fsync(ns: Namespace, op: Op) -> None:
     ns.hooks.closed(node, op.kind)
 
 
-OPERATIONS: dict[str, Callable[[Namespace, Op], None]] = {
+OPERATIONS: dict[str, Callable[[Namespace, Op], bool | None]] = {
     "create": op_create, "write": op_write, "append": op_append, "truncate": op_truncate,
     "open": op_open, "read": op_read, "stat": op_stat, "unlink": op_unlink, "mkdir": op_mkdir,
     "rmdir": op_rmdir, "remove_tree": op_remove_tree, "rename": op_rename, "move": op_move,

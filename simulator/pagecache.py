@@ -15,19 +15,37 @@ from .units import PAGE_SIZE
 
 
 class PageCache:
+    """Pages per key: one run of pages as a ``(first, last)`` tuple, more as a ``RangeSet``.
+
+    Most files are read once, whole (start-up reads, imports): a tuple costs one object
+    where a ``RangeSet`` costs three, and a key grows into a ``RangeSet`` only when a
+    second read leaves a gap."""
+
     __slots__ = ("_pages",)
 
     def __init__(self) -> None:
-        self._pages: dict[Hashable, RangeSet] = {}
+        self._pages: dict[Hashable, tuple[int, int] | RangeSet] = {}
 
     def touch(self, key: Hashable, offset: int, length: int) -> None:
         """Bring the pages holding ``[offset, offset + length)`` of ``key`` into the cache."""
         if length <= 0:
             return
+        first, last = offset // PAGE_SIZE, -(-(offset + length) // PAGE_SIZE)
         pages = self._pages.get(key)
         if pages is None:
-            pages = self._pages[key] = RangeSet()
-        pages.add(offset // PAGE_SIZE, -(-(offset + length) // PAGE_SIZE))
+            self._pages[key] = (first, last)
+        elif pages.__class__ is tuple:
+            a, b = pages  # type: ignore[misc]
+            if first <= b and last >= a:  # overlapping or touching: still one run
+                if first < a or last > b:
+                    self._pages[key] = (min(a, first), max(b, last))
+            else:
+                self._pages[key] = RangeSet(sorted([(a, b), (first, last)]))
+        else:
+            pages.add(first, last)  # type: ignore[union-attr]
 
     def bytes(self) -> int:
-        return sum(p.total() for p in self._pages.values()) * PAGE_SIZE
+        pages = 0
+        for p in self._pages.values():
+            pages += p[1] - p[0] if p.__class__ is tuple else p.total()  # type: ignore[union-attr,index]
+        return pages * PAGE_SIZE

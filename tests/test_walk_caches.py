@@ -1,0 +1,207 @@
+"""The replay's remembered walks cost exactly what walking every path afresh costs.
+
+What is remembered (issue 7: distinct-path workloads): every directory of a walk
+(``simulator.walks.walk_dirs``), the cold-lookup keys a walk hands to ``CostCounts.note_cold``,
+aufs's branch permission checks per path (``AufsMount._perm_at``) and the page
+cache's one-run-of-pages keys (``PageCache``).  The reference run turns all of that off: each
+path goes through the general walk (``walks.resolve_links``, which remembers nothing and gives no
+keys), aufs walks from the root at every lookup, and each operation is applied one by one
+(``Run.apply``).  Every metric and every cost count (each cost term at 1) must be equal, on
+every driver, for random traces (failures, renames and removals of directories included)
+and for the distinct-path built-in workloads.  Two driver shortcuts are checked against the
+long way too: devicemapper's image-file records found by bisection, and dm-thin's partial
+chunks told by arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers import make_driver
+from drivers.aufs import AufsMount
+from simulator.harness import Run
+from simulator.imagetree import ImageTree
+from simulator.inputs import load_image, load_workload
+from simulator.namespace import Namespace
+from simulator.pagecache import PageCache
+from simulator.ranges import RangeSet
+from simulator.units import PAGE_SIZE
+from simulator.walks import resolve_links
+from test_writeruns import DRIVERS, EVERY_TERM, IDS, write_heavy_trace
+from workloads.random import random_image, random_trace
+
+
+def _general_walk(self: Namespace, path: str, follow: bool):
+    return resolve_links(self, path, follow)
+
+
+def _uncached_perm_walk(self: AufsMount, parent) -> int:
+    self._perm_extra.clear()
+    return ORIGINAL_PERM_WALK(self, parent)
+
+
+ORIGINAL_PERM_WALK = AufsMount._perm_walk
+
+
+def metrics(driver: str, options: dict, image, ops, containers: int, remembered: bool,
+            monkeypatch: pytest.MonkeyPatch, tree: ImageTree | None = None) -> dict:
+    with monkeypatch.context() as patch:
+        if not remembered:
+            patch.setattr(Namespace, "_walk", _general_walk)
+            patch.setattr(AufsMount, "_perm_walk", _uncached_perm_walk)
+        run = Run(make_driver(driver, options), image, containers, tree)
+        if remembered:
+            run.replay(ops)
+        else:
+            for op in ops:
+                run.apply(op)
+        return run.finish(EVERY_TERM)
+
+
+@pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
+@pytest.mark.parametrize("seed", range(8))
+def test_remembered_walks_cost_what_fresh_walks_cost(driver: str, options: dict, seed: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(100 + seed)
+    image = random_image(rng, layers=3, entries=25)
+    paths = sorted({e.path for layer in image.layers for e in layer.entries})
+    containers = 1 + seed % 2
+    ops = random_trace(rng, paths, 300, containers) + write_heavy_trace(rng, paths, 200, containers)
+    fast = metrics(driver, options, image, ops, containers, True, monkeypatch)
+    fresh = metrics(driver, options, image, ops, containers, False, monkeypatch)
+    assert fast == fresh
+    assert fast["lookups"] > 0 and fast["failed_ops"] > 0  # walks were made, some refused
+
+
+@pytest.fixture(scope="module")
+def small_image():
+    image = load_image("synthetic:layers=6,files=1500")
+    return image, ImageTree.build(image)
+
+
+@pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
+@pytest.mark.parametrize("workload", ["read-startup:containers=2", "import-scan:modules=300,path_dirs=6",
+                                      "small-files:files=400", "mixed:scale=0.2"])
+def test_builtin_distinct_path_workloads(driver: str, options: dict, workload: str, small_image,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    image, tree = small_image
+    ops = load_workload(workload, tree, 0)
+    containers = 1 + max(op.container for op in ops)
+    fast = metrics(driver, options, image, ops, containers, True, monkeypatch, tree)
+    fresh = metrics(driver, options, image, ops, containers, False, monkeypatch, tree)
+    assert fast == fresh
+    assert fast["lookups"] >= len(ops) // 2
+
+
+def test_page_cache_runs_equal_range_sets() -> None:
+    """Random reads of a few keys: the bytes held equal a RangeSet of pages per key."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        cache, reference = PageCache(), {}
+        for _ in range(int(rng.integers(1, 12))):
+            key = int(rng.integers(3))
+            offset, length = int(rng.integers(0, 40_000)), int(rng.integers(-10, 20_000))
+            cache.touch(key, offset, length)
+            if length > 0:
+                reference.setdefault(key, RangeSet()).add(offset // PAGE_SIZE, -(-(offset + length) // PAGE_SIZE))
+        assert cache.bytes() == sum(r.total() for r in reference.values()) * PAGE_SIZE
+
+
+def test_page_cache_by_hand() -> None:
+    """Pages 0-1 then 3 (a gap: two runs) then 2 (joins them): 4 pages; a 0-byte read adds none."""
+    cache = PageCache()
+    cache.touch("f", 0, 2 * PAGE_SIZE)
+    cache.touch("f", 3 * PAGE_SIZE, 1)
+    assert cache.bytes() == 3 * PAGE_SIZE
+    cache.touch("f", 2 * PAGE_SIZE + 5, 10)
+    cache.touch("f", 9 * PAGE_SIZE, 0)
+    assert cache.bytes() == 4 * PAGE_SIZE
+
+
+def test_aufs_rename_of_a_private_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private directory whose image entries are all deleted may be renamed on aufs (no
+    EXDEV); no copy-up tells aufs, only the rename does, and a lookup below its new name walks
+    its old image path (gone now: the walk stops at /a) where it walked all of it before."""
+    from simulator.image import Entry, Image, Layer
+    from simulator.trace import Op
+
+    image = Image("hand", (Layer("l0", (Entry("/a", "dir"), Entry("/a/b", "dir"))),
+                           Layer("l1", (Entry("/a/b/f", "file", size=10),))))
+    ops = [Op("chmod", "/a/b", mode=0o700), Op("unlink", "/a/b/f"), Op("stat", "/a/b/f"),
+           Op("rename", "/a/b", "/a/x"), Op("stat", "/a/x/f")]
+    fast = metrics("aufs", {}, image, ops, 1, True, monkeypatch)
+    assert fast == metrics("aufs", {}, image, ops, 1, False, monkeypatch)
+    assert fast["failed_ops"] == 2  # the two stats: f is gone; the rename went through
+
+
+def _walk_down(layout, ino: int):
+    """``Layout.file`` the long way: the first layout from the top that has the ino."""
+    while layout is not None:
+        if ino in layout.files:
+            return layout.files[ino]
+        layout = layout.parent
+    return None
+
+
+@pytest.mark.parametrize("commits", [0, 2])
+def test_thin_layout_bisection_finds_what_the_walk_finds(commits: int) -> None:
+    """Every image file of a devicemapper container (after ``commits`` commits, whose layers
+    number their files on), looked up by bisection, is the record the walk down finds."""
+    from simulator.trace import Op
+
+    image = load_image("synthetic:layers=7,files=600")
+    ops = [Op("create", f"/new{i}-{k}", size=5000) for k in range(commits) for i in range(3)]
+    ops = [op for k in range(commits) for op in ops[3 * k:3 * k + 3] + [Op("commit", layer=f"c{k}")]]
+    run = Run(make_driver("devicemapper"), image, 1)
+    run.replay(ops)
+    layout = run.mounts[0].fs.layout
+    found = 0
+    top = max(layout.parent.first_ino, 1)
+    for ino in range(1, top + 20):
+        expected = _walk_down(layout, ino)
+        if expected is None:
+            with pytest.raises(KeyError):
+                layout.file(ino)
+        else:
+            assert layout.file(ino) is expected
+            found += 1
+    assert found >= 500 + 3 * commits
+
+
+def _reference_cost(dev, ranges: RangeSet) -> tuple[int, int, int]:
+    """``ThinDevice.write``'s cost as it was computed before, a chunk's coverage asked of
+    the range set itself (``covers``), on a copy of the device's state."""
+    chunk = dev.chunk
+    shared = dev.shared()
+    new = RangeSet()
+    for start, end in ranges.units(chunk):
+        for s, e in dev.own.gaps(start, end):
+            new.add(s, e)
+    partial = {c for start, end in ranges for c in (start // chunk, (end - 1) // chunk)
+               if not ranges.covers(c * chunk, (c + 1) * chunk)}
+    copied = sum(1 for c in partial if new.covers(c, c + 1) and shared.covers(c, c + 1))
+    return new.total(), copied, ranges.total()
+
+
+def test_thin_partial_chunks_by_arithmetic() -> None:
+    """Random batches of writes on a snapshot of a half-mapped origin: each batch costs what
+    the coverage-by-query computation gives (new chunks, copied chunks, bytes)."""
+    from drivers.thinpool import ThinDevice
+
+    rng = np.random.default_rng(11)
+    copied = 0
+    for chunk in (4096, 65536):
+        origin = ThinDevice("origin", chunk)
+        origin.write(RangeSet((s, s + chunk * 3) for s in range(0, 200 * chunk, 7 * chunk)))
+        dev = ThinDevice("snap", chunk, origin)
+        for _ in range(200):
+            batch = RangeSet()
+            for _ in range(int(rng.integers(1, 6))):
+                s = int(rng.integers(0, 200 * chunk))
+                batch.add(s, s + int(rng.integers(1, 3 * chunk)))
+            expected = _reference_cost(dev, batch)
+            cost = dev.write(batch)
+            assert (cost.new_chunks, cost.copied_chunks, cost.bytes_written) == expected
+            copied += cost.copied_chunks
+    assert copied > 0
