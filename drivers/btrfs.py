@@ -55,11 +55,12 @@ Each finding below was measured on kernel 6.18 here (btrfs-progs 6.2, 4 KiB sect
   CoWs its leaf; making a directory private because something below it changed does not.
   Items added to existing objects stay in their leaves (8 logs appended 25 x 512 B each
   CoW'd 1-2 leaves + the root); new objects go to the last leaf; a leaf left under a third
-  full merges into a neighbour.  btrfs does not lay an image into the same leaves twice
-  (9 or 10 leaves for one image, run to run), so ``validate`` compares with the median of
-  three real runs.  Measured (``layerbench validate --suite full --backend btrfs``): 52-53
-  of 53 cases within 10%, the rest one leaf off; on a 6-layer, 1,500-file image, eight
-  workloads within 0.4-7% (rename-dirs: 9 nodes modelled, 8 real).
+  full pushes its items into its neighbours as it happens (``btrfs_del_items``).  btrfs
+  does not lay an image into the same leaves twice (9 or 10 leaves for one image, run to
+  run), so the model predicts a mean and ``validate`` compares with the mean of three real
+  runs.  Measured (``layerbench validate --suite full --backend btrfs``): 52-53 of 53 cases
+  within 10%, the rest one leaf off; on a 6-layer, 1,500-file image, within 0.1-5% on nine
+  workloads, but ``rm -rf`` of two large trees, 21/40/26 nodes against 24/35/27 (seeds 0-2).
 * The live qgroup counters are not the figure: identical runs of that append workload
   read 2 to 7 exclusive nodes per container (also with the status ON, not INCONSISTENT);
   ``btrfs quota rescan -w`` read the number of blocks the container's tree owns

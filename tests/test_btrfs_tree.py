@@ -121,7 +121,7 @@ def test_deleting_that_directory_cows_what_the_kernel_cows():
         r.apply(op)
     r.finish(CostModel())
     modelled = r.mounts[0].metadata_nodes()
-    # no data: metadata only; the median of 3 runs, as validate does (measured here, 10 runs
+    # no data: metadata only; the median of 3 runs (measured here, 10 runs
     # on a quiet machine: 7 nodes each time; under load the kernel's layout moved to 9 once)
     real = statistics.median_low(_measure(img, trace, 0)["qgroup_exclusive_bytes"] // 16384 for _ in range(3))
     assert abs(modelled - real) <= 1, (modelled, real)
