@@ -48,7 +48,7 @@ Each finding below was measured on kernel 6.18 here (btrfs-progs 6.2, 4 KiB sect
 * qgroup exclusive metadata: 16 KiB for an untouched snapshot (its root), one node per
   CoW'd leaf plus the root; 50 new dirs + 50 new files: 65536 (4 nodes).  Counted once
   although metadata is DUP on disk.  Which leaves a container CoWs follows key order
-  (``drivers.btrfs_tree``: inode numbers in the order the layers made them, a directory's
+  (``drivers.btrfs_tree`` and ``drivers.btrfs_cow``: inode numbers in the order the layers made them, a directory's
   entries under its own number; checked against ``dump-tree``): ``rm -rf`` of one tree of
   a 4-layer image CoW'd 8 of its 9-10 leaves, since that tree's files were made by all
   four layers.  Rewriting an inode item (data, chmod, the relatime update of a first read)
@@ -83,7 +83,8 @@ from .base import BaseDriver, BaseMount
 from .btrfs_layout import (BEYOND_EOF, BTRFS_MAX_EXTENT_SIZE, FILE_EXTENT_BYTES, ITEM_HEADER_BYTES,
                            LEAF_HEADER_BYTES, XATTR_ITEM_BYTES, Extents, FileState,
                            inline_item_bytes, live_inodes, object_item_bytes)
-from .btrfs_tree import TreeLayout, build_layout, container_changes, cow_nodes, inode_numbers
+from .btrfs_cow import container_changes, cow_nodes
+from .btrfs_tree import TreeLayout, build_layout, inode_numbers
 from .options import Option
 
 # A transaction CoWs the touched fs-tree path plus the extent, csum, free-space, root and
@@ -172,7 +173,7 @@ class BtrfsMount(BaseMount):
 
     def meta_copy_up(self, node) -> None:
         # A directory made private only because something below it changed rewrites none of
-        # its items (its entries' changes are found at the end: drivers.btrfs_tree).
+        # its items (its entries' changes are found at the end: drivers.btrfs_cow).
         self._dirty()
 
     def copy_up(self, inode: FileInode, need: str) -> None:
@@ -321,7 +322,7 @@ class BtrfsMount(BaseMount):
 
     def metadata_nodes(self) -> int:
         """Tree blocks of the container's fs tree not shared with the image's: the leaves
-        its changes rewrote or added and the nodes above them (``drivers.btrfs_tree``)."""
+        its changes rewrote or added and the nodes above them (``drivers.btrfs_cow``)."""
         layout = self.driver.layout(self.ns.tree)  # type: ignore[attr-defined]
         seen: set[int] = set()
 

@@ -11,8 +11,8 @@ import pytest
 
 from drivers import make_driver
 from drivers.btrfs_layout import ROOT_ITEM_BYTES
-from drivers.btrfs_tree import (LeafChanges, TreeLayout, build_layout, cow_nodes, entry_bytes, inode_numbers,
-                                name_hash)
+from drivers.btrfs_cow import LeafChanges, cow_nodes
+from drivers.btrfs_tree import TreeLayout, build_layout, entry_bytes, inode_numbers, name_hash
 from helpers import image, ops
 from simulator.costmodel import CostModel
 from simulator.errors import BackendUnavailable
