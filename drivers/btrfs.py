@@ -48,19 +48,20 @@ Each finding below was measured on kernel 6.18 here (btrfs-progs 6.2, 4 KiB sect
 * qgroup exclusive metadata: 16 KiB for an untouched snapshot (its root), one node per
   CoW'd leaf plus the root; 50 new dirs + 50 new files: 65536 (4 nodes).  Counted once
   although metadata is DUP on disk.  Which leaves a container CoWs follows key order
-  (``drivers.btrfs_tree`` and ``drivers.btrfs_cow``: inode numbers in the order the layers made them, a directory's
-  entries under its own number; checked against ``dump-tree``): ``rm -rf`` of one tree of
-  a 4-layer image CoW'd 8 of its 9-10 leaves, since that tree's files were made by all
-  four layers.  Rewriting an inode item (data, chmod, the relatime update of a first read)
-  CoWs its leaf; making a directory private because something below it changed does not.
-  Items added to existing objects stay in their leaves (8 logs appended 25 x 512 B each
-  CoW'd 1-2 leaves + the root); new objects go to the last leaf; a leaf left under a third
-  full pushes its items into its neighbours as it happens (``btrfs_del_items``).  btrfs
-  does not lay an image into the same leaves twice (9 or 10 leaves for one image, run to
-  run), so the model predicts a mean and ``validate`` compares with the mean of three real
-  runs.  Measured (``layerbench validate --suite full --backend btrfs``): 52-53 of 53 cases
-  within 10%, the rest one leaf off; on a 6-layer, 1,500-file image, within 0.1-5% on nine
-  workloads, but ``rm -rf`` of two large trees, 21/40/26 nodes against 24/35/27 (seeds 0-2).
+  (``drivers.btrfs_tree``, ``drivers.btrfs_cow``: inode numbers in the order the layers
+  made them, a directory's entries under its own number; checked against ``dump-tree``):
+  ``rm -rf`` of one tree of a 4-layer image CoW'd 8 of its 9-10 leaves, since that tree's
+  files were made by all four layers.  Rewriting an inode item (data, chmod, the relatime
+  update of a first read) CoWs its leaf; making a directory private because something
+  below it changed does not.  Items added to existing objects stay in their leaves (8 logs
+  appended 25 x 512 B each CoW'd 1-2 leaves + the root); new objects go to the last leaf;
+  a leaf left under a third full pushes its items into its neighbours as it happens
+  (``btrfs_del_items``).  btrfs does not lay an image into the same leaves twice (9 or 10
+  leaves for one image, run to run), so the model predicts a mean and ``validate``
+  compares with the mean of three real runs.  Measured (``layerbench validate --suite
+  full``, quiet machine): 53 of 53 cases within 10%, 46 exact; on a 6-layer, 1,500-file
+  image, 21 of 22 workload x option cases within 6.5%, ``rm -rf`` of two large trees the
+  worst (12.5%; 21/40/26 nodes against 24/35/27 real, seeds 0-2).
 * The live qgroup counters are not the figure: identical runs of that append workload
   read 2 to 7 exclusive nodes per container (also with the status ON, not INCONSISTENT);
   ``btrfs quota rescan -w`` read the number of blocks the container's tree owns
