@@ -41,6 +41,11 @@ class RangeSet:
     def __repr__(self) -> str:
         return f"RangeSet({list(self)})"
 
+    def bounds(self) -> tuple[list[int], list[int]]:
+        """The interval starts and ends, sorted: the set's own lists, to read, never change
+        (``ThinDevice`` queues them to union them later, in one ``add_many``)."""
+        return self._starts, self._ends
+
     def copy(self) -> RangeSet:
         new = RangeSet()
         new._starts = self._starts.copy()
