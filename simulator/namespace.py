@@ -20,6 +20,7 @@ from .hooks import StorageHooks
 from .imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
 from .costcounts import CostCounts
 from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, DirNode, FileInode, Node, Symlink
+from .ranges import EMPTY_RANGES, RangeSet
 from .walks import FsError, Resolved, resolve_links, walk_dirs
 
 RESOLVE_CACHE_ENTRIES = 128  # paths remembered per container and kind of walk: the hot files (a few KiB)
@@ -309,8 +310,14 @@ class Namespace:
             end = offset + length
             if end > inode.size:
                 inode.size = end
-            inode.written.add(offset, end)
-            inode.dirty.add(offset, end)
+            if inode.written is EMPTY_RANGES:  # the first write: sets of its own (nodes.FileInode)
+                inode.written = RangeSet.span(offset, end)
+            else:
+                inode.written.add(offset, end)
+            if inode.dirty is EMPTY_RANGES:
+                inode.dirty = RangeSet.span(offset, end)
+            else:
+                inode.dirty.add(offset, end)
             self.dirty[inode] = None
             self.written_bytes += length
             self.hooks.write(inode, offset, length)
@@ -323,7 +330,11 @@ class Namespace:
         end = max(ends)
         if end > inode.size:
             inode.size = end
+        if inode.written is EMPTY_RANGES:
+            inode.written = RangeSet()
         inode.written.add_many(starts, ends)
+        if inode.dirty is EMPTY_RANGES:
+            inode.dirty = RangeSet()
         inode.dirty.add_many(starts, ends)
         self.dirty[inode] = None
         self.written_bytes += sum(ends) - sum(starts)

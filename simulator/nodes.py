@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .imagetree import ImageDir, ImageFile, ImageSymlink
-from .ranges import RangeSet
+from .ranges import EMPTY_RANGES, RangeSet
 
 
 class FileInode:
@@ -25,15 +25,16 @@ class FileInode:
     (the container's own, still-live data).  ``dirty``: ranges written since the last
     writeback (SPEC section 5: writeback at fsync, commit or the end of the workload).
     ``drv`` is the driver's per-file state (copy-up state, chunk maps); the model never
-    reads it.
+    reads it.  Both sets start as the shared, immutable ``EMPTY_RANGES`` (no allocation for
+    a file never written); ``Namespace`` gives the file sets of its own at the first write.
     """
 
     __slots__ = ("size", "mode", "uid", "gid", "origin", "written", "dirty", "nlink", "modified", "drv")
 
     def __init__(self, size: int, mode: int, uid: int, gid: int, origin: ImageFile | None):
         self.size, self.mode, self.uid, self.gid, self.origin = size, mode, uid, gid, origin
-        self.written = RangeSet()
-        self.dirty = RangeSet()
+        self.written: RangeSet = EMPTY_RANGES
+        self.dirty: RangeSet = EMPTY_RANGES
         self.nlink = 0
         self.modified = origin is None  # content or attributes differ from the image (naive diff)
         self.drv: Any = None
