@@ -182,10 +182,16 @@ class Namespace:
             if node.__class__ is ImageDir:
                 node = Dir.from_image(node)  # type: ignore[arg-type]
                 d.own[name] = node
-                # Only this directory's own remembered walk led to the image node; the walks
-                # below it still find the same image directories through its ``base``.
+                # Only this directory's own remembered walk led to the image node, and it now
+                # leads to the private one (the same chain of names): a write all over the
+                # image copies up thousands of directories, each walked again soon after.
+                # The walks below it still find the same image directories through its
+                # ``base``.
                 self.file_changed()
-                self._dirs.pop("/" + "/".join(names[:i + 1]), None)
+                key = "/" + "/".join(names[:i + 1])
+                known = self._dirs.get(key)
+                if known is not None:
+                    self._dirs[key] = (known[0], node)
                 self.hooks.meta_copy_up(node)
             d = node  # type: ignore[assignment]
         return d
