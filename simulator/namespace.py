@@ -316,14 +316,15 @@ class Namespace:
             end = offset + length
             if end > inode.size:
                 inode.size = end
-            if inode.written is EMPTY_RANGES:  # the first write: sets of its own (nodes.FileInode)
-                inode.written = RangeSet.span(offset, end)
+            written, dirty = inode.written, inode.dirty
+            if written is EMPTY_RANGES:  # the first write: one set for both (nodes.FileInode)
+                inode.written = inode.dirty = RangeSet.span(offset, end)
             else:
-                inode.written.add(offset, end)
-            if inode.dirty is EMPTY_RANGES:
-                inode.dirty = RangeSet.span(offset, end)
-            else:
-                inode.dirty.add(offset, end)
+                written.add(offset, end)
+                if dirty is EMPTY_RANGES:  # the first write since a writeback
+                    inode.dirty = RangeSet.span(offset, end)
+                elif dirty is not written:
+                    dirty.add(offset, end)
             self.dirty[inode] = None
             self.written_bytes += length
             self.hooks.write(inode, offset, length)
@@ -336,12 +337,14 @@ class Namespace:
         end = max(ends)
         if end > inode.size:
             inode.size = end
-        if inode.written is EMPTY_RANGES:
-            inode.written = RangeSet()
-        inode.written.add_many(starts, ends)
-        if inode.dirty is EMPTY_RANGES:
-            inode.dirty = RangeSet()
-        inode.dirty.add_many(starts, ends)
+        written, dirty = inode.written, inode.dirty
+        if written is EMPTY_RANGES:  # see write_range
+            written = dirty = inode.written = inode.dirty = RangeSet()
+        elif dirty is EMPTY_RANGES:
+            dirty = inode.dirty = RangeSet()
+        written.add_many(starts, ends)
+        if dirty is not written:
+            dirty.add_many(starts, ends)
         self.dirty[inode] = None
         self.written_bytes += sum(ends) - sum(starts)
         inode.modified = True
@@ -351,7 +354,8 @@ class Namespace:
         old = inode.size
         inode.size = size
         inode.written.truncate(size)
-        inode.dirty.truncate(size)
+        if inode.dirty is not inode.written:
+            inode.dirty.truncate(size)
         inode.modified = True
         self.hooks.truncate(inode, old, size)
 
@@ -365,7 +369,7 @@ class Namespace:
                 self.cost.dirty_ranges += len(inode.dirty)
                 self.cost.synced_bytes += inode.dirty.total()
             self.hooks.writeback(inode, inode.dirty)
-            inode.dirty.clear()
+            inode.dirty = EMPTY_RANGES  # not clear(): it may be ``written`` too
         self.dirty.pop(inode, None)
 
     def flush(self, timed: bool = True) -> None:

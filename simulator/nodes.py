@@ -25,8 +25,14 @@ class FileInode:
     (the container's own, still-live data).  ``dirty``: ranges written since the last
     writeback (SPEC section 5: writeback at fsync, commit or the end of the workload).
     ``drv`` is the driver's per-file state (copy-up state, chunk maps); the model never
-    reads it.  Both sets start as the shared, immutable ``EMPTY_RANGES`` (no allocation for
-    a file never written); ``Namespace`` gives the file sets of its own at the first write.
+    reads it.
+
+    Both sets start as the shared, immutable ``EMPTY_RANGES``: a create that writes once
+    allocated two sets (six objects) before, a fifth of its cost.  ``dirty`` is always
+    within ``written``, and from a file's first write to its first writeback the two are
+    equal, so ``Namespace`` (the only writer of both) makes them one object then: it
+    changes a shared set once, and a writeback puts ``EMPTY_RANGES`` back in ``dirty``
+    instead of clearing it.  Readers never need to tell the cases apart.
     """
 
     __slots__ = ("size", "mode", "uid", "gid", "origin", "written", "dirty", "nlink", "modified", "drv")

@@ -1,8 +1,8 @@
 """A new file's range sets start as the shared ``EMPTY_RANGES`` (issue 7: creates).
 
 ``FileInode`` no longer allocates its ``written`` and ``dirty`` sets up front; the namespace
-gives a file sets of its own on its first write (``Namespace.write_range``/``write_run``),
-and overlay builds a new file's block set from that first write directly.  The reference is
+gives a file one set for both on its first write, parted at its first writeback
+(``Namespace.write_range``/``write_run``/``writeback``), and overlay builds a new file's block set from that first write directly.  The reference is
 the straightforward version: every inode with two fresh ``RangeSet`` from the start.  Every
 metric and cost count must be equal on every driver, for random traces (creates, writes,
 truncates to zero, fsyncs, links, renames, failures) and for the create-heavy built-ins.
@@ -84,16 +84,24 @@ def test_empty_ranges_refuses_changes() -> None:
 
 
 def test_files_get_sets_of_their_own_by_hand() -> None:
-    """Two new files: a 100-byte create and an empty one.  The first owns [0, 100) in both
-    sets; the empty one still shares the empty set; a write of 10 bytes at 50 to the empty
-    file (a hole below) gives it [50, 60) and leaves the first file's [0, 100) alone."""
+    """Two new files: a 100-byte create and an empty one.  The first has [0, 100) written and
+    dirty, one set for both until a writeback; the empty one still shares the empty set.
+    10 bytes at 50 into the empty file (a hole below) give it [50, 60); its fsync leaves
+    written alone and dirty empty.  Then 10 bytes at 0 into the first file: [0, 100) written
+    (the set held 0-100 already), and dirty is still that same set; its fsync parts them:
+    written [0, 100), dirty empty; a write of 5 bytes at 200 then dirties only [200, 205)."""
     image = load_image("synthetic:layers=1,files=10")
     run = Run(make_driver("overlay"), image, 1)
     run.replay([Op("create", "/a", size=100), Op("create", "/b", size=0)])
     ns = run.namespace(0)
     a, b = ns.exists("/a"), ns.exists("/b")
-    assert list(a.written) == list(a.dirty) == [(0, 100)] and a.written is not a.dirty
+    assert list(a.written) == [(0, 100)] and a.written is a.dirty
     assert b.written is EMPTY_RANGES and b.dirty is EMPTY_RANGES
     run.replay([Op("write", "/b", offset=50, length=10), Op("fsync", "/b")])
-    assert list(b.written) == [(50, 60)] and not b.dirty and b.dirty is not EMPTY_RANGES
-    assert list(a.written) == [(0, 100)] and b.size == 60
+    assert list(b.written) == [(50, 60)] and b.dirty is EMPTY_RANGES and b.size == 60
+    run.replay([Op("write", "/a", offset=0, length=10)])
+    assert list(a.written) == [(0, 100)] and a.dirty is a.written
+    run.replay([Op("fsync", "/a"), Op("write", "/a", offset=200, length=5)])
+    assert list(a.written) == [(0, 100), (200, 205)] and list(a.dirty) == [(200, 205)]
+    run.replay([Op("truncate", "/a", size=50)])  # cuts both: dirty [200, 205) goes entirely
+    assert list(a.written) == [(0, 50)] and not a.dirty
