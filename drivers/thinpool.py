@@ -22,6 +22,7 @@ batch covers it whole.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 from simulator.ranges import RangeSet
@@ -112,13 +113,20 @@ class ThinDevice:
         if not ranges:
             return cost
         chunk = self.chunk
-        touched = ranges.units(chunk)
-        shared = self.shared()
+        own = self.own
+        own_starts, own_ends = own.bounds()
         new = RangeSet()
-        for start, end in touched:
-            for s, e in self.own.gaps(start, end):
+        for start, end in ranges.units(chunk):
+            i = bisect_right(own_starts, start) - 1
+            if i >= 0 and own_ends[i] >= end:
+                continue  # owned already (the usual case: log, inode table, rewrites)
+            for s, e in own.gaps(start, end):
                 new.add(s, e)
+        if not new:  # nothing provisioned, so nothing copied: only the bytes to remember
+            self._remember(ranges)
+            return cost
         cost.new_chunks = new.total()
+        shared = self.shared()
         # Only chunks at the ends of a written interval can be partly covered: the set is
         # normalised, so an interior chunk of an interval is overwritten whole.
         # And no other interval can cover the rest of such a chunk (they are disjoint and
@@ -134,14 +142,17 @@ class ThinDevice:
         for c in partial:
             if new.covers(c, c + 1) and shared.covers(c, c + 1):
                 cost.copied_chunks += 1
-        self.own.update(new)
+        own.update(new)
         self.mapped.update(new)
+        self._remember(ranges)
+        return cost
+
+    def _remember(self, ranges: RangeSet) -> None:
         starts, ends = ranges.bounds()
         self._pending_starts.extend(starts)
         self._pending_ends.extend(ends)
         if len(self._pending_starts) > max(len(self._written), PENDING_FOLD_MIN):
             self._fold()  # keeps the pending lists within a constant factor of the set
-        return cost
 
 
 def chunk_physical_bytes(chunks: int, chunk: int) -> int:
