@@ -35,6 +35,7 @@ class Namespace:
     def __init__(self, tree: ImageTree, hooks: StorageHooks, depth_hist: Counter | None = None):
         self.tree = tree
         self.hooks = hooks
+        self.notes_close: bool = getattr(hooks, "notes_close", True)  # see StorageHooks
         self.root = Dir.from_image(tree.root)  # the upper root always exists: no copy-up
         self.promoted: dict[ImageFile, FileInode] = {}  # image inode -> its private inode
         self.image_unlinks: Counter = Counter()  # names of hard-linked image files removed
