@@ -228,5 +228,15 @@ class _EmptyRangeSet(RangeSet):
 
     add = add_many = update = _append = _frozen  # type: ignore[assignment]
 
+    # Copies and pickles stay the one shared object: the namespace tells it by identity.
+    def __reduce__(self) -> str:
+        return "EMPTY_RANGES"
+
+    def __copy__(self) -> RangeSet:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> RangeSet:
+        return self
+
 
 EMPTY_RANGES: RangeSet = _EmptyRangeSet()

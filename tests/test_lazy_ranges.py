@@ -10,6 +10,9 @@ truncates to zero, fsyncs, links, renames, failures) and for the create-heavy bu
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -81,6 +84,9 @@ def test_empty_ranges_refuses_changes() -> None:
     EMPTY_RANGES.truncate(0)  # changes nothing: allowed
     EMPTY_RANGES.remove(0, 10)
     assert not EMPTY_RANGES and EMPTY_RANGES.total() == 0 and EMPTY_RANGES == RangeSet()
+    assert pickle.loads(pickle.dumps(EMPTY_RANGES)) is EMPTY_RANGES  # identity is what counts
+    assert copy.deepcopy(EMPTY_RANGES) is EMPTY_RANGES and copy.copy(EMPTY_RANGES) is EMPTY_RANGES
+    assert EMPTY_RANGES.copy() is not EMPTY_RANGES  # RangeSet.copy: a set of one's own to change
 
 
 def test_files_get_sets_of_their_own_by_hand() -> None:
