@@ -132,10 +132,15 @@ class AufsMount(BaseMount):
         super().__init__(driver, id, tree)
         self.dirperm1 = bool(driver.options["dirperm1"])
         self._perm_extra: dict[str, tuple[int, object]] = {}  # ``_perm_at``'s answers, per path
+        self._perm_kids: dict[str, list[str]] = {}  # remembered paths by their parent's path
+
+    def _forget_walks(self) -> None:
+        self._perm_extra.clear()
+        self._perm_kids.clear()
 
     def metadata(self, op: str, node) -> None:
         if op not in _WALKS_KEPT:
-            self._perm_extra.clear()
+            self._forget_walks()
         super().metadata(op, node)
 
     # -- semantics --
@@ -201,18 +206,32 @@ class AufsMount(BaseMount):
             root = self.ns.root
             known = cache["/"] = (_span(root) - 1, root)
         extra, d = known
+        kids = self._perm_kids
         for where in reversed(todo):
-            d = self.ns.child(d, where.rpartition("/")[2]) if d is not None else None  # type: ignore[arg-type]
+            parent, _, name = where.rpartition("/")
+            d = self.ns.child(d, name) if d is not None else None  # type: ignore[arg-type]
             if d.__class__ is Dir or d.__class__ is ImageDir:
                 extra += _span(d) - 1
             else:
                 d = None
             cache[where] = (extra, d)
+            kids.setdefault(parent or "/", []).append(where)
         return extra, d
 
     # -- copy-up --
     def meta_copy_up(self, node) -> None:
-        self._perm_extra.clear()
+        # A directory made private gains the rw branch: the walks through it (its image
+        # path and those below) change, no other.  Dropping only those keeps the rest: a
+        # create all over the image copies up a directory every few operations.
+        if node.__class__ is Dir and node.base is not None:
+            cache, kids = self._perm_extra, self._perm_kids
+            todo = [node.base.path]
+            while todo:
+                path = todo.pop()
+                cache.pop(path, None)
+                todo.extend(kids.pop(path, ()))
+        else:
+            self._forget_walks()
         self.tally.copyup_meta_count += 1
         self.tally.device_write_bytes += METADATA_WRITE_BYTES
 

@@ -90,6 +90,13 @@ class BaseMount:
     opaque_new_dirs: bool = False
     opaque_moved_dirs: bool = False
     indexes_hardlinks: bool = False
+    notes_close: bool = False  # set per subclass: True where it overrides ``closed``
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every create, write, read and fsync ends with a ``closed`` call; most drivers do
+        # nothing there, and the namespace skips the call for them (``StorageHooks``).
+        super().__init_subclass__(**kwargs)
+        cls.notes_close = cls.closed is not BaseMount.closed
 
     def __init__(self, driver: BaseDriver, id: str, tree: ImageTree):
         self.driver = driver

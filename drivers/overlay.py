@@ -98,9 +98,9 @@ class _CopyState:
 
     __slots__ = ("state", "blocks")
 
-    def __init__(self) -> None:
-        self.state = _LOWER
-        self.blocks = RangeSet()
+    def __init__(self, state: int = _LOWER, blocks: RangeSet | None = None) -> None:
+        self.state = state
+        self.blocks = blocks if blocks is not None else RangeSet()
 
 
 def data_blocks(inode: FileInode, block: int) -> int:
@@ -187,10 +187,11 @@ class OverlayMount(BaseMount):
 
     def write(self, inode: FileInode, offset: int, length: int) -> None:
         drv = inode.drv
+        block = self.block
         if drv is None:  # a file the container created: nothing below to copy
-            drv = inode.drv = _CopyState()
-            drv.state = _DATA
-        drv.blocks.add(offset // self.block, -(-(offset + length) // self.block))
+            inode.drv = _CopyState(_DATA, RangeSet.span(offset // block, -(-(offset + length) // block)))
+        else:
+            drv.blocks.add(offset // block, -(-(offset + length) // block))
 
     # -- runs of writes (simulator.writeruns) --
     idempotent_lookup = True  # reads the layers' state, changes nothing

@@ -31,6 +31,7 @@ class StorageHooks(Protocol):
     opaque_new_dirs: bool  # a new directory in a merged parent gets the opaque marker
     opaque_moved_dirs: bool  # a container's own directory renamed into a merged parent does too
     indexes_hardlinks: bool  # removing one name of an image hard link copies the inode up first
+    notes_close: bool  # False when ``closed`` does nothing: the namespace may skip the call
 
     def rename_refused(self, node: DirNode | Node) -> bool:
         """True when the real driver fails this rename with EXDEV."""

@@ -20,6 +20,7 @@ from .hooks import StorageHooks
 from .imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
 from .costcounts import CostCounts
 from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, DirNode, FileInode, Node, Symlink
+from .ranges import EMPTY_RANGES, RangeSet
 from .walks import FsError, Resolved, resolve_links, walk_dirs
 
 RESOLVE_CACHE_ENTRIES = 128  # paths remembered per container and kind of walk: the hot files (a few KiB)
@@ -34,6 +35,7 @@ class Namespace:
     def __init__(self, tree: ImageTree, hooks: StorageHooks, depth_hist: Counter | None = None):
         self.tree = tree
         self.hooks = hooks
+        self.notes_close: bool = getattr(hooks, "notes_close", True)  # see StorageHooks
         self.root = Dir.from_image(tree.root)  # the upper root always exists: no copy-up
         self.promoted: dict[ImageFile, FileInode] = {}  # image inode -> its private inode
         self.image_unlinks: Counter = Counter()  # names of hard-linked image files removed
@@ -181,10 +183,16 @@ class Namespace:
             if node.__class__ is ImageDir:
                 node = Dir.from_image(node)  # type: ignore[arg-type]
                 d.own[name] = node
-                # Only this directory's own remembered walk led to the image node; the walks
-                # below it still find the same image directories through its ``base``.
+                # Only this directory's own remembered walk led to the image node, and it now
+                # leads to the private one (the same chain of names): a write all over the
+                # image copies up thousands of directories, each walked again soon after.
+                # The walks below it still find the same image directories through its
+                # ``base``.
                 self.file_changed()
-                self._dirs.pop("/" + "/".join(names[:i + 1]), None)
+                key = "/" + "/".join(names[:i + 1])
+                known = self._dirs.get(key)
+                if known is not None:
+                    self._dirs[key] = (known[0], node)
                 self.hooks.meta_copy_up(node)
             d = node  # type: ignore[assignment]
         return d
@@ -309,8 +317,15 @@ class Namespace:
             end = offset + length
             if end > inode.size:
                 inode.size = end
-            inode.written.add(offset, end)
-            inode.dirty.add(offset, end)
+            written, dirty = inode.written, inode.dirty
+            if written is EMPTY_RANGES:  # the first write: one set for both (nodes.FileInode)
+                inode.written = inode.dirty = RangeSet.span(offset, end)
+            else:
+                written.add(offset, end)
+                if dirty is EMPTY_RANGES:  # the first write since a writeback
+                    inode.dirty = RangeSet.span(offset, end)
+                elif dirty is not written:
+                    dirty.add(offset, end)
             self.dirty[inode] = None
             self.written_bytes += length
             self.hooks.write(inode, offset, length)
@@ -323,8 +338,14 @@ class Namespace:
         end = max(ends)
         if end > inode.size:
             inode.size = end
-        inode.written.add_many(starts, ends)
-        inode.dirty.add_many(starts, ends)
+        written, dirty = inode.written, inode.dirty
+        if written is EMPTY_RANGES:  # see write_range
+            written = dirty = inode.written = inode.dirty = RangeSet()
+        elif dirty is EMPTY_RANGES:
+            dirty = inode.dirty = RangeSet()
+        written.add_many(starts, ends)
+        if dirty is not written:
+            dirty.add_many(starts, ends)
         self.dirty[inode] = None
         self.written_bytes += sum(ends) - sum(starts)
         inode.modified = True
@@ -334,7 +355,8 @@ class Namespace:
         old = inode.size
         inode.size = size
         inode.written.truncate(size)
-        inode.dirty.truncate(size)
+        if inode.dirty is not inode.written:
+            inode.dirty.truncate(size)
         inode.modified = True
         self.hooks.truncate(inode, old, size)
 
@@ -348,7 +370,7 @@ class Namespace:
                 self.cost.dirty_ranges += len(inode.dirty)
                 self.cost.synced_bytes += inode.dirty.total()
             self.hooks.writeback(inode, inode.dirty)
-            inode.dirty.clear()
+            inode.dirty = EMPTY_RANGES  # not clear(): it may be ``written`` too
         self.dirty.pop(inode, None)
 
     def flush(self, timed: bool = True) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .imagetree import ImageDir, ImageFile, ImageSymlink
-from .ranges import RangeSet
+from .ranges import EMPTY_RANGES, RangeSet
 
 
 class FileInode:
@@ -26,14 +26,21 @@ class FileInode:
     writeback (SPEC section 5: writeback at fsync, commit or the end of the workload).
     ``drv`` is the driver's per-file state (copy-up state, chunk maps); the model never
     reads it.
+
+    Both sets start as the shared, immutable ``EMPTY_RANGES``: a create that writes once
+    allocated two sets (six objects) before, a fifth of its cost.  ``dirty`` is always
+    within ``written``, and from a file's first write to its first writeback the two are
+    equal, so ``Namespace`` (the only writer of both) makes them one object then: it
+    changes a shared set once, and a writeback puts ``EMPTY_RANGES`` back in ``dirty``
+    instead of clearing it.  Readers never need to tell the cases apart.
     """
 
     __slots__ = ("size", "mode", "uid", "gid", "origin", "written", "dirty", "nlink", "modified", "drv")
 
     def __init__(self, size: int, mode: int, uid: int, gid: int, origin: ImageFile | None):
         self.size, self.mode, self.uid, self.gid, self.origin = size, mode, uid, gid, origin
-        self.written = RangeSet()
-        self.dirty = RangeSet()
+        self.written: RangeSet = EMPTY_RANGES
+        self.dirty: RangeSet = EMPTY_RANGES
         self.nlink = 0
         self.modified = origin is None  # content or attributes differ from the image (naive diff)
         self.drv: Any = None

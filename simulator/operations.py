@@ -54,19 +54,22 @@ def op_create(ns: Namespace, op: Op) -> None:
         if inode.size:
             ns.set_size(inode, 0)
     ns.write_range(inode, 0, op.size)
-    ns.hooks.closed(inode, op.kind)
+    if ns.notes_close:
+        ns.hooks.closed(inode, op.kind)
 
 
 def op_write(ns: Namespace, op: Op) -> None:
     inode = _file(ns, op.path, need.NEED_DATA)
     ns.write_range(inode, op.offset, op.length)
-    ns.hooks.closed(inode, op.kind)
+    if ns.notes_close:
+        ns.hooks.closed(inode, op.kind)
 
 
 def op_append(ns: Namespace, op: Op) -> None:
     inode = _file(ns, op.path, need.NEED_DATA)
     ns.write_range(inode, inode.size, op.length)
-    ns.hooks.closed(inode, op.kind)
+    if ns.notes_close:
+        ns.hooks.closed(inode, op.kind)
 
 
 def op_truncate(ns: Namespace, op: Op) -> None:
@@ -79,7 +82,8 @@ def op_open(ns: Namespace, op: Op) -> None:
         node = _existing(ns.resolve(op.path, follow=True))
     else:
         node = _file(ns, op.path, need.NEED_DATA)  # overlayfs copies up at open for write
-    ns.hooks.closed(node, op.kind)
+    if ns.notes_close:
+        ns.hooks.closed(node, op.kind)
 
 
 def op_read(ns: Namespace, op: Op) -> None:
@@ -87,7 +91,8 @@ def op_read(ns: Namespace, op: Op) -> None:
     if node.__class__ in DIR_TYPES:
         raise FsError("EISDIR")
     ns.read_node(node, op.offset, op.length)
-    ns.hooks.closed(node, op.kind)
+    if ns.notes_close:
+        ns.hooks.closed(node, op.kind)
 
 
 def op_stat(ns: Namespace, op: Op) -> bool:
@@ -375,7 +380,8 @@ def op_fsync(ns: Namespace, op: Op) -> None:
     if node.__class__ is FileInode:
         ns.writeback(node)  # type: ignore[arg-type]
     ns.hooks.fsync(node)
-    ns.hooks.closed(node, op.kind)
+    if ns.notes_close:
+        ns.hooks.closed(node, op.kind)
 
 
 OPERATIONS: dict[str, Callable[[Namespace, Op], bool | None]] = {

@@ -98,7 +98,8 @@ class WriteRuns:
                 if inode.origin is not None:
                     hooks.copy_up(inode, NEED_DATA)
                 ns.write_run(inode, file.starts, file.ends)
-                hooks.closed(inode, file.kind)
+                if ns.notes_close:
+                    hooks.closed(inode, file.kind)
         for hot in self.hot:
             hot.clear()
         self._paths.clear()

@@ -1,0 +1,47 @@
+"""The namespace skips ``closed`` for drivers whose ``closed`` does nothing (issue 7).
+
+``BaseMount.notes_close`` is set per mount class from whether it overrides ``closed``; the
+reference calls ``closed`` after every operation as before, on every driver.  Metrics and
+cost counts must be equal, and the flag must be on exactly where a driver acts at close.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers import REGISTRY, make_driver
+from drivers.base import BaseMount
+from simulator.harness import Run
+from test_writeruns import DRIVERS, EVERY_TERM, IDS, write_heavy_trace
+from workloads.random import random_image, random_trace
+
+
+def test_flag_follows_the_override() -> None:
+    for name in REGISTRY:
+        mount = make_driver(name).mount_class
+        assert mount.notes_close == (mount.closed is not BaseMount.closed), name
+    assert make_driver("devicemapper").mount_class.notes_close  # ext4 flushes at close
+    assert not make_driver("overlay").mount_class.notes_close
+
+
+@pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
+@pytest.mark.parametrize("seed", range(4))
+def test_skipping_costs_what_calling_costs(driver: str, options: dict, seed: int,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(500 + seed)
+    image = random_image(rng, layers=3, entries=25)
+    paths = sorted({e.path for layer in image.layers for e in layer.entries})
+    ops = random_trace(rng, paths, 300, 1) + write_heavy_trace(rng, paths, 200, 1)
+
+    def run(always: bool) -> dict:
+        with monkeypatch.context() as patch:
+            if always:
+                patch.setattr(make_driver(driver, options).mount_class, "notes_close", True)
+            r = Run(make_driver(driver, options), image, 1)
+            r.replay(ops)
+            return r.finish(EVERY_TERM)
+
+    skipped = run(False)
+    assert skipped == run(True)
+    assert skipped["written_bytes"] > 0
