@@ -29,7 +29,7 @@ import itertools
 import posixpath
 from dataclasses import dataclass, field
 
-import crc32c
+import google_crc32c
 
 from simulator.image import Image
 from simulator.imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
@@ -46,10 +46,10 @@ LAID_LEAF_FILL = 0.79
 
 
 def name_hash(name: str) -> int:
-    """``btrfs_name_hash``: the offset of a ``DIR_ITEM`` key.  The ``crc32c`` package
-    computes the standard (inverted) CRC-32C; the kernel's raw register is its inverse
-    started from the inverse seed."""
-    return crc32c.crc32c(name.encode("utf-8", "surrogateescape"), NAME_HASH_SEED ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+    """``btrfs_name_hash``: the offset of a ``DIR_ITEM`` key.  ``google_crc32c.extend``
+    continues a standard (inverted) CRC-32C; the kernel's raw register is its inverse,
+    continued from the inverse seed."""
+    return google_crc32c.extend(NAME_HASH_SEED ^ 0xFFFFFFFF, name.encode("utf-8", "surrogateescape")) ^ 0xFFFFFFFF
 
 
 def entry_bytes(name: str) -> int:
