@@ -99,6 +99,11 @@ class ImageTree:
             memo[key] = compute(self)
         return memo[key]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled tree leaves its memos behind: they key node objects by ``id``, which the
+        copy's nodes do not have."""
+        return {**self.__dict__, "_derived": {}}
+
     @property
     def depth(self) -> int:
         return len(self.image.layers)

@@ -2,6 +2,7 @@
 tree of a laid image (``btrfs inspect-internal dump-tree``) as the oracle."""
 
 import os
+import pickle
 import re
 import statistics
 import subprocess
@@ -66,6 +67,16 @@ def test_layout_of_a_tiny_tree_by_hand():
     assert layout.total == 334 + 277 and layout.leaves == 1
     # "f"'s DIR_ITEM right after the root's inode item and ref; its DIR_INDEX after it
     assert layout.entry_offsets(tree.root, "f") == (ROOT_ITEM_BYTES, ROOT_ITEM_BYTES + entry_bytes("f"))
+
+
+def test_a_pickled_tree_leaves_its_memos_behind():
+    """Layouts key node objects by ``id``: a copy in another process must build its own."""
+    img = image([{"path": "/f", "type": "file", "size": 10}])
+    tree = ImageTree.build(img)
+    layout = make_driver("btrfs", {}).layout(tree)
+    copy = pickle.loads(pickle.dumps(tree))
+    assert copy._derived == {} and tree._derived
+    assert make_driver("btrfs", {}).layout(copy).ino[id(copy.root)] == layout.ino[id(tree.root)] == 256
 
 
 def _layout(leaves: int, fill: int) -> TreeLayout:
