@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import pickle
 
-import numpy as np
 import pytest
 
 from drivers import make_driver
@@ -23,8 +22,7 @@ from simulator.inputs import load_image, load_workload
 from simulator.nodes import FileInode
 from simulator.ranges import EMPTY_RANGES, RangeSet
 from simulator.trace import Op
-from test_writeruns import DRIVERS, EVERY_TERM, IDS, write_heavy_trace
-from workloads.random import random_image, random_trace
+from test_writeruns import DRIVERS, EVERY_TERM, IDS, random_write_case
 
 ORIGINAL_INIT = FileInode.__init__
 
@@ -49,11 +47,8 @@ def metrics(driver: str, options: dict, image, ops, containers: int, lazy: bool,
 @pytest.mark.parametrize("seed", range(6))
 def test_shared_empty_sets_cost_what_fresh_sets_cost(driver: str, options: dict, seed: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(300 + seed)
-    image = random_image(rng, layers=3, entries=25)
-    paths = sorted({e.path for layer in image.layers for e in layer.entries})
     containers = 1 + seed % 2
-    ops = random_trace(rng, paths, 300, containers) + write_heavy_trace(rng, paths, 200, containers)
+    image, ops = random_write_case(300 + seed, containers)
     lazy = metrics(driver, options, image, ops, containers, True, monkeypatch)
     assert lazy == metrics(driver, options, image, ops, containers, False, monkeypatch)
     assert lazy["written_bytes"] > 0

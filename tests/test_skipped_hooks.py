@@ -7,14 +7,12 @@ cost counts must be equal, and the flag must be on exactly where a driver acts a
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from drivers import REGISTRY, make_driver
 from drivers.base import BaseMount
 from simulator.harness import Run
-from test_writeruns import DRIVERS, EVERY_TERM, IDS, write_heavy_trace
-from workloads.random import random_image, random_trace
+from test_writeruns import DRIVERS, EVERY_TERM, IDS, random_write_case
 
 
 def test_flag_follows_the_override() -> None:
@@ -29,10 +27,7 @@ def test_flag_follows_the_override() -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_skipping_costs_what_calling_costs(driver: str, options: dict, seed: int,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(500 + seed)
-    image = random_image(rng, layers=3, entries=25)
-    paths = sorted({e.path for layer in image.layers for e in layer.entries})
-    ops = random_trace(rng, paths, 300, 1) + write_heavy_trace(rng, paths, 200, 1)
+    image, ops = random_write_case(500 + seed)
 
     def run(always: bool) -> dict:
         with monkeypatch.context() as patch:

@@ -28,8 +28,7 @@ from simulator.pagecache import PageCache
 from simulator.ranges import RangeSet
 from simulator.units import PAGE_SIZE
 from simulator.walks import resolve_links
-from test_writeruns import DRIVERS, EVERY_TERM, IDS, write_heavy_trace
-from workloads.random import random_image, random_trace
+from test_writeruns import DRIVERS, EVERY_TERM, IDS, random_write_case
 
 
 def _general_walk(self: Namespace, path: str, follow: bool):
@@ -63,11 +62,8 @@ def metrics(driver: str, options: dict, image, ops, containers: int, remembered:
 @pytest.mark.parametrize("seed", range(8))
 def test_remembered_walks_cost_what_fresh_walks_cost(driver: str, options: dict, seed: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(100 + seed)
-    image = random_image(rng, layers=3, entries=25)
-    paths = sorted({e.path for layer in image.layers for e in layer.entries})
     containers = 1 + seed % 2
-    ops = random_trace(rng, paths, 300, containers) + write_heavy_trace(rng, paths, 200, containers)
+    image, ops = random_write_case(100 + seed, containers)
     fast = metrics(driver, options, image, ops, containers, True, monkeypatch)
     fresh = metrics(driver, options, image, ops, containers, False, monkeypatch)
     assert fast == fresh

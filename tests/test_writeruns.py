@@ -23,6 +23,15 @@ IDS = [d + "".join(f",{k}" for k in o) for d, o in DRIVERS]
 EVERY_TERM = CostModel(**{name: 1.0 for name in CostModel().as_dict()})
 
 
+def random_write_case(seed: int, containers: int = 1):
+    """A seeded random image and a trace on it: the random generator's 300 operations, then
+    200 of ``write_heavy_trace`` (the equality tests of every replay shortcut use it)."""
+    rng = np.random.default_rng(seed)
+    image = random_image(rng, layers=3, entries=25)
+    paths = sorted({e.path for layer in image.layers for e in layer.entries})
+    return image, random_trace(rng, paths, 300, containers) + write_heavy_trace(rng, paths, 200, containers)
+
+
 def write_heavy_trace(rng: np.random.Generator, paths: list[str], ops: int, containers: int) -> list[Op]:
     """Mostly writes and appends to a handful of files, interleaved, broken now and then by
     any other operation (the random trace generator's), so runs start, stop and resume; and
