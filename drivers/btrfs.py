@@ -312,14 +312,18 @@ class BtrfsMount(BaseMount):
         seen.add(id(node))
         out = object_item_bytes(len(name), first)
         if first and node.__class__ is FileInode:
-            st = self._state(node)
-            if st.inline:
-                out += inline_item_bytes(st.size)
-            else:
-                out += (ITEM_HEADER_BYTES + FILE_EXTENT_BYTES) * (len(st.shared) + sum(len(r.refs) for r in st.runs))
+            out += self._extent_bytes(node)
         elif first and node.__class__ is not FileInode:
             out += inline_item_bytes(len(node.target))
         return out
+
+    def _extent_bytes(self, inode: FileInode) -> int:
+        """Leaf bytes of a private file's extent items: its inline data, or one item per
+        run of sectors still shared with the image or in one of its own extents."""
+        st = self._state(inode)
+        if st.inline:
+            return inline_item_bytes(st.size)
+        return (ITEM_HEADER_BYTES + FILE_EXTENT_BYTES) * (len(st.shared) + sum(len(r.refs) for r in st.runs))
 
     def metadata_nodes(self) -> int:
         """Tree blocks of the container's fs tree not shared with the image's: the leaves
@@ -338,9 +342,8 @@ class BtrfsMount(BaseMount):
         for inode in live_inodes(self.ns):  # rewritten image files: their extent items changed
             at = layout.object_start(inode.origin)
             if at is not None and inode.drv is not None:
-                now = self._private_bytes("", inode, set()) - object_item_bytes(0)
-                was = extent_bytes(inode.origin.size)
-                changes.added[at] = changes.added.get(at, 0) + now - was
+                grown = self._extent_bytes(inode) - extent_bytes(inode.origin.size)
+                changes.added[at] = changes.added.get(at, 0) + grown
         return cow_nodes(layout, changes)
 
     def usage(self) -> dict[str, int]:

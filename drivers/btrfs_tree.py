@@ -25,6 +25,7 @@ does not see.  What a container CoWs in this layout: ``drivers.btrfs_cow``.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import posixpath
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ class TreeLayout:
     usable: int  # leaf bytes for items: node size less the header
     _dirs: dict[int, tuple[list[int], list[int], dict[str, int]]] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def leaves(self) -> int:
         """A tree that fits one leaf is one leaf; a bigger one has split into leaves
         ``LAID_LEAF_FILL`` full on average."""
