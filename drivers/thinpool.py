@@ -22,7 +22,6 @@ batch covers it whole.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass
 
 from simulator.ranges import RangeSet
@@ -114,11 +113,9 @@ class ThinDevice:
             return cost
         chunk = self.chunk
         own = self.own
-        own_starts, own_ends = own.bounds()
         new = RangeSet()
         for start, end in ranges.units(chunk):
-            i = bisect_right(own_starts, start) - 1
-            if i >= 0 and own_ends[i] >= end:
+            if own.covers(start, end):
                 continue  # owned already (the usual case: log, inode table, rewrites)
             for s, e in own.gaps(start, end):
                 new.add(s, e)
