@@ -268,19 +268,11 @@ class Layout:
         if chain is None:
             chain = self._chain = self._layouts_below()
         i = bisect_right(chain[0], ino) - 1
-        if i >= 0:
-            rec = chain[1][i].files.get(ino)
-            if rec is not None:
-                self._files_below[ino] = rec
-                return rec
-        layout = self.parent
-        while layout is not None:
-            rec = layout.files.get(ino)
-            if rec is not None:
-                self._files_below[ino] = rec
-                return rec
-            layout = layout.parent
-        raise KeyError(ino)
+        rec = chain[1][i].files.get(ino) if i >= 0 else None
+        if rec is None:
+            raise KeyError(ino)
+        self._files_below[ino] = rec
+        return rec
 
     def _layouts_below(self) -> tuple[list[int], list[Layout]]:
         """The layouts below this one that hold files, bottom first, and their first inos."""
