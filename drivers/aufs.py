@@ -69,6 +69,7 @@ from simulator.image import Layer
 from simulator.imagetree import ImageDir, ImageFile
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode
+from simulator.ranges import RangeSet
 from simulator.units import PAGE_SIZE, ceil_div, round_up
 from simulator.viewstats import walk_private
 
@@ -280,7 +281,7 @@ class AufsMount(BaseMount):
         tally.perm_checks += (tally.perm_checks - perm_checks) * (count - 1)
         return depth
 
-    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         pass  # batchable: ``write`` has nothing left to copy
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:

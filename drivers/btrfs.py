@@ -201,12 +201,20 @@ class BtrfsMount(BaseMount):
     # -- runs of writes (simulator.writeruns) --
     idempotent_lookup = True  # resets the operation's state: once is all
 
-    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         """``write`` for each, in order, where order matters: a partial sector is read
         first only while it is still the image's (``shared`` only shrinks), and growing
-        past the end zeroes the old tail; the dirty sectors are one union."""
+        past the end zeroes the old tail; the dirty sectors are one union.  Nothing is in
+        order to keep when the run writes no sector of the image's and never starts past
+        the file's end: ``union`` alone answers it (appends to a log, every run)."""
         st = self._state(inode)
         sector, shared, size = self.sector, st.shared, st.size
+        if starts[0] <= size and starts[1:] == ends[:-1] \
+                and (not shared or starts[0] // sector >= shared.end()):
+            st.dirty.update(union.units(sector))
+            st.size = inode.size
+            self._dirty()
+            return
         firsts, lasts = [], []
         for offset, end in zip(starts, ends):
             if offset > size:

@@ -169,7 +169,7 @@ class DevicemapperMount(BaseMount):
         self.lookup(parent, name)
         return self.lookup(parent, name) if count > 1 else 1
 
-    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         self.write(inode, starts[-1], ends[-1] - starts[-1])  # marks the inode: once is all
 
     def _accessed(self, node) -> None:

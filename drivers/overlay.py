@@ -200,9 +200,8 @@ class OverlayMount(BaseMount):
         """Copied up: writes then only add blocks to this file (copy_up returns at once)."""
         return inode.drv is not None and inode.drv.state == _DATA
 
-    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
-        block = self.block
-        inode.drv.blocks.add_many([s // block for s in starts], [-(-e // block) for e in ends])
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
+        inode.drv.blocks.update(union.units(self.block))
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         # Blocks wholly beyond the new end are freed; the one holding it stays if allocated

@@ -17,6 +17,7 @@ from __future__ import annotations
 from simulator.imagetree import TreeStats
 from simulator.metrics import Space
 from simulator.nodes import FileInode
+from simulator.ranges import RangeSet
 from simulator.units import PAGE_SIZE
 from simulator.viewstats import private_inodes, view_totals
 
@@ -35,7 +36,7 @@ class VfsMount(BaseMount):
     def batchable(self, inode: FileInode) -> bool:
         return True
 
-    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         pass
 
     def space(self) -> Space:

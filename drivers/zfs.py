@@ -131,7 +131,7 @@ class ZfsMount(BaseMount):
         """Always: writes only mark the dnode and size the block; records CoW at writeback."""
         return True
 
-    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         """``write`` for each, at once: the block size a file gets grows with its size, and
         sizing it once at the run's final size lays out what the steps would (the pending
         rewrite of the one block is a set; ``_resize`` only compares block sizes)."""

@@ -59,10 +59,12 @@ class StorageHooks(Protocol):
         """``count`` lookups of ``name`` in ``parent`` with no change between them; return
         the layers each probes (the same for all).  The last call's state is what stays."""
 
-    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
+    def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         """The writes of a run, after the file took them all (size, ranges): what ``write``
-        for each, in order, would have done.  Every driver that calls a file ``batchable``
-        implements it (btrfs keeps the per-write order where it matters)."""
+        for each, in order, would have done.  ``union`` is the set of bytes they wrote, to
+        read during the call only (the file may keep it as its own).  Every driver that
+        calls a file ``batchable`` implements it (btrfs keeps the per-write order where it
+        matters)."""
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None: ...
 

@@ -334,22 +334,25 @@ class Namespace:
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
         """The writes ``[starts[i], ends[i])`` of a run, in order, each non-empty, to a
         private file the driver called ``batchable``: what ``write_range`` does for each,
-        at once, the driver's ``write_run`` told the run after the file took it all."""
-        end = max(ends)
+        at once.  Their union is computed once (``RangeSet.of_run``: one interval for a
+        run of appends) and handed to the driver's ``write_run`` with the writes."""
+        run = RangeSet.of_run(starts, ends)
+        end = run.end()
         if end > inode.size:
             inode.size = end
         written, dirty = inode.written, inode.dirty
-        if written is EMPTY_RANGES:  # see write_range
-            written = dirty = inode.written = inode.dirty = RangeSet()
-        elif dirty is EMPTY_RANGES:
-            dirty = inode.dirty = RangeSet()
-        written.add_many(starts, ends)
-        if dirty is not written:
-            dirty.add_many(starts, ends)
+        if written is EMPTY_RANGES:  # one set for both, as write_range's first write
+            inode.written = inode.dirty = run
+        else:
+            written.update(run)
+            if dirty is EMPTY_RANGES:
+                inode.dirty = run
+            elif dirty is not written:
+                dirty.update(run)
         self.dirty[inode] = None
         self.written_bytes += sum(ends) - sum(starts)
         inode.modified = True
-        self.hooks.write_run(inode, starts, ends)
+        self.hooks.write_run(inode, starts, ends, run)
 
     def set_size(self, inode: FileInode, size: int) -> None:
         old = inode.size
