@@ -205,13 +205,20 @@ class BtrfsMount(BaseMount):
         """``write`` for each, in order, where order matters: a partial sector is read
         first only while it is still the image's (``shared`` only shrinks), and growing
         past the end zeroes the old tail; the dirty sectors are one union.  Nothing is in
-        order to keep when the run writes no sector of the image's and never starts past
-        the file's end: ``union`` alone answers it (appends to a log, every run)."""
+        order to keep when no write starts past the file's end (none, or each where the one
+        before ended) and none reads a sector first (each is sector-aligned, or the run
+        meets no sector of the image's): ``union`` alone answers it (a log's appends, a
+        database's page writes)."""
         st = self._state(inode)
         sector, shared, size = self.sector, st.shared, st.size
-        if starts[0] <= size and starts[1:] == ends[:-1] \
-                and (not shared or starts[0] // sector >= shared.end()):
-            st.dirty.update(union.units(sector))
+        if (max(starts) <= size or starts[0] <= size and starts[1:] == ends[:-1]) and (
+                not shared or min(starts) // sector >= shared.end()
+                or not any(offset % sector for offset in starts) and not any(end % sector for end in ends)):
+            sectors = union.units(sector)
+            if shared:
+                for first, end in sectors:
+                    shared.remove(first, end)
+            st.dirty.update(sectors)
             st.size = inode.size
             self._dirty()
             return

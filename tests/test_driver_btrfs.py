@@ -50,6 +50,26 @@ def test_one_byte_write_read_modify_writes_one_sector():
     assert m["device_write_bytes"] == 4096 + 7 * 16384 * 2 + 2 * 4096 == 241664
 
 
+def test_a_run_of_page_writes_leaves_the_image_sectors_it_did_not_write():
+    """Replayed (runs of writes): the first write copies nothing up; the run of two aligned
+    writes after it is answered from its union, which takes sector 1 from the image; after a
+    stat ends that run, one-byte writes into sectors 1 and 2 read only sector 2 first, the
+    only one of them the image still holds."""
+    img = image([f("/big", 10_000)])  # sectors 0, 1, 2 (the last one partial)
+    trace = ops({"op": "write", "path": "/big", "offset": 0, "length": 4096},
+                {"op": "write", "path": "/big", "offset": 4096, "length": 4096},
+                {"op": "write", "path": "/big", "offset": 0, "length": 4096},
+                {"op": "stat", "path": "/big"},
+                {"op": "write", "path": "/big", "offset": 4100, "length": 1},
+                {"op": "write", "path": "/big", "offset": 8200, "length": 1})
+    r = Run(make_driver("btrfs"), img, 1)
+    r.replay(trace)
+    m = r.finish(CostModel())
+    assert m["copyup_bytes"] == 4096
+    assert m["written_bytes"] == 3 * 4096 + 2
+    assert m == run("btrfs", img, trace)  # one by one
+
+
 def test_straddling_write_costs_every_sector_it_touches():
     img = image([f("/big", MiB)])
     _, m = usage(img, ops({"op": "write", "path": "/big", "offset": 6000, "length": 8192}))
