@@ -102,8 +102,11 @@ def mount_batches(ro_branches: int, dirperm1: bool) -> tuple[int, int]:
 
 
 # Namespace changes after which every directory walk leads where it did (``_perm_walk``): a
-# new file, link or symlink takes a name no walk went through, attributes change no branch.
+# new file, link or symlink takes a name no walk went through, attributes change no branch;
+# and a file's or symlink's name removed or moved leaves every directory where it was (no
+# directory appears either: rename(2) of a non-directory over a directory fails).
 _WALKS_KEPT = frozenset({"create", "link", "symlink", "chmod", "chown", "utime", "setxattr"})
+_WALKS_KEPT_FOR_FILES = frozenset({"unlink", "rename"})
 
 
 class _CopyState:
@@ -140,7 +143,8 @@ class AufsMount(BaseMount):
         self._perm_kids.clear()
 
     def metadata(self, op: str, node) -> None:
-        if op not in _WALKS_KEPT:
+        if op not in _WALKS_KEPT and not (op in _WALKS_KEPT_FOR_FILES and node.__class__ is not Dir
+                                          and node.__class__ is not ImageDir):
             self._forget_walks()
         super().metadata(op, node)
 
