@@ -137,10 +137,21 @@ class RangeSet:
         return out
 
     def units(self, unit: int) -> RangeSet:
-        """The set of unit indices (blocks, chunks, pages) that intersect the set."""
-        out = RangeSet()
-        for start, end in self:
-            out.add(start // unit, -(-end // unit))
+        """The set of unit indices (blocks, chunks, pages) that intersect the set.  The
+        intervals come sorted, so each one's units either reach the last ones found (and
+        merge with them) or start beyond: one comparison each, no bisection."""
+        starts: list[int] = []
+        ends: list[int] = []
+        for start, end in zip(self._starts, self._ends):
+            first, last = start // unit, -(-end // unit)
+            if ends and first <= ends[-1]:
+                if last > ends[-1]:
+                    ends[-1] = last
+            else:
+                starts.append(first)
+                ends.append(last)
+        out = _new(RangeSet)
+        out._starts, out._ends = starts, ends
         return out
 
     def count_units(self, unit: int) -> int:

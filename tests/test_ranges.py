@@ -125,3 +125,11 @@ def test_add_many_in_numpy_matches_a_set():
     r.add_many(starts, ends)
     assert _members(r) == set(range(100, 200)) | {i for s, e in zip(starts, ends) for i in range(s, e)}
     assert _normalised(r)
+
+
+@given(spans, st.integers(1, 64))
+def test_units_are_the_normalised_set_of_units_met(ops, unit):
+    r, model = _apply(ops)
+    units = r.units(unit)
+    assert _members(units) == {i // unit for i in model}
+    assert _normalised(units)
