@@ -4,7 +4,8 @@ What it measures, each in one run so that every ratio compares figures taken sid
 
 * **throughput**: operations per second of built-in workloads on every driver, on a
   100,000-file, 32-layer ``synthetic`` image; only the replay is timed (``Run.replay``),
-  not building the image or computing the metrics at the end;
+  not building the image or computing the metrics at the end, in rounds that add up to
+  ``Sizes.min_seconds`` at least;
 * **trace**: a JSONL trace of those workloads read from a file, parsed and replayed;
 * **memory**: bytes of RAM per file entry of a 1,000,000-file image (its ``Image`` and its
   merged ``ImageTree``), and per container of 1,000 containers on a 100,000-file image;
@@ -53,6 +54,7 @@ TARGET_REAL_RATIO, TARGET_REAL_COPYUP_RATIO = 100, 1000
 TARGET_CAMPAIGN_SECONDS = 60  # the default campaign, on 2 cores (--jobs 2), charts not included
 TARGET_CAMPAIGN_JOBS_RATIO = 1.7  # throughput of --jobs 2 over --jobs 1
 BENCH_JSON_VERSION = "5.2.3"  # the pytest-benchmark JSON layout written (its version field)
+MAX_ROUNDS = 100  # of one throughput cell (``Sizes.min_seconds``)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,11 @@ class Sizes:
     copyup_image: str
     copyup_workload: str
     rounds: int
+    # A throughput cell replays at least ``rounds`` times and until its rounds add up to
+    # this many CPU seconds (as pytest-benchmark's max_time): the best of 3 rounds of a
+    # 40 ms cell moved by a quarter between two runs on this shared machine; more rounds,
+    # more chances of a quiet one.
+    min_seconds: float
 
 
 FULL = Sizes(
@@ -83,7 +90,7 @@ FULL = Sizes(
     real_image="synthetic:layers=8,files=2000", real_workload="mixed:scale=1",
     copyup_image="synthetic:layers=8,files=2000,size_median=262144",
     copyup_workload="overwrite-random:files=200,writes=400,fsync_every=0",
-    rounds=3)
+    rounds=3, min_seconds=0.5)
 QUICK = Sizes(
     image="synthetic:layers=32,files=10000",
     workloads=("append-log:appends=10000", "overwrite-random:writes=10000", "read-startup",
@@ -93,7 +100,7 @@ QUICK = Sizes(
     real_image="synthetic:layers=4,files=300", real_workload="mixed:scale=0.1",
     copyup_image="synthetic:layers=4,files=300,size_median=262144",
     copyup_workload="overwrite-random:files=20,writes=40,fsync_every=0",
-    rounds=2)
+    rounds=2, min_seconds=0.05)
 
 
 @dataclass
@@ -107,12 +114,14 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _replay_seconds(driver: str, image, tree: ImageTree, ops, rounds: int) -> list[float]:
+def _replay_seconds(driver: str, image, tree: ImageTree, ops, rounds: int, min_seconds: float = 0.0) -> list[float]:
+    """CPU seconds of ``rounds`` replays, each on a fresh driver; more rounds while they add
+    up to less than ``min_seconds`` (at most ``MAX_ROUNDS``)."""
     from drivers import make_driver
 
     containers = 1 + max((op.container for op in ops), default=0)
-    times = []
-    for _ in range(rounds):
+    times: list[float] = []
+    while len(times) < rounds or sum(times) < min_seconds and len(times) < MAX_ROUNDS:
         run = Run(make_driver(driver), image, containers, tree)
         with gc_paused():
             start = time.process_time()
@@ -129,7 +138,7 @@ def bench_throughput(sizes: Sizes, drivers: list[str]) -> list[Result]:
         ops = load_workload(workload, tree, 0)
         for driver in drivers:
             r = Result("throughput", f"replay[{driver}-{workload}]", {"driver": driver, "workload": workload})
-            r.times = _replay_seconds(driver, image, tree, ops, sizes.rounds)
+            r.times = _replay_seconds(driver, image, tree, ops, sizes.rounds, sizes.min_seconds)
             r.extra.update(ops=len(ops), image=sizes.image, ops_per_second=round(len(ops) / min(r.times)))
             out.append(r)
     return out
