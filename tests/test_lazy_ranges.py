@@ -22,7 +22,8 @@ from simulator.inputs import load_image, load_workload
 from simulator.nodes import FileInode
 from simulator.ranges import EMPTY_RANGES, RangeSet
 from simulator.trace import Op
-from test_writeruns import DRIVERS, EVERY_TERM, IDS, random_write_case
+from test_writeruns import DRIVERS, IDS, random_write_case
+from test_writeruns import metrics as replay_metrics
 
 ORIGINAL_INIT = FileInode.__init__
 
@@ -38,9 +39,7 @@ def metrics(driver: str, options: dict, image, ops, containers: int, lazy: bool,
     with monkeypatch.context() as patch:
         if not lazy:
             patch.setattr(FileInode, "__init__", _eager_init)
-        run = Run(make_driver(driver, options), image, containers, tree)
-        run.replay(ops)
-        return run.finish(EVERY_TERM)
+        return replay_metrics(driver, options, image, ops, containers, False, tree)
 
 
 @pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
@@ -52,12 +51,6 @@ def test_shared_empty_sets_cost_what_fresh_sets_cost(driver: str, options: dict,
     lazy = metrics(driver, options, image, ops, containers, True, monkeypatch)
     assert lazy == metrics(driver, options, image, ops, containers, False, monkeypatch)
     assert lazy["written_bytes"] > 0
-
-
-@pytest.fixture(scope="module")
-def small_image():
-    image = load_image("synthetic:layers=6,files=1500")
-    return image, ImageTree.build(image)
 
 
 @pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)

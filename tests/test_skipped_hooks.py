@@ -11,8 +11,7 @@ import pytest
 
 from drivers import REGISTRY, make_driver
 from drivers.base import BaseMount
-from simulator.harness import Run
-from test_writeruns import DRIVERS, EVERY_TERM, IDS, random_write_case
+from test_writeruns import DRIVERS, IDS, metrics, random_write_case
 
 
 def test_flag_follows_the_override() -> None:
@@ -33,9 +32,7 @@ def test_skipping_costs_what_calling_costs(driver: str, options: dict, seed: int
         with monkeypatch.context() as patch:
             if always:
                 patch.setattr(make_driver(driver, options).mount_class, "notes_close", True)
-            r = Run(make_driver(driver, options), image, 1)
-            r.replay(ops)
-            return r.finish(EVERY_TERM)
+            return metrics(driver, options, image, ops, 1, False)
 
     skipped = run(False)
     assert skipped == run(True)

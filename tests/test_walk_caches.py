@@ -28,7 +28,8 @@ from simulator.pagecache import PageCache
 from simulator.ranges import RangeSet
 from simulator.units import PAGE_SIZE
 from simulator.walks import resolve_links
-from test_writeruns import DRIVERS, EVERY_TERM, IDS, random_write_case
+from test_writeruns import DRIVERS, IDS, random_write_case
+from test_writeruns import metrics as replay_metrics
 
 
 def _general_walk(self: Namespace, path: str, follow: bool):
@@ -49,13 +50,7 @@ def metrics(driver: str, options: dict, image, ops, containers: int, remembered:
         if not remembered:
             patch.setattr(Namespace, "_walk", _general_walk)
             patch.setattr(AufsMount, "_perm_walk", _uncached_perm_walk)
-        run = Run(make_driver(driver, options), image, containers, tree)
-        if remembered:
-            run.replay(ops)
-        else:
-            for op in ops:
-                run.apply(op)
-        return run.finish(EVERY_TERM)
+        return replay_metrics(driver, options, image, ops, containers, not remembered, tree)
 
 
 @pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
@@ -68,12 +63,6 @@ def test_remembered_walks_cost_what_fresh_walks_cost(driver: str, options: dict,
     fresh = metrics(driver, options, image, ops, containers, False, monkeypatch)
     assert fast == fresh
     assert fast["lookups"] > 0 and fast["failed_ops"] > 0  # walks were made, some refused
-
-
-@pytest.fixture(scope="module")
-def small_image():
-    image = load_image("synthetic:layers=6,files=1500")
-    return image, ImageTree.build(image)
 
 
 @pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)

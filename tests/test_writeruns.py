@@ -61,8 +61,11 @@ def write_heavy_trace(rng: np.random.Generator, paths: list[str], ops: int, cont
     return out
 
 
-def metrics(driver: str, options: dict, image, ops: list[Op], containers: int, one_by_one: bool) -> dict:
-    run = Run(make_driver(driver, options), image, containers)
+def metrics(driver: str, options: dict, image, ops: list[Op], containers: int, one_by_one: bool,
+            tree=None) -> dict:
+    """Every metric and cost count (``EVERY_TERM``) of a replay, batched or one by one: what
+    the equality tests of every replay shortcut compare."""
+    run = Run(make_driver(driver, options), image, containers, tree)
     if one_by_one:
         for op in ops:
             run.apply(op)
