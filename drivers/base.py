@@ -97,6 +97,7 @@ class BaseMount:
         # nothing there, and the namespace skips the call for them (``StorageHooks``).
         super().__init_subclass__(**kwargs)
         cls.notes_close = cls.closed is not BaseMount.closed
+        cls.lookup_is_one = cls.lookup is BaseMount.lookup
 
     def __init__(self, driver: BaseDriver, id: str, tree: ImageTree):
         self.driver = driver
@@ -112,6 +113,14 @@ class BaseMount:
     # -- costs --
     def lookup(self, parent, name: str) -> int:
         return 1  # one filesystem per container: one tree walk whatever the image depth
+
+    lookup_is_one = True  # ``lookup`` is BaseMount's: one probe, no state (set per subclass)
+
+    def lookup_many(self, parents: list, names: list[str], depths: Counter) -> None:
+        if self.lookup_is_one:
+            depths[1] += len(parents)
+        else:
+            depths.update(map(self.lookup, parents, names))
 
     def meta_copy_up(self, node) -> None:
         pass

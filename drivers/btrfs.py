@@ -198,8 +198,12 @@ class BtrfsMount(BaseMount):
         st.size = inode.size
         self._dirty()
 
-    # -- runs of writes (simulator.writeruns) --
+    # -- runs of writes (simulator.writeruns) and of stats (simulator.statruns) --
     idempotent_lookup = True  # resets the operation's state: once is all
+
+    def lookup_many(self, parents: list, names: list[str], depths) -> None:
+        self.lookup(parents[-1], names[-1])  # resets the operation's state: once is all
+        depths[1] += len(parents)
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         """``write`` for each, in order, where order matters: a partial sector is read

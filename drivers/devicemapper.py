@@ -172,6 +172,12 @@ class DevicemapperMount(BaseMount):
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         self.write(inode, starts[-1], ends[-1] - starts[-1])  # marks the inode: once is all
 
+    def lookup_many(self, parents: list, names: list[str], depths) -> None:
+        """(simulator.statruns) Only the last two parents outlive the run, as in ``lookup_run``."""
+        for parent, name in zip(parents[-2:], names[-2:]):
+            self.lookup(parent, name)
+        depths[1] += len(parents)
+
     def _accessed(self, node) -> None:
         """relatime (the mount default): reading updates atime when it is not past mtime and
         ctime - the first read of any image file (built moments before), and of a file

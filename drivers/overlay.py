@@ -74,7 +74,7 @@ regression tests named after each, measured on kernel 6.18 here:
 from __future__ import annotations
 
 from simulator.hooks import NEED_DATA, NEED_TRUNC_OPEN, NEED_TRUNCATE
-from simulator.imagetree import ImageFile
+from simulator.imagetree import ImageDir, ImageFile
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode, Symlink
 from simulator.ranges import RangeSet
@@ -193,8 +193,14 @@ class OverlayMount(BaseMount):
         else:
             drv.blocks.add(offset // block, -(-(offset + length) // block))
 
-    # -- runs of writes (simulator.writeruns) --
+    # -- runs of writes (simulator.writeruns) and of stats (simulator.statruns) --
     idempotent_lookup = True  # reads the layers' state, changes nothing
+
+    def lookup_many(self, parents: list, names: list[str], depths) -> None:
+        """``lookup`` for each, its first branch (a parent still wholly below) inlined."""
+        lookup = self.lookup
+        depths.update([parent.probes.get(name, len(parent.stack)) if parent.__class__ is ImageDir
+                       else lookup(parent, name) for parent, name in zip(parents, names)])
 
     def batchable(self, inode: FileInode) -> bool:
         """Copied up: writes then only add blocks to this file (copy_up returns at once)."""

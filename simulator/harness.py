@@ -18,6 +18,7 @@ from .imagetree import ImageFile, ImageTree
 from .metrics import depth_stats, ratio
 from .namespace import FsError, Namespace
 from .operations import OPERATIONS
+from .statruns import stat_run
 from .trace import Op
 from .treelisting import walk_opened
 from .viewstats import private_inodes
@@ -84,18 +85,34 @@ class Run:
 
     def replay(self, ops: Iterable[Op]) -> None:
         """Replay ``ops`` in order (refused ones count in ``failed_ops``): ``apply`` for each,
-        with the lookups it repeats per operation hoisted out of the loop, and writes to
+        with the lookups it repeats per operation hoisted out of the loop, writes to
         files the container already owns queued and answered per file
-        (``simulator.writeruns``, which says why that is exact)."""
+        (``simulator.writeruns``), and runs of stats answered together
+        (``simulator.statruns``); each module says why that is exact."""
         operations, opening, mounts = OPERATIONS, OPENING_OPS, self.mounts
         spaces = [m.ns for m in mounts]
         runs = WriteRuns(len(mounts))
         hot = runs.hot
+        stats: list[str] = []  # a run of stats of container ``stat_container`` (simulator.statruns)
+        stat_container = 0
         n = failed = opens = 0
         try:
             for op in ops:
                 n += 1
                 kind = op.kind
+                if kind == "stat":
+                    if runs.active:
+                        runs.flush()
+                    if op.container != stat_container:
+                        if stats:
+                            failed += stat_run(spaces[stat_container], stats)
+                            stats = []
+                        stat_container = op.container
+                    stats.append(op.path)
+                    continue
+                if stats:
+                    failed += stat_run(spaces[stat_container], stats)
+                    stats = []
                 if kind in opening:
                     opens += 1
                     length = op.length
@@ -124,6 +141,8 @@ class Run:
                 except FsError:
                     failed += 1
         finally:
+            if stats:
+                failed += stat_run(spaces[stat_container], stats)
             if runs.active:
                 runs.flush()
             self.ops += n

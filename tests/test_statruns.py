@@ -1,0 +1,85 @@
+"""Runs of stats answered together (``simulator.statruns``) cost exactly what the same stats
+cost one by one (``Run.apply``): every metric, cost count and lookup depth, on every driver,
+on traces where runs of stats (present, missing, through links, under files, repeated)
+interleave with every other kind of operation in several containers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers import make_driver
+from simulator.harness import Run
+from simulator.image import Entry, Image, Layer
+from simulator.trace import Op
+from workloads.random import random_image, random_trace
+
+from test_writeruns import DRIVERS, EVERY_TERM, IDS
+
+
+def stat_heavy_trace(rng: np.random.Generator, paths: list[str], ops: int, containers: int) -> list[Op]:
+    """Runs of 1-12 stats, each of an image path, a missing name beside one, a name below
+    one (ENOTDIR under a file, ENOENT under a missing directory) or a repeat, between
+    single operations of the random generator (which create, remove and rename)."""
+    others = iter(random_trace(rng, paths, ops, containers))
+    out: list[Op] = []
+    while len(out) < ops:
+        c = int(rng.integers(containers))
+        for _ in range(int(rng.integers(1, 13))):
+            path = paths[int(rng.integers(len(paths)))]
+            roll = rng.random()
+            if roll < 0.25:
+                path = f"{path}.missing"
+            elif roll < 0.35:
+                path = f"{path}/below"
+            elif roll < 0.5 and out and out[-1].kind == "stat":
+                path = out[-1].path
+            out.append(Op("stat", path, container=c))
+        out.append(next(others))
+    return out
+
+
+def replayed(driver: str, options: dict, image: Image, ops: list[Op], containers: int, one_by_one: bool):
+    """Every metric and cost count (``EVERY_TERM``), the depth histogram and each
+    container's cold lookups, after a replay batched or one by one."""
+    run = Run(make_driver(driver, options), image, containers)
+    if one_by_one:
+        for op in ops:
+            run.apply(op)
+    else:
+        run.replay(ops)
+    spaces = [run.namespace(c) for c in range(containers)]
+    colds = [(ns.cost.cold_lookups, ns.cost.cold_dir_layers, sorted(ns.cost.looked_up)) for ns in spaces]
+    return run.finish(EVERY_TERM), dict(run.driver.depth_hist), colds
+
+
+@pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
+@pytest.mark.parametrize("seed", range(10))
+def test_runs_of_stats_cost_what_one_by_one_costs(driver: str, options: dict, seed: int) -> None:
+    rng = np.random.default_rng(200 + seed)
+    image = random_image(rng, layers=3, entries=25)
+    paths = sorted({e.path for layer in image.layers for e in layer.entries})
+    containers = 1 + seed % 3
+    ops = stat_heavy_trace(rng, paths, 400, containers)
+    batched = replayed(driver, options, image, ops, containers, one_by_one=False)
+    assert batched == replayed(driver, options, image, ops, containers, one_by_one=True)
+    metrics = batched[0]
+    assert metrics["lookups"] > 200 and 0 < metrics["failed_ops"] < metrics["ops"]  # not vacuous
+
+
+def test_a_run_of_stats_on_overlay_by_hand() -> None:
+    """Two layers, both with /a; /a/x in the lower one.  Stats of /a/x, /a/z (missing),
+    /a/x again, /nope/q (ENOENT on the way) and /a/x/q (ENOTDIR on the way): the last two
+    fail before any lookup (resolve refuses them), /a/z fails after one; 3 lookups.  Merged
+    /a has 2 layers: x is found in the second probed (2 probes), z in none (2 probes).  Cold
+    lookups: /a/x and its directory /a (with its 2 layers), then /a/z."""
+    image = Image("hand", (Layer("l0", (Entry("/a", "dir"), Entry("/a/x", "file", size=10))),
+                           Layer("l1", (Entry("/a", "dir"), Entry("/a/y", "file", size=10)))))
+    ops = [Op("stat", p) for p in ("/a/x", "/a/z", "/a/x", "/nope/q", "/a/x/q")]
+    for one_by_one in (False, True):
+        metrics, depths, colds = replayed("overlay", {}, image, ops, 1, one_by_one)
+        assert metrics["ops"] == 5
+        assert metrics["failed_ops"] == 3
+        assert metrics["lookups"] == 3
+        assert depths == {2: 3}
+        assert colds == [(3, 2, ["/a", "/a/x", "/a/z"])]
