@@ -103,11 +103,19 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """The run gets Ctrl-C as a command in a terminal does, however the tests were started:
+    a job a non-interactive shell puts in the background (``cmd &``) ignores SIGINT, and
+    the ignoring is inherited, so Python never installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait_for_mount(tmp: Path, driver: str, wanted_mounts: int) -> subprocess.Popen:
     (tmp / "tmp").mkdir(exist_ok=True)
     trace = _slow_trace(tmp)
     proc = subprocess.Popen([sys.executable, "-m", "simulator", *_command(driver, trace, tmp)], cwd=ROOT,
-                            env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint_as_in_a_terminal)
     deadline = time.monotonic() + 90
     while True:
         states = _states(tmp)
