@@ -110,12 +110,30 @@ def _sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+_STARTED: list[tuple[subprocess.Popen, Path]] = []  # the runs this test started
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test():
+    """A run a failed test left going (one that ignored its signal, say) is killed and its
+    mounts released: left alone, it held a core and a FUSE mount that hung the removal of
+    old pytest directories at the end of the next session."""
+    yield
+    while _STARTED:
+        proc, tmp = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+            _cli("cleanup", env=_env(tmp))
+
+
 def _start_and_wait_for_mount(tmp: Path, driver: str, wanted_mounts: int) -> subprocess.Popen:
     (tmp / "tmp").mkdir(exist_ok=True)
     trace = _slow_trace(tmp)
     proc = subprocess.Popen([sys.executable, "-m", "simulator", *_command(driver, trace, tmp)], cwd=ROOT,
                             env=_env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             preexec_fn=_sigint_as_in_a_terminal)
+    _STARTED.append((proc, tmp))
     deadline = time.monotonic() + 90
     while True:
         states = _states(tmp)
