@@ -23,7 +23,7 @@ metric and count on every driver):
 
 from __future__ import annotations
 
-from .imagetree import ImageDir, ImageFile
+from .imagetree import ImageFile
 from .namespace import RESOLVE_CACHE_ENTRIES, Namespace
 from .nodes import Dir
 from .walks import FsError, Resolved
