@@ -70,6 +70,7 @@ from simulator.imagetree import ImageDir, ImageFile
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode
 from simulator.ranges import RangeSet
+from simulator.treestore import loaded
 from simulator.units import PAGE_SIZE, ceil_div, round_up
 from simulator.viewstats import walk_private
 
@@ -294,19 +295,23 @@ class AufsMount(BaseMount):
         one permission walk for a stretch of names in it (an import probes five a
         directory)."""
         out: list[int] = []
-        probes = perm_checks = perm = 0
-        walked = None
+        probes = perm_checks = perm = stack = 0
+        last = counts = children = None
         for parent, name in zip(parents, names):
-            if parent.__class__ is not ImageDir:
+            if parent is not last:
+                last = parent
+                if parent.__class__ is ImageDir:
+                    counts, children, stack = loaded(parent.probes), loaded(parent.children), len(parent.stack)
+                    perm = 0 if self.dirperm1 else self._perm_walk(parent)
+                else:
+                    counts = None
+            if counts is None:
                 out.append(self.lookup(parent, name))
                 continue
-            depth = parent.probes.get(name, len(parent.stack))
-            child = parent.children.get(name)
+            depth = counts.get(name, stack)
+            child = children.get(name)
             probes += depth + (len(child.stack) if child.__class__ is ImageDir else 0)
-            if not self.dirperm1:
-                if parent is not walked:
-                    perm, walked = self._perm_walk(parent), parent
-                perm_checks += perm
+            perm_checks += perm
             out.append(depth)
         self.tally.probes += probes
         self.tally.perm_checks += perm_checks

@@ -78,6 +78,7 @@ from simulator.imagetree import ImageDir, ImageFile
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode, Symlink
 from simulator.ranges import RangeSet
+from simulator.treestore import loaded
 
 from .base import METADATA_WRITE_BYTES, BaseDriver, BaseMount
 from .options import Option
@@ -197,10 +198,20 @@ class OverlayMount(BaseMount):
     idempotent_lookup = True  # reads the layers' state, changes nothing
 
     def lookup_many(self, parents: list, names: list[str], depths) -> None:
-        """``lookup`` for each, its first branch (a parent still wholly below) inlined."""
-        lookup = self.lookup
-        depths.update([parent.probes.get(name, len(parent.stack)) if parent.__class__ is ImageDir
-                       else lookup(parent, name) for parent, name in zip(parents, names)])
+        """``lookup`` for each, its first branch (a parent still wholly below) inlined, with
+        the parent's probe counts fetched once for a stretch of names in it."""
+        out: list[int] = []
+        last = probes = None
+        stack = 0
+        for parent, name in zip(parents, names):
+            if parent is not last:
+                last = parent
+                if parent.__class__ is ImageDir:
+                    probes, stack = loaded(parent.probes), len(parent.stack)
+                else:
+                    probes = None
+            out.append(probes.get(name, stack) if probes is not None else self.lookup(parent, name))
+        depths.update(out)
 
     def batchable(self, inode: FileInode) -> bool:
         """Copied up: writes then only add blocks to this file (copy_up returns at once)."""

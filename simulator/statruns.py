@@ -37,11 +37,18 @@ def stat_run(ns: Namespace, paths: list[str]) -> int:
     names: list[str] = []
     add_parent, add_name = parents.append, names.append
     failed = cold = 0
+    # Consecutive paths mostly share a directory (an import probes a few names in each): its
+    # remembered walk, and whether it was looked up, are fetched once for the stretch.  A run
+    # changes neither, but for note_cold and the slow walk, which refresh them below.
+    last_dir, known, dir_seen = None, None, False
     for path in paths:
         dir_path, _, name = path.rpartition("/")
-        known = dirs.get(dir_path) if dir_path else root_known
+        if dir_path != last_dir:
+            known = dirs.get(dir_path) if dir_path else root_known
+            last_dir, dir_seen = dir_path, not dir_path or dir_path in seen
         if known is None or not name:
             failed += _stat_walked(ns, path, parents, names)
+            last_dir = None  # the walk may have remembered the directory, and looked it up
             continue
         # Namespace._walk's common case, inlined (a remembered walk of ``path`` leads to the
         # same node: both are forgotten on the same changes)
@@ -58,11 +65,12 @@ def stat_run(ns: Namespace, paths: list[str]) -> int:
         if node.__class__ is ImageFile and promoted:
             node = promoted.get(node, node)  # type: ignore[arg-type]
         if path not in seen:  # note_cold, its common case inlined: the directory is known
-            if dir_path in seen or not dir_path:
+            if dir_seen:
                 seen.add(path)
                 cold += 1
             else:
                 ns.cost.note_cold(ns, Resolved(known[0], d, name, node, path, dir_path))
+                dir_seen = True  # note_cold looked the directory up too
         if node is None:
             failed += 1
         else:
