@@ -97,18 +97,18 @@ class Run:
         stat_container = 0
         n = failed = opens = 0
         try:
-            for op in ops:
-                n += 1
+            for n, op in enumerate(ops, 1):
                 kind = op.kind
                 if kind == "stat":
-                    if runs.active:
+                    if stats and op.container == stat_container:
+                        stats.append(op.path)
+                        continue
+                    if stats:
+                        failed += stat_run(spaces[stat_container], stats)
+                    elif runs.active:
                         runs.flush()
-                    if op.container != stat_container:
-                        if stats:
-                            failed += stat_run(spaces[stat_container], stats)
-                            stats = []
-                        stat_container = op.container
-                    stats.append(op.path)
+                    stats = [op.path]
+                    stat_container = op.container
                     continue
                 if stats:
                     failed += stat_run(spaces[stat_container], stats)
