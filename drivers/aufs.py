@@ -291,9 +291,9 @@ class AufsMount(BaseMount):
 
     def lookup_many(self, parents: list, names: list[str], depths) -> None:
         """(simulator.statruns) ``lookup`` for each: its sums commute, and its walk caches
-        only remember.  A parent wholly below takes ``lookup``'s first branch inlined, with
-        one permission walk for a stretch of names in it (an import probes five a
-        directory)."""
+        only remember.  A parent wholly below takes ``lookup``'s first branch inlined, its
+        probe counts, children and permission walk fetched once for a stretch of names in it
+        (an import probes five names in each directory)."""
         out: list[int] = []
         probes = perm_checks = perm = stack = 0
         last = counts = children = None
