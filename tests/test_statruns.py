@@ -83,3 +83,39 @@ def test_a_run_of_stats_on_overlay_by_hand() -> None:
         assert metrics["lookups"] == 3
         assert depths == {2: 3}
         assert colds == [(3, 2, ["/a", "/a/x", "/a/z"])]
+
+
+@pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
+def test_each_drivers_lookup_many_is_its_lookups_in_order(driver: str, options: dict) -> None:
+    """A driver's own ``lookup_many`` leaves the depths and every count of the default one
+    (``BaseMount.lookup_many``: ``lookup`` for each, in order), on the image names of
+    each directory and a missing one, after random operations made some directories
+    private and removed some names."""
+    from collections import Counter
+
+    from drivers.base import BaseMount
+    from simulator.nodes import DIR_TYPES
+
+    rng = np.random.default_rng(7)
+    image = random_image(rng, layers=3, entries=25)
+    paths = sorted({e.path for layer in image.layers for e in layer.entries})
+    setup = random_trace(rng, paths, 60, 1)
+
+    def lookups(lookup_many) -> tuple[Counter, dict]:
+        run = Run(make_driver(driver, options), image, 1)
+        run.replay(setup)
+        ns, mount = run.namespace(0), run.driver.get("container-0")
+        parents, names = [], []
+        for where in [""] + paths:
+            d = ns.root if not where else ns.exists(where)
+            if d.__class__ in DIR_TYPES:
+                for name in [p.rpartition("/")[2] for p in paths if p.rpartition("/")[0] == where] + ["missing"]:
+                    parents.append(d)
+                    names.append(name)
+        depths: Counter = Counter()
+        lookup_many(mount, parents, names, depths)
+        return depths, run.finish(EVERY_TERM)
+
+    own = lookups(lambda mount, parents, names, depths: mount.lookup_many(parents, names, depths))
+    assert own == lookups(BaseMount.lookup_many)
+    assert sum(own[0].values()) > 20
