@@ -101,6 +101,22 @@ def test_append_one_byte_copies_the_whole_file_up():
            "whiteouts": 0, "opaque_dirs": 0, "failed_ops": 0})
 
 
+@pytest.mark.parametrize("path, data, pages", [
+    # One file of each of 1, 8, 32, 128 MiB, 5 bytes appended to each: k MiB + 5 takes 256 k + 1 pages.
+    ("/test/big-files", 169 * MiB + 4 * 5, 169 * 256 + 4),
+    # The tree's 4 leaves, 8 + 5 bytes each: one page each.
+    ("/test/tree-of-files", 4 * (8 + 5), 4)])
+def test_docker_storage_benchmark_append_tests(path, data, pages):
+    """chriskuehl/docker-storage-benchmark's append-to-big-files and append-to-file-tree,
+    on a small instance of its image (``workloads.storage_benchmark``)."""
+    from simulator.inputs import load_image, load_workload
+
+    img = load_image("storage-benchmark:copies=1,small_files=3,tree_depth=2", 0)
+    trace = load_workload(f"append-each:path={path}", ImageTree.build(img), 0)
+    agree(img, trace, {"container_files": 4, "container_data_bytes": data, "container_alloc_bytes": pages * PAGE,
+                       "whiteouts": 0, "opaque_dirs": 0, "failed_ops": 0})
+
+
 def test_open_trunc_copies_no_data():
     agree(BIG_IMAGE, ops({"op": "create", "path": "/data/big", "size": 0}),
           {"container_files": 1, "container_data_bytes": 0, "container_alloc_bytes": 0, "failed_ops": 0})

@@ -21,7 +21,7 @@ from simulator.imagetree import ImageTree
 from simulator.trace import Op, parse_trace_lines
 from simulator.treelisting import listing
 
-from . import build, images, namespace_ops, packages, reads, writes
+from . import build, images, namespace_ops, packages, reads, storage_benchmark, writes
 from .common import per_container
 from .random import random_image, random_trace
 from .registry import Builtin, Param
@@ -98,6 +98,12 @@ IMAGES: dict[str, Builtin] = {
         Param("size", 4096, "size of every file, bytes", 0, 2**40),
         Param("logs", 4, "log files in /var/log", 0, 10_000),
     ), images.deep),
+    "storage-benchmark": Builtin("storage-benchmark", "the /test tree of chriskuehl/docker-storage-benchmark: "
+                                 "big files of 1, 8, 32 and 128 MiB, 512-byte files, a binary directory tree", (
+        Param("copies", 10, "big files of each size (1,690 MiB in all at 10)", 0, 1000),
+        Param("small_files", 10_001, "512-byte files in /test/small-files", 0, MAX_FILES),
+        Param("tree_depth", 14, "levels of /test/tree-of-files (2^depth leaves)", 0, 20),
+    ), storage_benchmark.storage_benchmark),
 }
 
 WORKLOADS: dict[str, Builtin] = {
@@ -179,6 +185,17 @@ WORKLOADS: dict[str, Builtin] = {
         Param("size_sigma", 2.0, "sigma of the lognormal size", 0.0, 5.0),
         _containers(),
     ), build.build),
+    "append-each": Builtin("append-each", "append a line to every file under a directory (docker-storage-"
+                           "benchmark's append tests: echo ohai >> f)", (
+        Param("path", storage_benchmark.BIG, "image directory whose files (all depths) are appended to"),
+        Param("length", storage_benchmark.ECHO_OHAI_BYTES, "bytes per append ('ohai\\n')", 0, 2**30),
+        _containers(),
+    ), storage_benchmark.append_each),
+    "read-each": Builtin("read-each", "read every file under a directory whole (docker-storage-benchmark's "
+                         "read tests: cat f)", (
+        Param("path", storage_benchmark.BIG, "image directory whose files (all depths) are read"),
+        _containers(),
+    ), storage_benchmark.read_each),
     "mixed": Builtin("mixed", "startup reads, imports, logging, page writes, small files, a package install "
                      "and a chmod, interleaved", (
         Param("scale", 0.25, "each component's size relative to its default", 0.0, 100.0),

@@ -139,10 +139,16 @@ def assemble(rng: np.random.Generator, plan: Plan) -> Image:
         layers = rng.integers(plan.layers, size=plan.symlinks).tolist()
         for j, (d, t, k) in enumerate(zip(where, targets, layers)):
             add(k, f"{dirs[d]}/link{j}", "symlink", mode=0o777, target=paths[t])
-    log_sizes = lognormal_sizes(rng, 64 * KiB, 1.0, plan.logs).tolist()
-    for j, size in enumerate(log_sizes):
-        suffix = "" if j < len(LOG_NAMES) else str(j // len(LOG_NAMES))
-        add(0, f"/var/log/{LOG_NAMES[j % len(LOG_NAMES)]}{suffix}.log", "file", size, 0o640)
-    add(0, DPKG_STATUS, "file", DPKG_STATUS_BYTES, 0o644)
+    add_system_files(out, rng, plan.logs)
     del paths
     return Image(plan.name, out.layers(plan.layer_prefix))
+
+
+def add_system_files(out: ColumnsBuilder, rng: np.random.Generator, logs: int) -> None:
+    """The system files, in the bottom layer (whose ``SYSTEM_DIRS`` the caller adds): ``logs``
+    log files of lognormal sizes around 64 KiB, and dpkg's status database."""
+    log_sizes = lognormal_sizes(rng, 64 * KiB, 1.0, logs).tolist()
+    for j, size in enumerate(log_sizes):
+        suffix = "" if j < len(LOG_NAMES) else str(j // len(LOG_NAMES))
+        out.add(0, f"/var/log/{LOG_NAMES[j % len(LOG_NAMES)]}{suffix}.log", "file", size, 0o640)
+    out.add(0, DPKG_STATUS, "file", DPKG_STATUS_BYTES, 0o644)
