@@ -17,7 +17,8 @@ What it measures, each in one run so that every ratio compares figures taken sid
   and of every other process meanwhile (``/proc/stat``), and the load average: on a shared
   2-core machine a wall-clock ratio means little without them;
 * **real** (``--vs-real``, root): the simulator against the real overlay backend
-  (``simulator.real.measure_prepared``) on the same trace, and on a copy-up-heavy one.
+  (``simulator.real.measure_prepared``) on the same trace, and on two copy-up-heavy ones:
+  docker-storage-benchmark's appends to big files, and page writes all over smaller files.
 
 Times are CPU seconds of this process (``time.process_time``), which other processes on a
 shared machine disturb far less than wall time; the real-kernel comparison uses wall time on
@@ -68,10 +69,8 @@ class Sizes:
     container_image: str
     depth_files: int
     depth_workloads: tuple[str, ...]
-    real_image: str
-    real_workload: str
-    copyup_image: str
-    copyup_workload: str
+    # ``--vs-real``: (label, image, workload, target ratio) of each cell run on both sides.
+    real_cells: tuple[tuple[str, str, str, int], ...]
     rounds: int
     # A throughput cell replays at least ``rounds`` times and until its rounds add up to
     # this many CPU seconds (as pytest-benchmark's max_time): the best of 3 rounds of a
@@ -87,9 +86,13 @@ FULL = Sizes(
     memory_files=1_000_000, containers=1000, container_image="synthetic:layers=32,files=100000",
     depth_files=20_000, depth_workloads=("import-scan:modules=5000,path_dirs=12", "read-startup:fraction=0.2",
                                          "append-log:appends=20000", "small-files:files=5000"),
-    real_image="synthetic:layers=8,files=2000", real_workload="mixed:scale=1",
-    copyup_image="synthetic:layers=8,files=2000,size_median=262144",
-    copyup_workload="overwrite-random:files=200,writes=400,fsync_every=0",
+    real_cells=(
+        ("trace", "synthetic:layers=8,files=2000", "mixed:scale=1", TARGET_REAL_RATIO),
+        # docker-storage-benchmark's append-to-big-files (DRIVERS.md 8.5): 1,690 MiB copied up.
+        ("copyup", "storage-benchmark:small_files=0,tree_depth=0", "append-each", TARGET_REAL_COPYUP_RATIO),
+        # Page writes all over smaller files: 172 copy-ups of 690 MiB in all, 400 operations.
+        ("pagewrites", "synthetic:layers=8,files=2000,size_median=262144",
+         "overwrite-random:files=200,writes=400,fsync_every=0", TARGET_REAL_COPYUP_RATIO)),
     rounds=3, min_seconds=0.5)
 QUICK = Sizes(
     image="synthetic:layers=32,files=10000",
@@ -97,9 +100,11 @@ QUICK = Sizes(
                "import-scan:modules=2000,path_dirs=12", "small-files:files=5000", "mixed:scale=0.5"),
     memory_files=100_000, containers=100, container_image="synthetic:layers=32,files=10000",
     depth_files=2000, depth_workloads=("import-scan:modules=500,path_dirs=12", "append-log:appends=2000"),
-    real_image="synthetic:layers=4,files=300", real_workload="mixed:scale=0.1",
-    copyup_image="synthetic:layers=4,files=300,size_median=262144",
-    copyup_workload="overwrite-random:files=20,writes=40,fsync_every=0",
+    real_cells=(
+        ("trace", "synthetic:layers=4,files=300", "mixed:scale=0.1", TARGET_REAL_RATIO),
+        ("copyup", "storage-benchmark:copies=1,small_files=0,tree_depth=0", "append-each", TARGET_REAL_COPYUP_RATIO),
+        ("pagewrites", "synthetic:layers=4,files=300,size_median=262144",
+         "overwrite-random:files=20,writes=40,fsync_every=0", TARGET_REAL_COPYUP_RATIO)),
     rounds=2, min_seconds=0.05)
 
 

@@ -38,7 +38,7 @@ def summary(results: list[Result]) -> dict[str, Any]:
             if "jobs_ratio" in r.extra:
                 out["campaign_jobs_ratio"] = r.extra["jobs_ratio"]
         elif r.group == "real":
-            label = r.name.split("-")[-1].rstrip("]")
+            label = r.params["label"]
             out[f"real_ratio_{label}"] = r.extra["real_ratio"]
             out[f"real_ratio_end_to_end_{label}"] = r.extra["real_ratio_end_to_end"]
     return out
