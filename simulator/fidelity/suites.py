@@ -51,10 +51,18 @@ BUILTINS = (  # (workload, containers); every parameter sized for a sub-second k
     ("package-install:files=100,containers=1", 1),
     ("read-startup:containers=1", 1),
     ("import-scan:containers=1", 1),
+    # docker-storage-benchmark's tests (full suite only), on a small instance of its image.
+    ("append-each:path=/test/big-files", 1),
+    ("append-each:path=/test/tree-of-files", 1),
+    ("read-each:path=/test/small-files", 1),
 )
+# One big file of each size (169 MiB), 100 small files, a tree of 31 directories and 16 leaves.
+STORAGE_BENCHMARK_IMAGE = "storage-benchmark:copies=1,small_files=100,tree_depth=4"
 
 
 def _image_for(workload: str) -> str:
+    if workload.startswith(("append-each", "read-each")):
+        return STORAGE_BENCHMARK_IMAGE
     return "demo" if workload == "demo" else SMALL_IMAGE
 
 
