@@ -73,7 +73,8 @@ from simulator.viewstats import private_inodes
 
 from .base import BaseDriver, BaseMount
 from .options import Option
-from .thinfs import FS_BLOCK, FileMap, Geometry, ThinFs, build_layer, mkfs
+from .fsgeometry import FS_BLOCK, Geometry
+from .thinfs import FileMap, ThinFs, build_layer, mkfs
 from .thinpool import (DM_THIN_CHUNK_STEP, DM_THIN_MAX_CHUNK, DM_THIN_MIN_CHUNK, DOCKER_DEFAULT_CHUNK,
                        REFERENCE_CHUNK_4K, chunk_physical_bytes)
 

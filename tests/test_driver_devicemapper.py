@@ -1,7 +1,7 @@
 """devicemapper: chunk copy-on-write computed by hand on the modelled thin-device layout.
 
 ext4 on the default 10 GiB base device, 64 KiB chunks, as mke2fs lays it out (dumpe2fs of a
-real 10 GiB mkfs.ext4 here; drivers/thinfs.py Ext4Layout): 80 groups, flex groups of 16,
+real 10 GiB mkfs.ext4 here; drivers/fsgeometry.py Ext4Layout): 80 groups, flex groups of 16,
   block 0 superblock, 1-2 GDT, 3-1026 reserved GDT          -> chunks 0 .. 64
   block bitmaps 1027-1042 (chunk 64), inode bitmaps 1043-1058 (chunk 65)
   inode tables of flex group 0: 1059 .. 9250; inodes 12-16 in block 1059 (chunk 66)
