@@ -58,17 +58,11 @@ Each finding below was measured on kernel 6.18 here (btrfs-progs 6.2, 4 KiB sect
   a leaf left under a third full pushes its items into its neighbours as it happens
   (``btrfs_del_items``).  btrfs does not lay an image into the same leaves twice (9 or 10
   leaves for one image, run to run), so the model predicts a mean and ``validate``
-  compares with the mean of three real runs.  Measured (``layerbench validate --suite
-  full``, quiet machine): 53 of 53 cases within 10%, 46 exact; on a 6-layer, 1,500-file
-  image, 21 of 22 workload x option cases within 6.5%, ``rm -rf`` of two large trees the
-  worst (12.5%; 21/40/26 nodes against 24/35/27 real, seeds 0-2).
-* The live qgroup counters are not the figure: identical runs of that append workload
-  read 2 to 7 exclusive nodes per container (also with the status ON, not INCONSISTENT);
-  ``btrfs quota rescan -w`` read the number of blocks the container's tree owns
-  (``dump-tree -t <id>``, owner = its id) every time, so the real backend rescans.
-* Reading a container's tree after the workload (``scandir`` for its view) updates
-  directory atimes (relatime) and CoWs their leaves: +4 nodes per container on that
-  case, so the backend reads views only after measuring.
+  compares with the mean of three real runs; docs/fidelity.md gives how close it comes,
+  case by case.
+* The real backend reads these figures after a quota rescan (the live counters drift), and
+  lists a container only after measuring it (a listing's atime updates CoW leaves):
+  ``simulator/real/btrfs.py``.
 """
 
 from __future__ import annotations
@@ -80,11 +74,10 @@ from simulator.nodes import Dir, FileInode
 from simulator.ranges import RangeSet
 from simulator.units import ceil_div
 
+from . import btrfs_usage
 from .base import BaseDriver, BaseMount
-from .btrfs_layout import (BEYOND_EOF, BTRFS_MAX_EXTENT_SIZE, FILE_EXTENT_BYTES, ITEM_HEADER_BYTES,
-                           LEAF_HEADER_BYTES, XATTR_ITEM_BYTES, Extents, FileState,
-                           inline_item_bytes, live_inodes, object_item_bytes)
-from .btrfs_cow import container_changes, cow_nodes
+from .btrfs_layout import (BEYOND_EOF, BTRFS_MAX_EXTENT_SIZE, FILE_EXTENT_BYTES, ITEM_HEADER_BYTES, XATTR_ITEM_BYTES,
+                           Extents, FileState, inline_item_bytes, live_inodes)
 from .btrfs_tree import TreeLayout, build_layout, inode_numbers
 from .options import Option
 
@@ -111,7 +104,9 @@ class BtrfsMount(BaseMount):
         self._created: FileInode | None = None
         self._replaced_nonempty = False
 
-    def _state(self, inode: FileInode) -> FileState:
+    def file_state(self, inode: FileInode) -> FileState:
+        """The file's sectors, extents and inline state, made on first use (an image file's
+        first use also rewrites its inode item: its leaf is CoW'd)."""
         st = inode.drv
         if st is None:
             st = inode.drv = FileState(inode, self.inline_limit, self.sector)
@@ -159,7 +154,7 @@ class BtrfsMount(BaseMount):
             return
         if node.__class__ is not FileInode:
             return
-        st = self._state(node)
+        st = self.file_state(node)
         if op == "create" and node is not self._created:
             st.flush_on_close = True  # open(O_TRUNC) of an existing file, even an empty one
         if st.flush_on_close:  # btrfs_release_file: BTRFS_INODE_FLUSH_ON_CLOSE
@@ -178,13 +173,13 @@ class BtrfsMount(BaseMount):
         self._dirty()
 
     def copy_up(self, inode: FileInode, need: str) -> None:
-        st = self._state(inode)
+        st = self.file_state(inode)
         if need == NEED_TRUNC_OPEN:
             st.flush_on_close = True
         self._dirty()
 
     def write(self, inode: FileInode, offset: int, length: int) -> None:
-        st = self._state(inode)
+        st = self.file_state(inode)
         sector, end = self.sector, offset + length
         if offset > st.size:
             self._extend(st, st.size)
@@ -213,7 +208,7 @@ class BtrfsMount(BaseMount):
         before ended) and none reads a sector first (each is sector-aligned, or the run
         meets no sector of the image's): ``union`` alone answers it (a log's appends, a
         database's page writes)."""
-        st = self._state(inode)
+        st = self.file_state(inode)
         sector, shared, size = self.sector, st.shared, st.size
         if (max(starts) <= size or starts[0] <= size and starts[1:] == ends[:-1]) and (
                 not shared or min(starts) // sector >= shared.end()
@@ -250,7 +245,7 @@ class BtrfsMount(BaseMount):
         return inode.drv is not None and not inode.drv.flush_on_close
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
-        st = self._state(inode)
+        st = self.file_state(inode)
         if new_size > old_size:
             self._extend(st, old_size)
         else:
@@ -268,7 +263,7 @@ class BtrfsMount(BaseMount):
         self._dirty()
 
     def writeback(self, inode: FileInode, ranges: RangeSet) -> None:
-        st = self._state(inode)
+        st = self.file_state(inode)
         sectors = ranges.units(self.sector)
         sectors.update(st.pending)
         self._write_sectors(inode, st, sectors)
@@ -325,70 +320,14 @@ class BtrfsMount(BaseMount):
             return (self.id, node.origin)
         return (self.id, node)
 
-    # -- state at the end ---------------------------------------------------------------
-    def _private_bytes(self, name: str, node, seen: set[int]) -> int:
-        first = id(node) not in seen
-        seen.add(id(node))
-        out = object_item_bytes(len(name), first)
-        if first and node.__class__ is FileInode:
-            out += self._extent_bytes(node)
-        elif first and node.__class__ is not FileInode:
-            out += inline_item_bytes(len(node.target))
-        return out
-
-    def _extent_bytes(self, inode: FileInode) -> int:
-        """Leaf bytes of a private file's extent items: its inline data, or one item per
-        run of sectors still shared with the image or in one of its own extents."""
-        st = self._state(inode)
-        if st.inline:
-            return inline_item_bytes(st.size)
-        return (ITEM_HEADER_BYTES + FILE_EXTENT_BYTES) * (len(st.shared) + sum(len(r.refs) for r in st.runs))
-
+    # -- state at the end (drivers.btrfs_usage) --------------------------------------------
     def metadata_nodes(self) -> int:
-        """Tree blocks of the container's fs tree not shared with the image's: the leaves
-        its changes rewrote or added and the nodes above them (``drivers.btrfs_cow``)."""
-        layout = self.driver.layout(self.ns.tree)  # type: ignore[attr-defined]
-        seen: set[int] = set()
-
-        def new_object_bytes(name: str, node) -> int:
-            if node.__class__ is Dir:
-                return object_item_bytes(len(name))
-            return self._private_bytes(name, node, seen)
-
-        changes = container_changes(self.ns, layout, self.touched, new_object_bytes)
-        changes.appended += self.xattr_bytes
-        extent_bytes = self.driver.extent_item_bytes  # type: ignore[attr-defined]
-        for inode in live_inodes(self.ns):  # rewritten image files: their extent items changed
-            at = layout.object_start(inode.origin)
-            if at is not None and inode.drv is not None:
-                grown = self._extent_bytes(inode) - extent_bytes(inode.origin.size)
-                changes.added[at] = changes.added.get(at, 0) + grown
-        return cow_nodes(layout, changes)
+        """Tree blocks of the container's fs tree not shared with the image's."""
+        return btrfs_usage.metadata_nodes(self)
 
     def usage(self) -> dict[str, int]:
-        """What the real file system reports for this container's subvolume:
-        ``fi_du_exclusive`` (referenced private sectors), ``data_extent_bytes`` (whole
-        private extents) and ``qgroup_exclusive`` (data extents + metadata nodes once)."""
-        self.flush_pending()
-        sector = self.sector
-        files = referenced = whole = data = 0
-        for inode in live_inodes(self.ns):
-            st = self._state(inode)
-            private = st.private()
-            n = private.total()
-            referenced += n
-            whole += sum(run.live_sectors() for run in st.runs)
-            if n:
-                tail = ceil_div(st.size, sector) - 1
-                data += n * sector - (tail * sector + sector - st.size if private.covers(tail, tail + 1) else 0)
-            if st.inline == "private":
-                data += st.size
-            files += bool(n or st.inline == "private" or inode.origin is None)
-        nodes = self.metadata_nodes()
-        node = int(self.driver.options["node_size"])
-        return {"files": files, "data_bytes": data, "fi_du_exclusive": referenced * sector,
-                "data_extent_bytes": whole * sector, "metadata_nodes": nodes,
-                "qgroup_exclusive": whole * sector + nodes * node}
+        """What the real file system reports for this container's subvolume."""
+        return btrfs_usage.usage(self)
 
     def space(self) -> Space:
         u = self.usage()
@@ -461,24 +400,5 @@ class BtrfsDriver(BaseDriver):
             return inline_item_bytes(size)
         return (ITEM_HEADER_BYTES + FILE_EXTENT_BYTES) * ceil_div(size, BTRFS_MAX_EXTENT_SIZE)
 
-    def _entries_cost(self, layer) -> tuple[int, int]:
-        """(data bytes, leaf item bytes) of a layer's entries (its ``derived`` value)."""
-        sector = self.block_size
-        data = items = 0
-        for e in layer.entries:
-            items += object_item_bytes(len(e.path.rsplit("/", 1)[1]))
-            if e.type == "file":
-                items += self.extent_item_bytes(e.size)
-                if not 0 < e.size <= min(int(self.options["max_inline"]), sector - 1):
-                    data += ceil_div(e.size, sector) * sector
-        return data, items
-
     def layer_cost(self, id: str) -> int:
-        """A layer subvolume owns its own files' extents and the leaves its entries fill
-        (at least the snapshot's root), metadata doubled on disk when DUP."""
-        sector = self.block_size
-        node = int(self.options["node_size"])
-        key = ("btrfs", sector, self.options["max_inline"])
-        data, items = self.images[id].layers[-1].derived(key, self._entries_cost)
-        nodes = max(1, ceil_div(items, node - LEAF_HEADER_BYTES))
-        return data + nodes * node * (2 if self.options["metadata_dup"] else 1)
+        return btrfs_usage.layer_bytes(self, self.images[id].layers[-1])
