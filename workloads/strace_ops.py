@@ -75,6 +75,7 @@ from simulator.nodes import DIR_TYPES
 from simulator.trace import Op
 
 from .strace_fds import READS, WRITES, Desc, DescriptorCalls, Fs, Proc
+from .strace_paths import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, MODELLED_ERRNOS, PathCalls
 from .strace_parse import Call, fd_arg, int_arg, str_arg
 
 # Linux x86_64 open(2) flags (include/uapi/asm-generic/fcntl.h)
@@ -82,11 +83,8 @@ O_ACCMODE, O_WRONLY, O_RDWR = 0o3, 0o1, 0o2
 O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
 O_DIRECTORY, O_NOFOLLOW, O_PATH, O_TMPFILE = 0o200000, 0o400000, 0o10000000, 0o20200000
 AT_FDCWD = -100
-AT_SYMLINK_NOFOLLOW, AT_REMOVEDIR, AT_EMPTY_PATH = 0x100, 0x200, 0x1000  # linux/fcntl.h
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # linux/fs.h
 CLONE_FS, CLONE_FILES = 0x200, 0x400  # linux/sched.h
 DEFAULT_UMASK = 0o022  # what a login shell sets on Debian (/etc/login.defs UMASK)
-UNCHANGED_ID = 0xFFFFFFFF  # chown(2): (uid_t)-1 keeps the id
 
 FOLLOWING_STATS = {"stat": 0, "access": 0, "getxattr": 0, "listxattr": 0, "execve": 0}  # name arg index
 NOFOLLOW_STATS = {"lstat": 0, "readlink": 0, "lgetxattr": 0, "llistxattr": 0}
@@ -97,7 +95,6 @@ PROC_FD = re.compile(r"^/proc/(self|thread-self|\d+)/fd/(\d+)$")
 LOOKUP_ERRNOS = {"ENOENT", "ENOTDIR", "ELOOP"}  # a lookup's own failures; EINVAL (readlink of a
 # non-symlink), ENODATA (no such xattr), EACCES (access(2) of a mode) are not the name's
 OPEN_ERRNOS = LOOKUP_ERRNOS | {"EEXIST", "EISDIR"}
-MODELLED_ERRNOS = {"ENOENT", "EEXIST", "EISDIR", "ENOTDIR", "ENOTEMPTY", "ELOOP", "EINVAL", "EBUSY", "EXDEV"}
 
 
 @dataclass
@@ -116,7 +113,7 @@ class Conversion:
         return sum(self.failing)
 
 
-class Converter(DescriptorCalls):
+class Converter(DescriptorCalls, PathCalls):
     def __init__(self, root: str, image: Image, cwd: str | None = None, umask: int = DEFAULT_UMASK):
         from drivers import make_driver
         from simulator.harness import Run
@@ -329,133 +326,6 @@ class Converter(DescriptorCalls):
         self.emit(c, op)
         if c.ret is not None and c.ret >= 0:
             proc.fds[c.ret] = Desc(0, bool(flags & O_APPEND), c.ret_path)
-
-    # -- path operations ------------------------------------------------------------------
-    def _simple(self, c: Call, path: str | None, make) -> None:
-        if self.path_call(c, path):
-            self.emit(c, make(path))
-
-    def _mkdir(self, c: Call, dirfd: str | None = None, args: tuple[str, ...] | None = None) -> None:
-        name, mode = args or c.args
-        umask = self.proc(c.pid).fs.umask
-        self._simple(c, self.at(c, dirfd, name), lambda p: Op("mkdir", p, mode=int_arg(mode) & 0o7777 & ~umask))
-
-    def _mkdirat(self, c: Call) -> None:
-        self._mkdir(c, c.args[0], c.args[1:3])
-
-    def _rmdir(self, c: Call) -> None:
-        self._simple(c, self.at(c, None, c.args[0]), lambda p: Op("rmdir", p))
-
-    def _unlink(self, c: Call) -> None:
-        self._simple(c, self.at(c, None, c.args[0]), lambda p: Op("unlink", p))
-
-    def _unlinkat(self, c: Call) -> None:
-        kind = "rmdir" if int_arg(c.args[2]) & AT_REMOVEDIR else "unlink"
-        self._simple(c, self.at(c, c.args[0], c.args[1]), lambda p: Op(kind, p))
-
-    def _truncate(self, c: Call) -> None:
-        self._simple(c, self.at(c, None, c.args[0]), lambda p: Op("truncate", p, size=int_arg(c.args[1])))
-
-    def _chmod(self, c: Call, dirfd: str | None = None, args: tuple[str, ...] | None = None) -> None:
-        name, mode = (args or c.args)[:2]
-        self._simple(c, self.at(c, dirfd, name), lambda p: Op("chmod", p, mode=int_arg(mode) & 0o7777))
-
-    def _fchmodat(self, c: Call) -> None:
-        self._chmod(c, c.args[0], c.args[1:3])
-
-    def _chown_op(self, path: str, uid: str, gid: str) -> Op:
-        node = self.node(path)
-        u, g = int_arg(uid) & 0xFFFFFFFF, int_arg(gid) & 0xFFFFFFFF
-        old_u, old_g = (getattr(node, "uid", 0), getattr(node, "gid", 0)) if node is not None else (0, 0)
-        return Op("chown", path, uid=old_u if u == UNCHANGED_ID else u, gid=old_g if g == UNCHANGED_ID else g)
-
-    def _chown(self, c: Call) -> None:
-        self._simple(c, self.at(c, None, c.args[0]), lambda p: self._chown_op(p, c.args[1], c.args[2]))
-
-    _lchown = _chown
-
-    def _fchownat(self, c: Call) -> None:
-        path = self.at(c, c.args[0], c.args[1])
-        if str_arg(c.args[1]) == "":
-            path = self.rel(fd_arg(c.args[0])[1])
-        self._simple(c, path, lambda p: self._chown_op(p, c.args[2], c.args[3]))
-
-    def _utimensat(self, c: Call) -> None:
-        path = self.at(c, c.args[0], c.args[1]) if str_arg(c.args[1]) else self.rel(fd_arg(c.args[0])[1])
-        self._simple(c, path, lambda p: Op("utime", p))
-
-    _futimesat = _utimensat
-
-    def _utime(self, c: Call) -> None:
-        self._simple(c, self.at(c, None, c.args[0]), lambda p: Op("utime", p))
-
-    _utimes = _utime
-
-    def _setxattr(self, c: Call) -> None:
-        self._simple(c, self.at(c, None, c.args[0]),
-                     lambda p: Op("setxattr", p, name=str_arg(c.args[1]) or "user.x", size=int_arg(c.args[3])))
-
-    _lsetxattr = _setxattr
-
-    def _symlink(self, c: Call, dirfd: str | None = None, args: tuple[str, ...] | None = None) -> None:
-        target, name = args or c.args
-        text = str_arg(target) or ""
-        self._simple(c, self.at(c, dirfd, name), lambda p: Op("symlink", p, target=text))
-
-    def _symlinkat(self, c: Call) -> None:
-        self._symlink(c, c.args[1], (c.args[0], c.args[2]))
-
-    def _two(self, c: Call, kind: str, src: str | None, dst: str | None, flags: int = 0) -> None:
-        if src is None and dst is None:
-            return
-        self.result.calls_in_root += 1
-        if c.failed and c.errno not in MODELLED_ERRNOS:
-            self.drop(f"errno {c.errno}")
-        elif flags & RENAME_EXCHANGE or flags & ~RENAME_NOREPLACE:
-            self.drop("renameat2 flags other than RENAME_NOREPLACE")
-        elif src is None:
-            self.drop(f"{kind} from outside the root into it")
-        elif dst is None:
-            if kind == "rename" and not c.failed:
-                node = self.node(src, follow=False)
-                is_dir = node.__class__ in DIR_TYPES
-                self.emit(c, Op("remove_tree" if is_dir else "unlink", src))
-            else:
-                self.drop(f"{kind} out of the root")
-        elif c.failed and c.errno == "EEXIST" and flags & RENAME_NOREPLACE:
-            self.emit(c, Op("mkdir", dst))
-        else:
-            self.emit(c, Op(kind, src, dst))
-
-    def _rename(self, c: Call) -> None:
-        self._two(c, "rename", self.at(c, None, c.args[0]), self.at(c, None, c.args[1]))
-
-    def _renameat(self, c: Call) -> None:
-        flags = int_arg(c.args[4]) if len(c.args) > 4 else 0
-        self._two(c, "rename", self.at(c, c.args[0], c.args[1]), self.at(c, c.args[2], c.args[3]), flags)
-
-    _renameat2 = _renameat
-
-    def _link(self, c: Call) -> None:
-        self._two(c, "link", self.at(c, None, c.args[0]), self.at(c, None, c.args[1]))
-
-    def _linkat(self, c: Call) -> None:
-        if int_arg(c.args[4]) & AT_EMPTY_PATH:
-            if self.at(c, c.args[2], c.args[3]) is not None:
-                self.result.calls_in_root += 1
-                self.drop("linkat(AT_EMPTY_PATH) of an open file")
-            return
-        self._two(c, "link", self.at(c, c.args[0], c.args[1]), self.at(c, c.args[2], c.args[3]))
-
-    def _mknod(self, c: Call) -> None:
-        if self.at(c, None, c.args[0]) is not None:
-            self.result.calls_in_root += 1
-            self.drop("mknod")
-
-    def _mknodat(self, c: Call) -> None:
-        if self.at(c, c.args[0], c.args[1]) is not None:
-            self.result.calls_in_root += 1
-            self.drop("mknod")
 
 
 def _clone_flags(c: Call) -> int:
