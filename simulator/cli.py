@@ -248,7 +248,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
     """What real runs killed by SIGKILL left (simulator.real.scratch); 1 if some could not go."""
-    from .real.scratch import cleanup_stale, state_dir
+    from .real.scratch import state_dir
+    from .real.stale import cleanup_stale
 
     reports = cleanup_stale(dry_run=args.dry_run)
     if args.json:

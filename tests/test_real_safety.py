@@ -305,7 +305,7 @@ def test_a_fresh_scratch_path_is_used_and_removed(tmp_path):
 def test_cleanup_refuses_a_scratch_dir_without_its_marker(tmp_path):
     """A stale state file naming a directory that is not ours (no marker with its token):
     the directory and its contents stay, and cleanup says why and exits 1."""
-    from simulator.real.scratch import cleanup_stale
+    from simulator.real.stale import cleanup_stale
 
     target = tmp_path / "not-ours"
     target.mkdir()
@@ -326,7 +326,8 @@ def test_cleanup_refuses_a_scratch_dir_without_its_marker(tmp_path):
 def test_a_killed_but_unreaped_run_is_stale(tmp_path) -> None:
     """A run killed with SIGKILL whose parent has not reaped it yet is a zombie: it holds no
     mount, so ``cleanup`` must treat its state file as a dead run's (it did not, once)."""
-    from simulator.real.scratch import stale_states, start_time
+    from simulator.real.scratch import start_time
+    from simulator.real.stale import stale_states
 
     pid = os.fork()
     if pid == 0:

@@ -12,7 +12,7 @@ at any moment the state file lists a superset of what is held, and every entry i
 inside the scratch directory.  A run that ends normally, by an exception, Ctrl-C (SIGINT
 raises ``KeyboardInterrupt``) or SIGTERM/SIGHUP (raised as ``SystemExit`` by ``guard_signals``)
 releases everything in ``finally`` and deletes its state file.  A run killed with SIGKILL
-cannot; its state file stays, and ``cleanup_stale`` (``layerbench cleanup``, also run at the
+cannot; its state file stays, and ``stale.cleanup_stale`` (``layerbench cleanup``, also run at the
 start of every real run) finds it by its dead pid and releases exactly what it lists:
 
 * a listed mount target is unmounted only if /proc/self/mountinfo shows a mount there
@@ -87,7 +87,7 @@ def start_time(pid: int) -> int | None:
         return None
 
 
-def _alive(pid: int, started: int | None) -> bool:
+def alive(pid: int, started: int | None) -> bool:
     """The process that wrote a state file still runs: same pid and start time, and not a
     zombie (killed, not yet reaped by its parent: it holds nothing, but its pid stays)."""
     try:
@@ -183,7 +183,7 @@ def guard_signals() -> Iterator[None]:
 
 
 @contextmanager
-def _signals_blocked() -> Iterator[None]:
+def signals_blocked() -> Iterator[None]:
     """A release runs to its end: a second Ctrl-C or SIGTERM waits until it is done."""
     sigs = {signal.SIGINT, *GUARDED_SIGNALS}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
@@ -209,6 +209,8 @@ class ScratchDir:
     around each mount (kernel or FUSE) and losetup; ``close`` releases whatever is still held."""
 
     def __init__(self, prefix: str, path: str | None = None):
+        from .stale import cleanup_stale  # it releases with this module's functions
+
         path = path or os.environ.get(SCRATCH_ENV) or None
         try:
             cleanup_stale()  # what runs killed with SIGKILL left behind, before taking more
@@ -290,7 +292,7 @@ class ScratchDir:
     def close(self) -> None:
         """Release everything still held, innermost first; delete the scratch and the state
         file only when nothing is left (else the state file stays for ``layerbench cleanup``)."""
-        with _signals_blocked():
+        with signals_blocked():
             errors = release(self.state)
             if not errors:
                 os.unlink(self.state_file)
@@ -353,71 +355,3 @@ def _remove_scratch(path: str, token: str | None) -> None:
     if left:
         raise OSError(errno.EBUSY, f"{path}: still mounted below it: {', '.join(left)}")
     shutil.rmtree(path)
-
-
-def stale_states(directory: str | None = None) -> list[str]:
-    """State files whose process (or whose cleaner) is dead."""
-    directory = directory or state_dir()
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return []
-    out = []
-    for name in names:
-        path = os.path.join(directory, name)
-        if ".cleaning-" in name:
-            claimer = name.rsplit(".cleaning-", 1)[1].split("-")
-            if len(claimer) == 2 and claimer[0].isdigit() and \
-                    _alive(int(claimer[0]), int(claimer[1]) if claimer[1].isdigit() else None):
-                continue
-            out.append(path)
-            continue
-        if not name.endswith(".json"):
-            continue
-        try:
-            with open(path) as f:
-                state = json.load(f)
-            pid, started = int(state["pid"]), state.get("start_time")
-        except (OSError, ValueError, KeyError, TypeError):
-            out.append(path)  # torn or foreign: judged below, when read again
-            continue
-        if not _alive(pid, started):
-            out.append(path)
-    return out
-
-
-def cleanup_stale(directory: str | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
-    """Release what runs that died left behind; one report per state file handled."""
-    reports = []
-    me = f".cleaning-{os.getpid()}-{start_time(os.getpid())}"
-    for path in stale_states(directory):
-        claim = path.split(".cleaning-")[0] + me
-        if dry_run:
-            claim = path
-        else:
-            try:
-                os.rename(path, claim)
-            except FileNotFoundError:
-                continue  # another cleaner took it
-        try:
-            with open(claim) as f:
-                state = json.load(f)
-        except (OSError, ValueError) as exc:
-            reports.append({"state_file": path, "errors": [f"unreadable state file: {exc}"]})
-            if not dry_run:
-                os.unlink(claim)  # a torn file lists nothing; it can never be acted on
-            continue
-        held = {"state_file": path, "pid": state.get("pid"), "scratch": state.get("scratch"),
-                "mounts": [m for m in state.get("mounts", []) if m in mount_points()],
-                "loops": loops_backed_by(state.get("loop_files", []))}
-        if dry_run:
-            reports.append({**held, "errors": []})
-            continue
-        with _signals_blocked():
-            errors = release(state)
-            if not errors:
-                os.unlink(claim)
-            else:
-                os.rename(claim, path.split(".cleaning-")[0])  # left for another try
-        reports.append({**held, "errors": [str(e) for e in errors]})
-    return reports
