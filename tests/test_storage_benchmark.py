@@ -7,6 +7,11 @@ kernel's side of the same scenarios is in ``tests/test_real_overlay.py``.
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
 import pytest
 
 from drivers import driver_names
@@ -62,13 +67,12 @@ def test_the_default_image_has_the_published_sizes() -> None:
     assert sum(1 for p, k in zip(paths, kind) if k == DIR and p.startswith("/test/tree-of-files")) == 2 ** 15 - 1
 
 
-def test_append_each_appends_ohai_to_every_file_in_sorted_order(small) -> None:
+def test_append_each_opens_the_directory_then_appends_ohai_to_each_file_in_glob_order(small) -> None:
     _, tree = small
     ops = load_workload("append-each", tree, 0)
-    assert [(op.kind, op.path, op.length) for op in ops] == [
+    assert [(op.kind, op.path, op.length) for op in ops] == [("open", "/test/big-files", 0)] + [
         ("append", f"/test/big-files/{name}", 5) for name in ("128M-0.bin", "1M-0.bin", "32M-0.bin", "8M-0.bin")]
-    tree_ops = load_workload("append-each:path=/test/tree-of-files", tree, 0)
-    assert [op.path for op in tree_ops] == [f"/test/tree-of-files/{a}/{b}/oh-hi" for a in "01" for b in "01"]
+    assert ops[0].access == "r"
 
 
 def test_append_to_big_files_copies_each_whole_file_up_on_overlay(small) -> None:
@@ -89,21 +93,68 @@ def test_block_and_snapshot_drivers_copy_no_file_up(small, driver: str) -> None:
     assert m["copyup_count"] == 0 and m["written_bytes"] == 20 and m["failed_ops"] == 0
 
 
+def test_tree_walk_is_bashs_pushd_test_and_popd(small) -> None:
+    _, tree = small
+    ops = load_workload("tree-walk", tree, 0)
+    t = "/test/tree-of-files"
+
+    def cd(path: str) -> list[tuple[str, str]]:  # a stat of every leading directory
+        parts = path.strip("/").split("/")
+        return [("stat", "/" + "/".join(parts[:i])) for i in range(1, len(parts) + 1)]
+
+    def leaf(d: str) -> list[tuple[str, str]]:
+        return cd(d) + [("stat", f"{d}/oh-hi"), ("append", f"{d}/oh-hi")] + cd(d.rsplit("/", 1)[0])
+
+    def inner(d: str, back: str) -> list[tuple[str, str]]:
+        return cd(d) + [("open", f"{d}/oh-hi")] + leaf(f"{d}/0") + leaf(f"{d}/1") + cd(back)
+
+    expected = cd(t) + [("open", f"{t}/oh-hi")] + inner(f"{t}/0", t) + inner(f"{t}/1", t) + cd("/test")
+    assert [(op.kind, op.path) for op in ops] == expected
+    assert len(ops) == 2 + 1 + 2 * (3 + 1 + 2 * (4 + 2 + 3) + 2) + 1 == 52
+
+
+def test_tree_walk_at_the_published_depth_counts() -> None:
+    """Depth 14: a directory at level l is l + 2 components deep (/test, /test/tree-of-files,
+    then l more); pushd stats its l + 2, popd its parent's l + 1 (the root's popd: /test,
+    1 = 0 + 1).  Sum over l of 2^l (2 l + 3) = 2 (13 * 2^15 + 2) + 3 (2^15 - 1) = 950,273
+    stats, plus a stat and an append per leaf (16,384) and a failing open per inner
+    directory (16,383)."""
+    tree = ImageTree.build(load_image("storage-benchmark:copies=0,small_files=0", 0))
+    ops = load_workload("tree-walk", tree, 0)
+    kinds = Counter(op.kind for op in ops)
+    assert kinds == {"stat": 950_273 + 16_384, "append": 16_384, "open": 16_383}
+    assert len(ops) == 999_424
+
+
 def test_append_to_the_tree_copies_every_ancestor_directory_up(small) -> None:
     image, tree = small
-    m = run("overlay", image, load_workload("append-each:path=/test/tree-of-files", tree, 0))
+    ops = load_workload("tree-walk", tree, 0)
+    m = run("overlay", image, ops)
     assert m["copyup_count"] == 4 and m["copyup_bytes"] == 4 * 8
     # /test, the tree's root, its 2 children and their 4 children: 1 + 1 + 2 + 4.
     assert m["copyup_meta_count"] == 8
     assert m["container_alloc_bytes"] == 4 * PAGE  # 13 bytes each
+    assert m["failed_ops"] == 3  # the [ -f oh-hi ] of the 3 inner directories
+
+
+def test_read_walk_reads_each_leaf_whole(small) -> None:
+    image, tree = small
+    ops = load_workload("tree-walk:action=read,cwd=/", tree, 0)
+    assert [op.length for op in ops if op.kind == "read"] == [8] * 4
+    # The last popd, from the tree back to /, stats nothing; the one before, from 1 back to
+    # the tree, stats /test and the tree.
+    assert [(op.kind, op.path) for op in ops[-3:]] == [
+        ("stat", "/test/tree-of-files/1"), ("stat", "/test"), ("stat", "/test/tree-of-files")]
+    m = run("overlay", image, ops)
+    assert m["read_bytes"] == 32 and m["copyup_count"] == 0 and m["failed_ops"] == 3
 
 
 @pytest.mark.parametrize("driver", driver_names())
 def test_read_each_reads_every_small_file_whole(small, driver: str) -> None:
     image, tree = small
     ops = load_workload("read-each:path=/test/small-files", tree, 0)
-    assert [(op.kind, op.path, op.length) for op in ops] == [("read", f"/test/small-files/{i}", 512)
-                                                             for i in range(3)]
+    assert [(op.kind, op.path, op.length) for op in ops] == [("open", "/test/small-files", 0)] + [
+        ("read", f"/test/small-files/{i}", 512) for i in range(3)]
     m = run(driver, image, ops)
     assert m["read_bytes"] == 3 * 512 and m["page_cache_bytes"] == 3 * PAGE and m["written_bytes"] == 0
 
@@ -111,21 +162,68 @@ def test_read_each_reads_every_small_file_whole(small, driver: str) -> None:
 def test_two_containers_each_copy_up_on_their_own(small) -> None:
     image, tree = small
     ops = load_workload("append-each:containers=2", tree, 0)
-    assert [op.container for op in ops] == [0, 1] * 4
+    assert [op.container for op in ops] == [0, 1] * 5
     m = run("overlay", image, ops, containers=2)
     assert m["copyup_count"] == 8 and m["copyup_bytes"] == 2 * BIG_BYTES
 
 
 @pytest.mark.parametrize("spec", ["append-each:path=/nowhere", "read-each:path=/test/big-files/1M-0.bin",
-                                  "append-each:path=/"])
+                                  "append-each:path=/", "tree-walk:action=delete", "tree-walk:leaf=a/b",
+                                  "tree-walk:cwd=/nowhere", "tree-walk:path=/test/tree-of-files/0/0/oh-hi"])
 def test_a_path_that_is_not_an_image_directory_is_bad_input(small, spec: str) -> None:
     _, tree = small
     with pytest.raises(BadInput):
         load_workload(spec, tree, 0)
 
 
-def test_an_empty_directory_gives_no_operations() -> None:
+def test_an_empty_directory_gives_only_the_globs_open() -> None:
     tree = ImageTree.build(load_image("storage-benchmark:copies=0,small_files=0,tree_depth=0", 0))
-    assert load_workload("append-each", tree, 0) == []
+    assert [op.kind for op in load_workload("append-each", tree, 0)] == ["open"]
     assert isinstance(tree.resolve_dir("/test/big-files"), ImageDir)
     assert isinstance(tree.resolve_dir("/test/tree-of-files").children["oh-hi"], ImageFile)
+
+
+# -- the generators against the benchmark's shell loops, recorded under strace ----------------
+# The loops below do what docker-storage-benchmark's test scripts do, written here: the glob
+# loops of the big- and small-file tests and the recursive pushd/popd walk of the tree tests.
+SCRIPTS = {
+    "append-each:path=/test/big-files": 'for f in {root}/test/big-files/*; do echo ohai >> "$f"; done',
+    "read-each:path=/test/small-files": 'for f in {root}/test/small-files/*; do cat "$f" > /dev/null; done',
+    "tree-walk:cwd=/": ('walk() {{ pushd "$1"; if [ -f oh-hi ]; then echo ohai >> oh-hi; else walk 0; walk 1; fi; '
+                        'popd; }}; exec > /dev/null; walk {root}/test/tree-of-files'),
+    "tree-walk:cwd=/,action=read": ('walk() {{ pushd "$1"; if [ -f oh-hi ]; then cat oh-hi; else walk 0; walk 1; '
+                                    'fi; popd; }}; exec > /dev/null; walk {root}/test/tree-of-files'),
+}
+
+
+def _lay_out(root: Path, depth: int) -> None:
+    """The image's /test tree on disk, small: 4 big files (a few bytes each: contents do
+    not matter), 3 small ones, a binary tree ``depth`` levels deep with ``oh-hi`` leaves."""
+    (root / "test" / "big-files").mkdir(parents=True)
+    (root / "test" / "small-files").mkdir()
+    for label in ("1M", "8M", "32M", "128M"):
+        (root / "test" / "big-files" / f"{label}-0.bin").write_bytes(b"x" * 3)
+    for i in range(3):
+        (root / "test" / "small-files" / str(i)).write_bytes(b"y" * 512)
+    leaves = [root / "test" / "tree-of-files"]
+    for _ in range(depth):
+        leaves = [d / bit for d in leaves for bit in "01"]
+    for leaf in leaves:
+        leaf.mkdir(parents=True)
+        (leaf / "oh-hi").write_text("oh, hi!\n")
+
+
+@pytest.mark.skipif(shutil.which("strace") is None or shutil.which("bash") is None,
+                    reason="strace and bash are needed to record the loops (apt-get install strace)")
+@pytest.mark.parametrize("workload", sorted(SCRIPTS))
+def test_generator_gives_what_the_recorded_shell_loop_did(tmp_path, workload: str) -> None:
+    from workloads.strace import record
+
+    root = tmp_path / "root"
+    root.mkdir()
+    _lay_out(root, depth=2)
+    rec = record(["bash", "-c", SCRIPTS[workload].format(root=root)], root, env={**os.environ, "LC_ALL": "C"})
+    assert rec.returncode == 0 and rec.conversion.mismatches == []
+    generated = load_workload(workload, ImageTree.build(rec.image), 0)
+    assert generated == rec.conversion.ops
+    assert sum(rec.conversion.failing) == (3 if workload.startswith("tree-walk") else 0)

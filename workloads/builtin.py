@@ -185,17 +185,26 @@ WORKLOADS: dict[str, Builtin] = {
         Param("size_sigma", 2.0, "sigma of the lognormal size", 0.0, 5.0),
         _containers(),
     ), build.build),
-    "append-each": Builtin("append-each", "append a line to every file under a directory (docker-storage-"
+    "append-each": Builtin("append-each", "append a line to every file in a directory (docker-storage-"
                            "benchmark's append tests: echo ohai >> f)", (
-        Param("path", storage_benchmark.BIG, "image directory whose files (all depths) are appended to"),
+        Param("path", storage_benchmark.BIG, "image directory whose files are appended to"),
         Param("length", storage_benchmark.ECHO_OHAI_BYTES, "bytes per append ('ohai\\n')", 0, 2**30),
         _containers(),
     ), storage_benchmark.append_each),
-    "read-each": Builtin("read-each", "read every file under a directory whole (docker-storage-benchmark's "
+    "read-each": Builtin("read-each", "read every file in a directory whole (docker-storage-benchmark's "
                          "read tests: cat f)", (
-        Param("path", storage_benchmark.BIG, "image directory whose files (all depths) are read"),
+        Param("path", storage_benchmark.BIG, "image directory whose files are read"),
         _containers(),
     ), storage_benchmark.read_each),
+    "tree-walk": Builtin("tree-walk", "bash's depth-first walk of a directory tree, appending to or reading "
+                         "a leaf file in each leaf directory (docker-storage-benchmark's tree tests)", (
+        Param("path", storage_benchmark.TREE, "image directory the walk starts in"),
+        Param("leaf", storage_benchmark.LEAF_NAME, "file whose presence makes a directory a leaf"),
+        Param("action", "append", "what is done to each leaf file: append or read"),
+        Param("length", storage_benchmark.ECHO_OHAI_BYTES, "bytes per append", 0, 2**30),
+        Param("cwd", storage_benchmark.ROOT, "directory the walk starts from and returns to (/: none)"),
+        _containers(),
+    ), storage_benchmark.tree_walk),
     "mixed": Builtin("mixed", "startup reads, imports, logging, page writes, small files, a package install "
                      "and a chmod, interleaved", (
         Param("scale", 0.25, "each component's size relative to its default", 0.0, 100.0),

@@ -21,27 +21,32 @@ files, dpkg's status database: ``workloads.layout.add_system_files``), then the 
 ``WORKDIR /test`` and of ``mkdir -p /test/big-files /test/small-files``.  The apt-get and
 dumb-init layers are left out: they hold nothing under ``/test`` and nothing the tests touch.
 
-The tests are two workloads that work on any image:
+The tests are three workloads that work on any image:
 
 * ``append-each``: ``for f in DIR/*; do echo ohai >> "$f"; done`` (``append-to-big-files``,
-  ``append-to-small-files``; ``append-to-file-tree`` appends to every leaf of the tree in
-  the same depth-first order): one append of ``length`` bytes ("ohai\\n": 5) to every regular
-  file under ``path``, in sorted order, which is both the glob's order and the tree test's
-  depth-first order (``0`` before ``1`` at every level).
-* ``read-each``: ``cat "$f" > /dev/null`` for each file (``read-big-files``,
-  ``read-small-files``, ``read-file-tree``): every regular file read whole.
+  ``append-to-small-files``): the glob opens the directory, then one append of ``length``
+  bytes ("ohai\\n": 5) to each file in it, in the glob's order (bytewise, in the C locale a
+  container starts with);
+* ``read-each``: ``cat "$f" > /dev/null`` for each instead (``read-big-files``,
+  ``read-small-files``): every file read whole;
+* ``tree-walk``: the tree tests' recursive bash function (``append-to-file-tree``,
+  ``read-file-tree``), ``pushd`` into each directory, ``[ -f oh-hi ]``, then append to or read
+  the leaf, or explore the subdirectories, and ``popd``: the stats bash makes on the way are
+  most of its operations (16,384 appends among 999,424 operations at depth 14).
 
-Left out: the tree tests' shell walk (``pushd`` into every directory, ``[ -f oh-hi ]`` and
-``readlink -f`` at every level) is a stat storm of its own; ``import-scan`` models such
-storms, these workloads only the data operations.  The published tests run N copies at once
-in one container: ``containers`` runs them in N containers instead (the copies of one
-container would share what the first one copied up).
+Each was recorded with ``layerbench trace record`` running the benchmark's own script on
+the same tree laid out on disk, and ``tests/test_storage_benchmark.py`` requires the
+generator to give the recorded operations exactly (``read-file-tree`` less its
+``readlink -f`` calls: another program's canonicalisation, left out).  The published tests
+run N copies at once in one container: ``containers`` runs them in N containers instead
+(the copies of one container would share what the first one copied up).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from simulator.errors import BadInput
 from simulator.image import Image
 from simulator.imagetree import ImageTree
 from simulator.layercols import ColumnsBuilder
@@ -92,22 +97,93 @@ def storage_benchmark(rng: np.random.Generator, copies: int, small_files: int, t
     return Image("storage-benchmark", out.layers("layer"))
 
 
-def _files_under(tree: ImageTree, path: str, where: str) -> list[tuple[str, int]]:
-    """(path, size) of every regular file below the image directory ``path``, sorted."""
+def _listed_files(tree: ImageTree, path: str, where: str) -> list[tuple[str, int]]:
+    """(path, size) of the regular files directly in the image directory ``path``, in the
+    order bash's ``DIR/*`` lists them (sorted bytewise in the C locale; no dot files)."""
     index = TreeIndex(tree)
     index.require_dir(path, where)
     prefix = path.rstrip("/") + "/"
-    return [(p, size) for p, size in zip(index.files, index.sizes) if p.startswith(prefix)]
+    return [(p, size) for p, size in zip(index.files, index.sizes)
+            if p.startswith(prefix) and "/" not in p[len(prefix):] and not p[len(prefix)].startswith(".")]
 
 
 def append_each(rng: np.random.Generator, tree: ImageTree, path: str, length: int, containers: int) -> list[Op]:
-    """One append of ``length`` bytes to every regular file under ``path``, in sorted order:
-    on a file-level driver, one whole-file copy-up each."""
-    files = _files_under(tree, path, "append-each")
-    return per_container(containers, lambda c: [Op("append", p, container=c, length=length) for p, _ in files])
+    """``for f in DIR/*; do echo ohai >> "$f"; done``: the glob opens the directory, then one
+    append of ``length`` bytes to each regular file in it (on a file-level driver, one
+    whole-file copy-up each)."""
+    files = _listed_files(tree, path, "append-each")
+    return per_container(containers, lambda c: [Op("open", path, container=c, access="r")] + [
+        Op("append", p, container=c, length=length) for p, _ in files])
 
 
 def read_each(rng: np.random.Generator, tree: ImageTree, path: str, containers: int) -> list[Op]:
-    """Every regular file under ``path`` read whole, in sorted order (``cat f > /dev/null``)."""
-    files = _files_under(tree, path, "read-each")
-    return per_container(containers, lambda c: [Op("read", p, container=c, length=size) for p, size in files])
+    """``for f in DIR/*; do cat "$f" > /dev/null; done``: the glob opens the directory, then
+    each regular file in it is read whole."""
+    files = _listed_files(tree, path, "read-each")
+    return per_container(containers, lambda c: [Op("open", path, container=c, access="r")] + [
+        Op("read", p, container=c, length=size) for p, size in files])
+
+
+def _cd(path: str, c: int) -> list[Op]:
+    """bash's ``cd`` (pushd, popd) to an absolute ``path``: it checks each leading directory
+    of the logical path with stat(2), from the top (measured: see ``tree_walk``)."""
+    parts = path.strip("/").split("/") if path.strip("/") else []
+    return [Op("stat", "/" + "/".join(parts[:i]), container=c) for i in range(1, len(parts) + 1)]
+
+
+def tree_walk(rng: np.random.Generator, tree: ImageTree, path: str, leaf: str, action: str, length: int,
+              cwd: str, containers: int) -> list[Op]:
+    """The tree tests' bash walk (``append-to-file-tree``, ``read-file-tree``): ``explore DIR``
+    does ``pushd DIR``, then ``[ -f LEAF ]``: where the file is there it appends ``length``
+    bytes to it (``echo ohai >> LEAF``) or reads it (``cat LEAF``), else it explores the
+    subdirectories (``0`` and ``1`` in the benchmark's tree; here every one, sorted), and
+    ``popd`` returns where it came from (``cwd`` at the end: the image's ``WORKDIR /test``).
+
+    Recorded with ``layerbench trace record`` running the same loop (kernel 6.18, bash 5.2):
+    each ``cd`` is a stat of every leading directory of the path under the root, the failed
+    ``[ -f ]`` of an inner directory a failing ``open`` for reading (how a failed stat that
+    follows links converts), the successful one a ``stat``; and before the first ``cat``, a
+    stat of the working directory: bash stats ``.`` whenever it searches ``$PATH`` for a
+    command it has not hashed yet (strace: once per command name).  ``read-file-tree``'s
+    two ``readlink -f`` per directory (another program's canonicalisation) are left out."""
+    where = "tree-walk"
+    if action not in ("append", "read"):
+        raise BadInput(f"{where}: parameter 'action' is 'append' or 'read', not {action!r}")
+    if not leaf or "/" in leaf or leaf in (".", ".."):
+        raise BadInput(f"{where}: parameter 'leaf' must be a file name, not {leaf!r}")
+    index = TreeIndex(tree)
+    index.require_dir(path, where)
+    if cwd != "/":
+        index.require_dir(cwd, f"{where}: parameter 'cwd'")
+    sizes = dict(zip(index.files, index.sizes))
+    subdirs: dict[str, list[str]] = {}
+    for d in index.dirs:  # sorted: each list comes out sorted
+        subdirs.setdefault(d.rpartition("/")[0] or "/", []).append(d)
+
+    def walk(c: int) -> list[Op]:
+        ops: list[Op] = []
+        cat_found = False
+
+        def explore(d: str, back: str) -> None:
+            nonlocal cat_found
+            ops.extend(_cd(d, c))
+            file = f"{d}/{leaf}"
+            if file in sizes:
+                ops.append(Op("stat", file, container=c))
+                if action == "append":
+                    ops.append(Op("append", file, container=c, length=length))
+                else:
+                    if not cat_found:  # bash stats "." as it first looks cat up in $PATH
+                        ops.append(Op("stat", d, container=c))
+                        cat_found = True
+                    ops.append(Op("read", file, container=c, length=sizes[file]))
+            else:
+                ops.append(Op("open", file, container=c, access="r"))  # fails: no such file
+                for sub in subdirs.get(d, ()):
+                    explore(sub, d)
+            ops.extend(_cd(back, c))
+
+        explore(path.rstrip("/"), cwd)
+        return ops
+
+    return per_container(containers, walk)

@@ -53,7 +53,7 @@ BUILTINS = (  # (workload, containers); every parameter sized for a sub-second k
     ("import-scan:containers=1", 1),
     # docker-storage-benchmark's tests (full suite only), on a small instance of its image.
     ("append-each:path=/test/big-files", 1),
-    ("append-each:path=/test/tree-of-files", 1),
+    ("tree-walk", 1),
     ("read-each:path=/test/small-files", 1),
 )
 # One big file of each size (169 MiB), 100 small files, a tree of 31 directories and 16 leaves.
@@ -61,7 +61,7 @@ STORAGE_BENCHMARK_IMAGE = "storage-benchmark:copies=1,small_files=100,tree_depth
 
 
 def _image_for(workload: str) -> str:
-    if workload.startswith(("append-each", "read-each")):
+    if workload.startswith(("append-each", "read-each", "tree-walk")):
         return STORAGE_BENCHMARK_IMAGE
     return "demo" if workload == "demo" else SMALL_IMAGE
 
