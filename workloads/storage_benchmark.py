@@ -3,43 +3,45 @@
 github.com/chriskuehl/docker-storage-benchmark builds one image (its ``Dockerfile``) and runs
 small shell tests in a container of it, on tmpfs for every driver so that the device does
 not count.  Its published medians (DRIVERS.md 8.5) are the copy-up results most often quoted:
-appending one line to each of 40 big files copies 1,690 MiB up on overlay and aufs
+appending one line to each of 40 big files copies 1,690 MiB up on overlay and aufs.
 
 The image, ``storage-benchmark``, is the Dockerfile's ``/test`` tree, layer by layer:
 
-* ``RUN for i in $(seq 0 9); do for size in 1M 8M 32M 128M; do dd if=/dev/urandom
-  of=/test/big-files/${size}-${i}.bin bs=${size} count=1``: ``copies`` (10) files of each of
-  1, 8, 32 and 128 MiB (dd's ``M`` is MiB), 1,690 MiB (1.65 GiB) in all;
-* ``for i in $(seq 0 10000); do dd ... of=/test/small-files/$i bs=512 count=1``: 10,001
-  files of 512 bytes (``small_files``);
-* ``make_tree /test/tree-of-files 14``: a binary tree of directories ``0`` and ``1``, 14
-  levels below its root (``tree_depth``), each leaf holding ``oh-hi`` ("oh, hi!\\n", 8 bytes):
-  16,384 files in 32,767 directories.
+* big files written with dd from ``/dev/urandom``: ``copies`` (10) of each of 1, 8, 32 and
+  128 MiB (dd's ``M`` is MiB), named ``<size>-<i>.bin`` in ``/test/big-files``: 1,690 MiB
+  (1.65 GiB) in all;
+* 10,001 files of 512 bytes named ``0`` to ``10000`` in ``/test/small-files``
+  (``small_files``);
+* a binary tree of directories ``0`` and ``1`` under ``/test/tree-of-files``, 14 levels
+  below its root (``tree_depth``), each leaf holding a file ``oh-hi`` of 8 bytes ("oh, hi!"
+  and a newline): 16,384 files in 32,767 directories.
 
 Below them stand what ``FROM debian:jessie`` ships that the built-in workloads look for (log
 files, dpkg's status database: ``workloads.layout.add_system_files``), then the layers of
-``WORKDIR /test`` and of ``mkdir -p /test/big-files /test/small-files``.  The apt-get and
+``WORKDIR /test`` and of the ``mkdir`` of the two file directories.  The apt-get and
 dumb-init layers are left out: they hold nothing under ``/test`` and nothing the tests touch.
 
 The tests are three workloads that work on any image:
 
-* ``append-each``: ``for f in DIR/*; do echo ohai >> "$f"; done`` (``append-to-big-files``,
-  ``append-to-small-files``): the glob opens the directory, then one append of ``length``
-  bytes ("ohai\\n": 5) to each file in it, in the glob's order (bytewise, in the C locale a
-  container starts with);
-* ``read-each``: ``cat "$f" > /dev/null`` for each instead (``read-big-files``,
-  ``read-small-files``): every file read whole;
-* ``tree-walk``: the tree tests' recursive bash function (``append-to-file-tree``,
-  ``read-file-tree``), ``pushd`` into each directory, ``[ -f oh-hi ]``, then append to or read
-  the leaf, or explore the subdirectories, and ``popd``: the stats bash makes on the way are
-  most of its operations (16,384 appends among 999,424 operations at depth 14).
+* ``append-each`` (``append-to-big-files``, ``append-to-small-files``: a shell loop over the
+  glob ``DIR/*`` that appends "ohai" and a newline to each file): the glob opens the
+  directory, then one append of ``length`` bytes (5) to each file in it, in the glob's order
+  (bytewise, in the C locale a container starts with);
+* ``read-each`` (``read-big-files``, ``read-small-files``: the same loop running ``cat``):
+  every file read whole;
+* ``tree-walk`` (``append-to-file-tree``, ``read-file-tree``): the tree tests' recursive bash
+  function, ``pushd`` into each directory, a ``-f`` test of ``oh-hi``, then an append to or a
+  read of that leaf file, or the same for each subdirectory, and ``popd``: the stats bash
+  makes on the way are most of its operations (16,384 appends among 999,424 operations at
+  depth 14).
 
-Each was recorded with ``layerbench trace record`` running the benchmark's own script on
-the same tree laid out on disk, and ``tests/test_storage_benchmark.py`` requires the
-generator to give the recorded operations exactly (``read-file-tree`` less its
-``readlink -f`` calls: another program's canonicalisation, left out).  The published tests
-run N copies at once in one container: ``containers`` runs them in N containers instead
-(the copies of one container would share what the first one copied up).
+Each generator was checked by recording, with ``layerbench trace record`` under strace, a
+shell loop that does what the benchmark's script does, on the same tree laid out on disk:
+``tests/test_storage_benchmark.py`` requires the generator to give the recorded operations
+exactly (``read-file-tree`` less its ``readlink -f`` calls: another program's
+canonicalisation, left out).  The published tests run N copies at once in one container:
+``containers`` runs them in N containers instead (the copies of one container would share
+what the first one copied up).
 """
 
 from __future__ import annotations
@@ -56,11 +58,11 @@ from simulator.units import MiB
 from .common import TreeIndex, per_container
 from .layout import SYSTEM_DIRS, add_system_files
 
-# The Dockerfile: ``for size in 1M 8M 32M 128M``, dd with ``bs=${size} count=1``.
+# The Dockerfile's big files: one dd block of each of these sizes (dd's M: MiB) per copy.
 BIG_FILE_SIZES = (("1M", 1 * MiB), ("8M", 8 * MiB), ("32M", 32 * MiB), ("128M", 128 * MiB))
-SMALL_FILE_BYTES = 512  # ``dd ... bs=512 count=1``
-LEAF_NAME, LEAF_BYTES = "oh-hi", len("oh, hi!\n")  # ``echo "oh, hi!" > "${cur}/oh-hi"``
-ECHO_OHAI_BYTES = len("ohai\n")  # ``echo ohai >> "$f"``
+SMALL_FILE_BYTES = 512  # one dd block of 512 bytes each
+LEAF_NAME, LEAF_BYTES = "oh-hi", len("oh, hi!\n")  # the tree's leaf file and what echo writes into it
+ECHO_OHAI_BYTES = len("ohai\n")  # the line the append tests echo onto each file
 ROOT = "/test"
 BIG, SMALL, TREE = f"{ROOT}/big-files", f"{ROOT}/small-files", f"{ROOT}/tree-of-files"
 DEBIAN_LOGS = 8  # log files the stand-in for debian:jessie ships (as the synthetic images)
@@ -87,7 +89,7 @@ def storage_benchmark(rng: np.random.Generator, copies: int, small_files: int, t
     for i in range(small_files):
         out.add(SMALL_LAYER, f"{SMALL}/{i}", "file", SMALL_FILE_BYTES, 0o644)
     level = [TREE]
-    for _ in range(tree_depth + 1):  # make_tree's mkdir at every level, the leaves last
+    for _ in range(tree_depth + 1):  # a mkdir at every level, the leaves' files last
         for d in level:
             out.add(TREE_LAYER, d, "dir", mode=0o755)
         if len(level) < 1 << tree_depth:
@@ -108,17 +110,17 @@ def _listed_files(tree: ImageTree, path: str, where: str) -> list[tuple[str, int
 
 
 def append_each(rng: np.random.Generator, tree: ImageTree, path: str, length: int, containers: int) -> list[Op]:
-    """``for f in DIR/*; do echo ohai >> "$f"; done``: the glob opens the directory, then one
-    append of ``length`` bytes to each regular file in it (on a file-level driver, one
-    whole-file copy-up each)."""
+    """The append tests' loop over ``DIR/*``: the glob opens the directory, then one append of
+    ``length`` bytes to each regular file in it (on a file-level driver, one whole-file
+    copy-up each)."""
     files = _listed_files(tree, path, "append-each")
     return per_container(containers, lambda c: [Op("open", path, container=c, access="r")] + [
         Op("append", p, container=c, length=length) for p, _ in files])
 
 
 def read_each(rng: np.random.Generator, tree: ImageTree, path: str, containers: int) -> list[Op]:
-    """``for f in DIR/*; do cat "$f" > /dev/null; done``: the glob opens the directory, then
-    each regular file in it is read whole."""
+    """The read tests' loop over ``DIR/*``, ``cat`` of each file: the glob opens the
+    directory, then each regular file in it is read whole."""
     files = _listed_files(tree, path, "read-each")
     return per_container(containers, lambda c: [Op("open", path, container=c, access="r")] + [
         Op("read", p, container=c, length=size) for p, size in files])
@@ -133,11 +135,11 @@ def _cd(path: str, c: int) -> list[Op]:
 
 def tree_walk(rng: np.random.Generator, tree: ImageTree, path: str, leaf: str, action: str, length: int,
               cwd: str, containers: int) -> list[Op]:
-    """The tree tests' bash walk (``append-to-file-tree``, ``read-file-tree``): ``explore DIR``
-    does ``pushd DIR``, then ``[ -f LEAF ]``: where the file is there it appends ``length``
-    bytes to it (``echo ohai >> LEAF``) or reads it (``cat LEAF``), else it explores the
-    subdirectories (``0`` and ``1`` in the benchmark's tree; here every one, sorted), and
-    ``popd`` returns where it came from (``cwd`` at the end: the image's ``WORKDIR /test``).
+    """The tree tests' bash walk (``append-to-file-tree``, ``read-file-tree``): in each
+    directory, ``pushd`` into it, test for the file ``leaf``; where it is there, append
+    ``length`` bytes to it or read it with ``cat``, else walk each subdirectory (``0`` and
+    ``1`` in the benchmark's tree; here every one, sorted); then ``popd`` back where it came
+    from (``cwd`` at the end: the image's ``WORKDIR /test``).
 
     Recorded with ``layerbench trace record`` running the same loop (kernel 6.18, bash 5.2):
     each ``cd`` is a stat of every leading directory of the path under the root, the failed
