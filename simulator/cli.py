@@ -247,7 +247,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    """What real runs killed by SIGKILL left (simulator.real.scratch); 1 if some could not go."""
+    """What real runs killed by SIGKILL left (simulator.real.stale); 1 if some could not go."""
     from .real.scratch import state_dir
     from .real.stale import cleanup_stale
 
