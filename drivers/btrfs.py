@@ -77,7 +77,7 @@ from simulator.units import ceil_div
 from . import btrfs_usage
 from .base import BaseDriver, BaseMount
 from .btrfs_layout import (BEYOND_EOF, BTRFS_MAX_EXTENT_SIZE, FILE_EXTENT_BYTES, ITEM_HEADER_BYTES, XATTR_ITEM_BYTES,
-                           Extents, FileState, inline_item_bytes, live_inodes)
+                           FileState, inline_item_bytes, live_inodes)
 from .btrfs_tree import TreeLayout, build_layout, inode_numbers
 from .options import Option
 
@@ -283,8 +283,8 @@ class BtrfsMount(BaseMount):
         if st.inline:
             sectors.add(0, 1)  # converting an inline extent rewrites sector 0
             st.inline = ""
-        st.drop_all(sectors)  # the intervals are disjoint: no new run meets another's interval
-        st.runs.extend(Extents(start, end - start, self.chunk) for start, end in sectors)
+        st.drop_all(sectors)
+        st.add_runs(sectors, self.chunk)
         tally.device_write_bytes += sectors.total() * self.sector
         self._dirty()
 

@@ -9,6 +9,8 @@ of a random 4-layer image held 18598 bytes in its leaves, and this model said 18
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+
 from simulator.nodes import FileInode
 from simulator.ranges import RangeSet
 from simulator.units import MiB, ceil_div
@@ -53,9 +55,18 @@ class Extents:
 
 
 class FileState:
-    """Where one container file's data lives, in sector indices."""
+    """Where one container file's data lives, in sector indices.
 
-    __slots__ = ("size", "shared", "runs", "pending", "dirty", "inline", "flush_on_close")
+    ``runs`` are the container's own extents, in the order they were written; the sectors
+    each still references (``Extents.refs``) never overlap another run's, so they are also
+    kept together, sorted, in one index (``_ref_starts``/``_ref_ends``/``_ref_runs``): a
+    rewrite finds the runs it takes sectors from by bisection, not by visiting every run.
+    A file rewritten at random pages gathers a run per page: visiting them all at each
+    writeback made 100,000 page writes into one file cost 3.6 s (25,000: 0.51 s); with the
+    index 1.4 s (0.28 s; ``benchmarks/bench_replay.py``)."""
+
+    __slots__ = ("size", "shared", "runs", "pending", "dirty", "inline", "flush_on_close",
+                 "_ref_starts", "_ref_ends", "_ref_runs")
 
     def __init__(self, inode: FileInode, inline_limit: int, sector: int):
         origin = inode.origin
@@ -64,11 +75,14 @@ class FileState:
         self.shared = RangeSet()  # sectors still mapped to image extents
         if origin is not None and not image_inline and origin.size:
             self.shared.add(0, ceil_div(origin.size, sector))
-        self.runs: list[Extents] = []  # the container's own extents
+        self.runs: dict[Extents, None] = {}  # the container's own extents (a dict: ordered, O(1) removal)
         self.pending = RangeSet()  # sectors the kernel dirtied itself (tail zeroing)
         self.dirty = RangeSet()  # sectors written since the last writeback (dirty pages)
         self.inline = "shared" if image_inline else ""  # "", "shared" or "private"
         self.flush_on_close = False  # truncated to 0: written back at the next close
+        self._ref_starts: list[int] = []
+        self._ref_ends: list[int] = []
+        self._ref_runs: list[Extents] = []
 
     def private(self) -> RangeSet:
         out = RangeSet()
@@ -76,35 +90,57 @@ class FileState:
             out.update(run.refs)
         return out
 
+    def add_runs(self, sectors: RangeSet, chunk: int) -> None:
+        """New extents over ``sectors``, one run per interval; no run references any of
+        them any more (``drop_all`` first)."""
+        starts, ends, runs = self._ref_starts, self._ref_ends, self._ref_runs
+        for start, end in sectors:
+            run = Extents(start, end - start, chunk)
+            self.runs[run] = None
+            at = bisect_right(starts, start)
+            starts.insert(at, start)
+            ends.insert(at, end)
+            runs.insert(at, run)
+
+    def _drop_refs(self, start: int, end: int) -> None:
+        """Sectors ``[start, end)`` leave whichever runs referenced them (the index's
+        intervals that meet it), and the runs left with nothing go."""
+        starts, ends, runs = self._ref_starts, self._ref_ends, self._ref_runs
+        lo = bisect_right(ends, start)  # first interval ending after start
+        hi = bisect_left(starts, end)  # the intervals before hi start before end
+        if lo >= hi:
+            return
+        keep_s: list[int] = []
+        keep_e: list[int] = []
+        keep_r: list[Extents] = []
+        if starts[lo] < start:
+            keep_s.append(starts[lo])
+            keep_e.append(start)
+            keep_r.append(runs[lo])
+        if ends[hi - 1] > end:
+            keep_s.append(end)
+            keep_e.append(ends[hi - 1])
+            keep_r.append(runs[hi - 1])
+        for run in set(runs[lo:hi]):
+            refs = run.refs
+            refs.remove(start, end)
+            if not refs:
+                del self.runs[run]
+        starts[lo:hi] = keep_s
+        ends[lo:hi] = keep_e
+        runs[lo:hi] = keep_r
+
     def drop(self, start: int, end: int) -> None:
         """Sectors ``[start, end)`` no longer reference what they did."""
         self.shared.remove(start, end)
-        emptied = False
-        for run in self.runs:  # a run's refs lie within its own sectors: skip runs elsewhere
-            if run.start < end and start < run.start + run.length:
-                refs = run.refs
-                refs.remove(start, end)
-                emptied = emptied or not refs
-        if emptied:
-            self.runs = [r for r in self.runs if r.refs]
+        self._drop_refs(start, end)
 
     def drop_all(self, sectors: RangeSet) -> None:
-        """``drop`` of every interval of ``sectors``: each run is visited once, and only
-        the intervals that meet it are cut from it (a file rewritten at random offsets
-        gathers thousands of runs, and a writeback as many intervals)."""
+        """``drop`` of every interval of ``sectors``."""
         shared = self.shared
         for start, end in sectors:
             shared.remove(start, end)
-        emptied = False
-        for run in self.runs:
-            cut = sectors.within(run.start, run.start + run.length)
-            if cut:
-                refs = run.refs
-                for start, end in cut:
-                    refs.remove(start, end)
-                emptied = emptied or not refs
-        if emptied:
-            self.runs = [r for r in self.runs if r.refs]
+            self._drop_refs(start, end)
 
 
 def live_inodes(ns) -> list[FileInode]:

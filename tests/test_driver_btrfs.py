@@ -7,6 +7,7 @@ behaviour asserted here was measured on the real btrfs (drivers/btrfs.py docstri
 the random cases are replayed on it by tests/test_real_btrfs.py.
 """
 
+import numpy as np
 import pytest
 
 from drivers import make_driver
@@ -269,3 +270,47 @@ def test_cutting_inside_a_dirty_page_keeps_it_dirty():
     trace = ops({"op": "write", "path": "/d", "offset": 200000, "length": 200000},
                 {"op": "truncate", "path": "/d", "size": 200000})
     assert run("btrfs", img, trace)["container_alloc_bytes"] == 2 * 4096  # sectors 2 and 48
+
+
+def _index_of(st) -> dict:
+    """A file's sector index regrouped per run: run -> its intervals in the index."""
+    per_run: dict = {}
+    for start, end, run in zip(st._ref_starts, st._ref_ends, st._ref_runs):
+        per_run.setdefault(run, []).append((start, end))
+    return per_run
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_sector_index_holds_exactly_every_runs_references(seed):
+    """``FileState``'s index of referenced sectors (what a rewrite bisects) against the runs
+    themselves, after page writes, appends, truncates and fsyncs in random order: sorted,
+    disjoint, and per run exactly its ``refs``; no run is left referencing nothing."""
+    from simulator.trace import Op
+    from simulator.viewstats import private_inodes
+
+    rng = np.random.default_rng(seed)
+    img = image([f("/db", 64 * 4096), f("/log", 3000)])
+    trace = []
+    for _ in range(400):
+        path = "/db" if rng.random() < 0.7 else "/log"
+        kind = rng.choice(["write", "write", "append", "truncate", "fsync"])
+        if kind == "write":
+            trace.append(Op("write", path, offset=int(rng.integers(0, 80)) * 4096 + int(rng.integers(0, 2)) * 100,
+                            length=int(rng.integers(1, 5)) * 4096))
+        elif kind == "append":
+            trace.append(Op("append", path, length=int(rng.integers(1, 9000))))
+        elif kind == "truncate":
+            trace.append(Op("truncate", path, size=int(rng.integers(0, 90)) * 4096 + int(rng.integers(0, 4096))))
+        else:
+            trace.append(Op("fsync", path))
+    r = Run(make_driver("btrfs", {"max_inline": 0}), img, 1)
+    r.replay(trace)
+    r.mounts[0].flush_pending()
+    states = [inode.drv for inode in private_inodes(r.namespace(0)) if inode.drv is not None]
+    assert states and sum(len(st.runs) for st in states) >= 5  # the scenario left several runs
+    for st in states:
+        starts, ends = st._ref_starts, st._ref_ends
+        assert all(s < e for s, e in zip(starts, ends))
+        assert all(e <= s for e, s in zip(ends, starts[1:]))  # sorted and disjoint
+        assert _index_of(st) == {run: list(run.refs) for run in st.runs}
+        assert all(run.refs for run in st.runs)
