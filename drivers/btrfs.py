@@ -283,8 +283,7 @@ class BtrfsMount(BaseMount):
         if st.inline:
             sectors.add(0, 1)  # converting an inline extent rewrites sector 0
             st.inline = ""
-        st.drop_all(sectors)
-        st.add_runs(sectors, self.chunk)
+        st.rewrite(sectors, self.chunk)
         tally.device_write_bytes += sectors.total() * self.sector
         self._dirty()
 
