@@ -314,3 +314,25 @@ def test_the_sector_index_holds_exactly_every_runs_references(seed):
         assert all(e <= s for e, s in zip(ends, starts[1:]))  # sorted and disjoint
         assert _index_of(st) == {run: list(run.refs) for run in st.runs}
         assert all(run.refs for run in st.runs)
+
+
+def test_dropping_sectors_inside_a_run_splits_its_index_entry_by_hand():
+    """A new file's writeback of sectors 0-9 and 20-29 makes two runs; dropping 3-4 splits the
+    first (left 0-2, right 5-9), dropping 8-21 cuts the first's right part and the second's
+    left part, and dropping 0-2 leaves the first run only 5-7."""
+    from drivers.btrfs_layout import FileState
+    from simulator.nodes import FileInode
+    from simulator.ranges import RangeSet
+
+    st = FileState(FileInode(120 * 1024, 0o644, 0, 0, None), 0, 4096)
+    st.rewrite(RangeSet([(0, 10), (20, 30)]), chunk=32768)
+    first, second = st.runs
+    st.drop(3, 5)
+    assert (st._ref_starts, st._ref_ends, st._ref_runs) == ([0, 5, 20], [3, 10, 30], [first, first, second])
+    st.drop(8, 22)
+    assert (st._ref_starts, st._ref_ends) == ([0, 5, 22], [3, 8, 30])
+    assert list(first.refs) == [(0, 3), (5, 8)] and list(second.refs) == [(22, 30)]
+    st.drop(0, 3)
+    assert list(st.runs) == [first, second] and list(first.refs) == [(5, 8)]
+    st.drop(5, 30)
+    assert list(st.runs) == [] and st._ref_starts == []
