@@ -92,16 +92,26 @@ class FileState:
 
     def rewrite(self, sectors: RangeSet, chunk: int) -> None:
         """Written back: ``sectors`` leave the image's extents and every run that referenced
-        them, and new extents take them, one run per interval.  The index is rebuilt in one
-        pass, copying the stretches between the intervals whole: inserting each new run
-        moved the index's tail once per run, a cost that grows with the runs a file has."""
+        them, and new extents take them, one run per interval."""
+        self._take(sectors, chunk)
+
+    def drop(self, start: int, end: int) -> None:
+        """Sectors ``[start, end)`` no longer reference what they did."""
+        self._take(((start, end),), 0)
+
+    def _take(self, intervals, chunk: int) -> None:
+        """The sorted, disjoint ``intervals`` leave ``shared`` and whichever runs referenced
+        them (the runs left with nothing go); with a ``chunk``, a new run takes each.  The
+        index is rebuilt in one pass, copying the stretches between the intervals whole:
+        inserting each new run moved the index's tail once per run, a cost that grows with
+        the runs a file has."""
         shared = self.shared
         starts, ends, runs = self._ref_starts, self._ref_ends, self._ref_runs
         out_s: list[int] = []
         out_e: list[int] = []
         out_r: list[Extents] = []
         pos = 0
-        for start, end in sectors:
+        for start, end in intervals:
             shared.remove(start, end)
             lo = bisect_right(ends, start, pos)  # the first interval ending after start
             hi = bisect_left(starts, end, lo)  # [lo, hi) meet [start, end)
@@ -117,11 +127,12 @@ class FileState:
                 refs.remove(start, end)
                 if not refs:
                     del self.runs[old]
-            run = Extents(start, end - start, chunk)
-            self.runs[run] = None
-            out_s.append(start)
-            out_e.append(end)
-            out_r.append(run)
+            if chunk:
+                run = Extents(start, end - start, chunk)
+                self.runs[run] = None
+                out_s.append(start)
+                out_e.append(end)
+                out_r.append(run)
             pos = hi
             if lo < hi and ends[hi - 1] > end:  # the part after it may meet the next interval
                 starts[hi - 1] = end
@@ -130,39 +141,6 @@ class FileState:
         out_e += ends[pos:]
         out_r += runs[pos:]
         self._ref_starts, self._ref_ends, self._ref_runs = out_s, out_e, out_r
-
-    def _drop_refs(self, start: int, end: int) -> None:
-        """Sectors ``[start, end)`` leave whichever runs referenced them (the index's
-        intervals that meet it), and the runs left with nothing go."""
-        starts, ends, runs = self._ref_starts, self._ref_ends, self._ref_runs
-        lo = bisect_right(ends, start)  # first interval ending after start
-        hi = bisect_left(starts, end)  # the intervals before hi start before end
-        if lo >= hi:
-            return
-        keep_s: list[int] = []
-        keep_e: list[int] = []
-        keep_r: list[Extents] = []
-        if starts[lo] < start:
-            keep_s.append(starts[lo])
-            keep_e.append(start)
-            keep_r.append(runs[lo])
-        if ends[hi - 1] > end:
-            keep_s.append(end)
-            keep_e.append(ends[hi - 1])
-            keep_r.append(runs[hi - 1])
-        for run in set(runs[lo:hi]):
-            refs = run.refs
-            refs.remove(start, end)
-            if not refs:
-                del self.runs[run]
-        starts[lo:hi] = keep_s
-        ends[lo:hi] = keep_e
-        runs[lo:hi] = keep_r
-
-    def drop(self, start: int, end: int) -> None:
-        """Sectors ``[start, end)`` no longer reference what they did."""
-        self.shared.remove(start, end)
-        self._drop_refs(start, end)
 
 
 def live_inodes(ns) -> list[FileInode]:
