@@ -129,7 +129,7 @@ def read_each(rng: np.random.Generator, tree: ImageTree, path: str, containers: 
 def _cd(path: str, c: int) -> list[Op]:
     """bash's ``cd`` (pushd, popd) to an absolute ``path``: it checks each leading directory
     of the logical path with stat(2), from the top (measured: see ``tree_walk``)."""
-    parts = path.strip("/").split("/") if path.strip("/") else []
+    parts = [part for part in path.split("/") if part]
     return [Op("stat", "/" + "/".join(parts[:i]), container=c) for i in range(1, len(parts) + 1)]
 
 
