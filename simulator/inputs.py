@@ -18,6 +18,7 @@ from .errors import BadInput
 from .image import Image, image_from_dict
 from .imagetree import ImageTree
 from .trace import Op, parse_trace_lines
+from .trace_columns import load_trace_columns
 
 IMAGE_STREAM, WORKLOAD_STREAM = 0, 1  # independent random streams of one seed
 
@@ -43,9 +44,13 @@ def load_image_json(path: str | Path) -> Image:
 
 
 def load_trace(path: str | Path) -> list[Op]:
-    """Read and validate a whole JSONL trace file (SPEC section 4)."""
+    """Read and validate a whole JSONL trace file (SPEC section 4): columnar when
+    ``trace_columns`` is sure of the file, else line by line (which words any error)."""
     path = Path(path)
     try:
+        ops = load_trace_columns(path.read_bytes())
+        if ops is not None:
+            return ops
         with path.open(encoding="utf-8") as fh:
             return list(parse_trace_lines(fh, str(path)))
     except FileNotFoundError:
