@@ -28,6 +28,11 @@ def path_problem(path: object) -> str | None:
         return "path '/' names the root, which cannot be an entry or an operand here"
     if "\0" in path:
         return f"path {shown(path)} contains a NUL byte"
+    if not path.isascii():
+        try:
+            path.encode()
+        except UnicodeEncodeError:  # json.loads makes a lone surrogate of "\ud800"
+            return f"path {shown(path)} is not valid Unicode (a lone surrogate)"
     if len(path.encode()) >= PATH_MAX:
         return f"path of {len(path.encode())} bytes exceeds PATH_MAX ({PATH_MAX})"
     for part in path[1:].split("/"):

@@ -151,7 +151,9 @@ def op_from_dict(raw: object, where: str) -> Op:
         fields["name"] = name
     if kind == "symlink":
         target = raw["target"]
-        if not isinstance(target, str) or not target or "\0" in target or len(target.encode()) >= 4096:
+        if (not isinstance(target, str) or not target or "\0" in target
+                or len(target.encode(errors="surrogatepass")) >= 4096  # "\ud800" from json.loads:
+                or (not target.isascii() and any("\ud800" <= c <= "\udfff" for c in target))):  # not UTF-8
             raise BadInput(f"{where}: 'target' must be a non-empty string under 4096 bytes")
         fields["target"] = target
     if kind == "commit" and "layer" in raw:
