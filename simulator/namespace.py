@@ -29,6 +29,19 @@ XATTR_NAMESPACES = ("user.", "trusted.", "security.")
 S_ISUID, S_ISGID, S_IXGRP = 0o4000, 0o2000, 0o010
 
 
+def image_dirs(tree: ImageTree) -> dict[str, tuple[list[str], DirNode]]:
+    """The directory walks of ``tree`` itself, remembered once for every container on it
+    that has no directory of its own (``Namespace._dirs``): a thousand containers starting
+    up walk the same image directories, each of which then costs one probe, not a walk, and
+    no memory per container.  It is a memo of the immutable tree, as its directory objects
+    are (``simulator.treestore``), and like them it outlives the run that filled it."""
+    return tree.derived("image-dirs", _new_map)
+
+
+def _new_map(_tree: ImageTree) -> dict:
+    return {}
+
+
 class Namespace:
     """A container's view: its private nodes over a shared ``ImageTree``."""
 
@@ -54,7 +67,11 @@ class Namespace:
         # the same rule: most paths a workload names sit in a few directories (a log dir, the
         # sys.path entries an import scan probes, the dirs a build fills), so a path never
         # seen before still costs one dictionary probe for its directory and one for its name.
-        self._dirs: dict[str, tuple[list[str], DirNode]] = {}
+        # While the container has no directory of its own, every directory walk ends where
+        # it ends in the image itself: the map is then the tree's, shared by every such
+        # container on it (``image_dirs``), until ``own_dirs`` gives the namespace its own.
+        self._image_dirs = image_dirs(tree)
+        self._dirs: dict[str, tuple[list[str], DirNode]] = self._image_dirs
         # The last ``peek`` that found something, as (follow, path, Resolved): a write the
         # replay could not queue (``simulator.writeruns``) resolves the path it just peeked.
         self._peeked: tuple[bool, str, Resolved] | None = None
@@ -66,8 +83,17 @@ class Namespace:
         call: every remembered walk went through names that existed, and none ended at it."""
         self._walked[0].clear()
         self._walked[1].clear()
-        self._dirs.clear()
+        if self._dirs is self._image_dirs:
+            self._dirs = {}
+        else:
+            self._dirs.clear()
         self._peeked = None
+
+    def own_dirs(self) -> None:
+        """A directory of the container's own is about to exist (copied up, made): from now
+        on its walks may end elsewhere than the image's, so they are remembered apart."""
+        if self._dirs is self._image_dirs:
+            self._dirs = {}
 
     def file_changed(self) -> None:
         """A name that is not a directory changed (a file made private, linked, removed; a
@@ -181,6 +207,7 @@ class Namespace:
         for i, name in enumerate(names):
             node = self.child(d, name)
             if node.__class__ is ImageDir:
+                self.own_dirs()
                 node = Dir.from_image(node)  # type: ignore[arg-type]
                 d.own[name] = node
                 # Only this directory's own remembered walk led to the image node, and it now
@@ -294,6 +321,7 @@ class Namespace:
         # Opaque where a lower entry of that name is hidden; overlay with index, metacopy or
         # redirect_dir also marks every new directory of a merged parent (``opaque_new_dirs``).
         opaque = self._lower_has(parent, name) or (self.hooks.opaque_new_dirs and parent.base is not None)
+        self.own_dirs()
         d = Dir(mode | (parent.mode & S_ISGID), 0, self.new_gid(parent), None, opaque=opaque)
         parent.own[name] = d  # a new name: no remembered walk changes (``changed``)
         self.hooks.metadata("mkdir", d)

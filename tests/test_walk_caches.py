@@ -190,3 +190,70 @@ def test_thin_partial_chunks_by_arithmetic() -> None:
             assert (cost.new_chunks, cost.copied_chunks, cost.bytes_written) == expected
             copied += cost.copied_chunks
     assert copied > 0
+
+
+def _shared_memo_image():
+    from simulator.image import Entry, Image, Layer
+
+    return Image("hand", (Layer("l0", (Entry("/a", "dir"), Entry("/a/b", "dir"), Entry("/a/b/f", "file", size=10),
+                                       Entry("/c", "dir"))),
+                          Layer("l1", (Entry("/a/b/g", "file", size=5000),))))
+
+
+@pytest.mark.parametrize("change,own_path,own_kind", [
+    # a directory of its own at the root
+    ([("mkdir", "/n"), ("mkdir", "/n/m"), ("create", "/n/m/f")], "/n/m/f", "FileInode"),
+    # the image's directory moved away, and one of its own made in its place
+    ([("move", "/a", "/z"), ("mkdir", "/a"), ("mkdir", "/a/b"), ("create", "/a/b/f")], "/a/b/f", "FileInode"),
+    # removed and made again, empty
+    ([("remove_tree", "/a"), ("mkdir", "/a"), ("mkdir", "/a/b")], "/a/b/f", "NoneType"),
+    # copied up below the root
+    ([("chmod", "/a/b"), ("create", "/a/b/new")], "/a/b/new", "FileInode"),
+])
+def test_the_image_walk_memo_is_shared_only_while_a_container_has_no_directory_of_its_own(
+        change, own_path: str, own_kind: str) -> None:
+    """Container 0 changes directories after walking the image's; container 1, untouched,
+    walks the same paths before and after.  Only the untouched container keeps the tree's
+    memo (the changed one remembers its walks apart), and each container sees its own
+    view: container 1 finds /a/b/f and /a/b/g in the image, and nothing of container 0's."""
+    from simulator.namespace import image_dirs
+    from simulator.trace import Op
+
+    image = _shared_memo_image()
+    tree = ImageTree.build(image)
+    walks = [Op("read", "/a/b/g", offset=0, length=5000, container=c) for c in (0, 1)]
+    ops = walks + [Op(kind, *args[:1], dst=args[1] if len(args) > 1 else "", mode=0o700 if kind == "chmod" else -1,
+                      container=0) for kind, *args in change]
+    after = [Op("stat", "/a/b/f", container=1), Op("read", "/a/b/g", offset=0, length=5000, container=1),
+             Op("stat", "/n/m/f", container=1), Op("stat", "/a/b/new", container=1)]
+    run = Run(make_driver("overlay"), image, 2, tree)
+    run.replay(ops + after)
+    shared = image_dirs(tree)
+    image_b = tree.root.children["a"].children["b"]
+    assert run.namespace(1)._dirs is shared and shared["/a/b"][1] is image_b  # the image's own directory
+    assert run.namespace(0)._dirs is not shared
+    assert run.failed == 2  # container 1: /n/m/f and /a/b/new are container 0's (or nobody's)
+    assert run.namespace(1).read_bytes == 2 * 5000
+    assert run.namespace(1).exists("/a/b/f") is image_b.children["f"]
+    assert run.namespace(0).exists(own_path).__class__.__name__ == own_kind
+
+
+@pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
+def test_containers_sharing_the_image_walk_memo_cost_what_fresh_walks_cost(driver: str, options: dict,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four containers on one tree, interleaved: two only read and stat, two also change
+    directories part-way through, on a tree whose memo an earlier run filled: every metric
+    as with every path walked afresh."""
+    from simulator.trace import Op
+
+    image = load_image("synthetic:layers=5,files=400", 1)
+    tree = ImageTree.build(image)
+    reads = load_workload("read-startup:fraction=0.5,containers=4", tree, 0)
+    changes = load_workload("mixed:scale=0.05", tree, 3)
+    ops = [op for pair in zip(reads, changes) for op in (pair[0], pair[1]._replace(container=pair[1].container % 2))]
+    warm = metrics(driver, options, image, reads, 4, True, monkeypatch, tree)  # fills the tree's memo
+    fast = metrics(driver, options, image, ops, 4, True, monkeypatch, tree)
+    fresh = metrics(driver, options, image, ops, 4, False, monkeypatch, tree)
+    assert fast == fresh
+    assert warm["failed_ops"] == 0 and fast["lookups"] == fresh["lookups"] > len(reads)
+    assert any(op.kind in ("mkdir", "rename", "chmod") for op in changes[:len(reads)])
