@@ -78,10 +78,14 @@ class CostCounts:
         dirs = ns._dirs
         key = dir_key
         while key and key not in seen:  # a directory's first walk: once per directory per container
-            seen.add(key)
-            self.cold_lookups += 1
             known = dirs.get(key)
-            d = known[1] if known is not None else _dir_at(ns, key)
+            if known is not None:
+                seen.add(known[2])  # the remembered walk's key: one string for every container
+                d = known[1]
+            else:
+                seen.add(key)
+                d = _dir_at(ns, key)
+            self.cold_lookups += 1
             base = d if d.__class__ is ImageDir else getattr(d, "base", None)
             if base is not None:
                 self.cold_dir_layers += len(base.stack)  # type: ignore[union-attr]

@@ -29,7 +29,7 @@ XATTR_NAMESPACES = ("user.", "trusted.", "security.")
 S_ISUID, S_ISGID, S_IXGRP = 0o4000, 0o2000, 0o010
 
 
-def image_dirs(tree: ImageTree) -> dict[str, tuple[list[str], DirNode]]:
+def image_dirs(tree: ImageTree) -> dict[str, tuple[list[str], DirNode, str]]:
     """The directory walks of ``tree`` itself, remembered once for every container on it
     that has no directory of its own (``Namespace._dirs``): a thousand containers starting
     up walk the same image directories, each of which then costs one probe, not a walk, and
@@ -71,7 +71,9 @@ class Namespace:
         # it ends in the image itself: the map is then the tree's, shared by every such
         # container on it (``image_dirs``), until ``own_dirs`` gives the namespace its own.
         self._image_dirs = image_dirs(tree)
-        self._dirs: dict[str, tuple[list[str], DirNode]] = self._image_dirs
+        # Each entry keeps its key string too: ``CostCounts.note_cold`` remembers that one
+        # object rather than a copy per container.
+        self._dirs: dict[str, tuple[list[str], DirNode, str]] = self._image_dirs
         # The last ``peek`` that found something, as (follow, path, Resolved): a write the
         # replay could not queue (``simulator.writeruns``) resolves the path it just peeked.
         self._peeked: tuple[bool, str, Resolved] | None = None
@@ -157,7 +159,7 @@ class Namespace:
                 known = walk_dirs(self, dir_path)
                 if known is None:
                     return resolve_links(self, path, follow)
-            names, d = known
+            names, d, _ = known
         else:
             names, d = [], self.root
         if d.__class__ is Dir:  # child() inlined
@@ -219,7 +221,7 @@ class Namespace:
                 key = "/" + "/".join(names[:i + 1])
                 known = self._dirs.get(key)
                 if known is not None:
-                    self._dirs[key] = (known[0], node)
+                    self._dirs[key] = (known[0], node, known[2])
                 self.hooks.meta_copy_up(node)
             d = node  # type: ignore[assignment]
         return d

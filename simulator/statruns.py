@@ -32,7 +32,7 @@ from .walks import FsError, Resolved
 def stat_run(ns: Namespace, paths: list[str]) -> int:
     """``op_stat`` for each of ``paths`` in order, in ``ns``; return how many failed."""
     dirs, seen, promoted = ns._dirs, ns.cost.looked_up, ns.promoted
-    root_known = ([], ns.root)
+    root_known = ([], ns.root, "")
     parents: list = []
     names: list[str] = []
     add_parent, add_name = parents.append, names.append

@@ -46,8 +46,8 @@ class Resolved:
         self.key, self.dir_key = key, dir_key
 
 
-def walk_dirs(ns: Namespace, dir_path: str) -> tuple[list[str], DirNode] | None:
-    """The chain and node of the directory ``dir_path``, walked from its deepest
+def walk_dirs(ns: Namespace, dir_path: str) -> tuple[list[str], DirNode, str] | None:
+    """The chain, node and key of the directory ``dir_path``, walked from its deepest
     remembered ancestor, every directory on the way remembered too: a run reads files
     all over the image (start-up reads, imports, a build), and their directories share
     their upper levels, so most new directories cost one probe below a known parent.
@@ -60,7 +60,7 @@ def walk_dirs(ns: Namespace, dir_path: str) -> tuple[list[str], DirNode] | None:
         parts.append(part)
         if head and head in dirs:
             break
-    names, d = dirs[head] if head else ([], ns.root)
+    names, d, _ = dirs[head] if head else ([], ns.root, "")
     if len(dirs) + len(parts) > DIR_CACHE_ENTRIES:
         dirs.clear()
     while parts:
@@ -85,8 +85,8 @@ def walk_dirs(ns: Namespace, dir_path: str) -> tuple[list[str], DirNode] | None:
             raise FsError("ENOTDIR")
         head = f"{head}/{part}"
         names = names + [part]
-        dirs[head] = (names, d)
-    return names, d
+        entry = dirs[head] = (names, d, head)
+    return entry
 
 def resolve_links(ns: Namespace, path: str, follow: bool) -> Resolved:
     """The general walk: symbolic links (relative, absolute, with ``..``) and loops."""
