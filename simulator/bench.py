@@ -56,6 +56,9 @@ TARGET_CAMPAIGN_SECONDS = 60  # the default campaign, on 2 cores (--jobs 2), cha
 TARGET_CAMPAIGN_JOBS_RATIO = 1.7  # throughput of --jobs 2 over --jobs 1
 BENCH_JSON_VERSION = "5.2.3"  # the pytest-benchmark JSON layout written (its version field)
 MAX_ROUNDS = 100  # of one throughput cell (``Sizes.min_seconds``)
+# ``bench_containers``'s containers that only read: a quarter of read-startup's share of the
+# image (1,552 files of the 100,000-file image), 10 containers more than one.
+READING_WORKLOAD, READING_CONTAINERS = "read-startup:fraction=0.016", 10
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,13 @@ def bench_image_memory(sizes: Sizes) -> Result:
 def bench_containers(sizes: Sizes, drivers: list[str]) -> Result:
     """Memory of many containers on one image, each appending to a few logs: the Python
     allocations (tracemalloc: exact; RSS moves in whole arenas) of ``n`` containers less those
-    of one, per container and driver; and the process's RSS with ``n`` overlay containers up."""
+    of one, per container and driver; and the process's RSS with ``n`` overlay containers up.
+
+    Also, per driver, what a container that only reads costs (``READING_WORKLOAD``): it
+    changes nothing, so what it keeps is what it looked up and read (cold-lookup keys,
+    image files read, and its own page cache where the driver shares none), never a copy
+    of the image's directory walks (``namespace.image_dirs``).  Its workload's operations
+    are made before the count starts: they are the input, not the container."""
     import tracemalloc
 
     from drivers import make_driver
@@ -245,9 +254,14 @@ def bench_containers(sizes: Sizes, drivers: list[str]) -> Result:
     image = load_image(sizes.container_image, 0)
     tree = ImageTree.build(image)
     n = sizes.containers
+    traces = {spec: load_workload(spec, tree, 0) for spec in (
+        f"append-log:appends=4,files=4,containers={k}" for k in (1, n + 1, n))}
+    traces.update({spec: load_workload(spec, tree, 0) for spec in (
+        f"{READING_WORKLOAD},containers={k}" for k in (1, READING_CONTAINERS + 1))})
 
-    def allocated(driver: str, containers: int) -> tuple[int, Run]:
-        ops = load_workload(f"append-log:appends=4,files=4,containers={containers}", tree, 0)
+    def allocated(driver: str, spec: str) -> tuple[int, Run]:
+        ops = traces[spec]
+        containers = 1 + ops[-1].container
         with gc_paused():
             tracemalloc.start()
             run = Run(make_driver(driver), image, containers, tree)
@@ -256,18 +270,25 @@ def bench_containers(sizes: Sizes, drivers: list[str]) -> Result:
             tracemalloc.stop()
         return grown, run
 
+    def per_container(driver: str, workload: str, more: int) -> int:
+        one, _ = allocated(driver, f"{workload},containers=1")
+        many, _ = allocated(driver, f"{workload},containers={more + 1}")
+        return round((many - one) / more)
+
     start = time.process_time()
-    per_driver = {}
-    for driver in drivers:
-        one, _ = allocated(driver, 1)
-        many, _ = allocated(driver, n + 1)
-        per_driver[driver] = round((many - one) / n)
+    per_driver = {driver: per_container(driver, "append-log:appends=4,files=4", n) for driver in drivers}
+    # The directory objects and walks of the image the readers open are the tree's, made by
+    # the first run that opens them (``simulator.treestore``): made before either count.
+    allocated(drivers[0], f"{READING_WORKLOAD},containers={READING_CONTAINERS + 1}")
+    reading = {driver: per_container(driver, READING_WORKLOAD, READING_CONTAINERS) for driver in drivers}
     seconds = time.process_time() - start
-    _, run = allocated("overlay", n)
+    _, run = allocated("overlay", f"append-log:appends=4,files=4,containers={n}")
     worst = max(per_driver.values())
+    reads = sum(op.container == 0 for op in traces[f"{READING_WORKLOAD},containers=1"])
     r = Result("memory", f"containers[{n}]", {"image": sizes.container_image, "containers": n}, [seconds])
     r.extra.update(containers=n, bytes=worst * n, bytes_per_container=worst, bytes_per_container_by_driver=per_driver,
-                   total_rss_bytes=_rss())
+                   reading_workload=READING_WORKLOAD, reading_files=reads,
+                   reading_bytes_per_container_by_driver=reading, total_rss_bytes=_rss())
     del run
     return r
 

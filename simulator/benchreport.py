@@ -123,6 +123,9 @@ def format_results(results: list[Result]) -> str:
             lines.append(f"{r.extra['containers']} containers: at most {r.extra['bytes'] / 2**20:,.1f} MiB of their own "
                          f"(B each: {by}); process RSS with {r.extra['containers']} overlay containers up, image "
                          f"included: {r.extra['total_rss_bytes'] / 2**20:,.0f} MiB (target: 1,000 on 100k files in 1 GiB)")
+            by = ", ".join(f"{d} {b:,}" for d, b in r.extra["reading_bytes_per_container_by_driver"].items())
+            lines.append(f"  a container reading {r.extra['reading_files']:,} image files "
+                         f"({r.extra['reading_workload']}), B each: {by}")
         if r.group == "campaign":
             lines.append(format_campaign(r))
         if r.group == "real":

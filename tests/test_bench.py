@@ -40,6 +40,11 @@ def test_bench_quick_json(capsys, tmp_path) -> None:
         assert e["cpu_seconds"] > 0
         assert abs(e["cpu_seconds"] - e["parent_cpu_seconds"] - e["workers_cpu_seconds"]) <= 0.011  # rounding
     assert {b["params"]["driver"] for b in doc["benchmarks"] if b["group"] == "depth"} == {"overlay", "vfs"}
+    fleet = [b["extra_info"] for b in doc["benchmarks"] if b["name"].startswith("containers[")]
+    assert len(fleet) == 1 and fleet[0]["reading_files"] > 0
+    # a container that only reads keeps what it looked up and read: more than nothing
+    assert sorted(fleet[0]["reading_bytes_per_container_by_driver"]) == ["overlay", "vfs"]
+    assert all(b > 0 for b in fleet[0]["reading_bytes_per_container_by_driver"].values())
     replays = [b for b in doc["benchmarks"] if b["group"] == "throughput"]
     assert {b["params"]["driver"] for b in replays} == {"overlay", "vfs"}
     for b in doc["benchmarks"]:
@@ -53,6 +58,7 @@ def test_bench_text_names_each_target(capsys) -> None:
     assert main(["bench", "--quick", "--driver", "overlay"]) == 0
     text = capsys.readouterr().out
     for phrase in ("ops/s", "trace parse+replay", "depth ratio", "bytes per file entry", "containers",
+                   "a container reading",
                    "--jobs 2 over --jobs 1"):
         assert phrase in text
 
