@@ -198,6 +198,27 @@ def test_chmod_tree_visits_every_non_link_entry_of_the_subtree() -> None:
     assert run.namespace(0).exists("/usr").mode == 0o700
 
 
+def test_subtree_paths_are_the_sorted_walk_without_symbolic_links() -> None:
+    """For every directory of a random image, and of one whose names sort around "/"
+    (``/a.d``, ``/a-x``, ``/a0`` next to ``/a``): what chmod -R visits, read from the
+    index's columns, is the walk of that subtree sorted, links left out."""
+    from helpers import d, f, image
+    from workloads.common import TreeIndex
+    from workloads.namespace_ops import subtree_paths
+
+    hand = image([d("/a"), f("/a/f"), d("/a/b"), f("/a/b/g"), {"path": "/a/l", "type": "symlink", "target": "f"},
+                  d("/a.d"), f("/a.d/x"), f("/a-x"), d("/a0"), f("/a0/y"), d("/a/b.c"), f("/a/b.c/z")])
+    checked = 0
+    for img in (hand, load_image("synthetic:layers=3,files=300", 4)):
+        tree = ImageTree.build(img)
+        index = TreeIndex(tree)
+        for root in index.dirs:
+            walked = sorted(p for p, n in tree.walk(tree.resolve_dir(root), root) if not isinstance(n, ImageSymlink))
+            assert subtree_paths(index, root) == walked, root
+            checked += bool(walked)
+    assert checked > 20
+
+
 def test_delete_tree_removes_the_subtree_from_the_view() -> None:
     for driver in driver_names():
         ops, metrics, run = replay(driver, "delete-tree:trees=2,entries=50", 1)

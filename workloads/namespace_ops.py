@@ -8,9 +8,11 @@ whiteout per deleted image entry, refuses to rename lower directories without
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 import numpy as np
 
-from simulator.imagetree import ImageSymlink, ImageTree
+from simulator.imagetree import ImageTree
 from simulator.paths import join
 from simulator.trace import Op
 
@@ -29,10 +31,18 @@ def _subtree_roots(index: TreeIndex, rng: np.random.Generator, path: str, entrie
     return index.pick_subtrees(rng, entries, count)
 
 
-def _walk_sorted(tree: ImageTree, root: str) -> list[tuple[str, object]]:
-    d = tree.resolve_dir(root)
-    assert d is not None
-    return sorted(tree.walk(d, root), key=lambda item: item[0])
+def subtree_paths(index: TreeIndex, root: str) -> list[str]:
+    """Every regular file and directory below the image directory ``root``, sorted by path
+    (``chmod -R``'s targets: it skips symbolic links).  Read from the index's sorted
+    columns: walking the tree would open every directory below ``root`` and leave their
+    node objects on the image for good (issue 7's bytes per file entry)."""
+    prefix = root.rstrip("/") + "/"
+    beyond = prefix[:-1] + chr(ord("/") + 1)  # the first string past every one under prefix
+    out: list[str] = []
+    for paths in (index.files, index.dirs):
+        out.extend(paths[bisect_left(paths, prefix):bisect_left(paths, beyond)])
+    out.sort()
+    return out
 
 
 def chmod_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: int, mode: int,
@@ -44,7 +54,7 @@ def chmod_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: in
     each file is copied up whole: the classic surprise of a permission fix doubling an image."""
     index = TreeIndex(tree)
     root = _subtree_roots(index, rng, path, entries, 1, "chmod-tree")
-    targets = root + [p for r in root for p, node in _walk_sorted(tree, r) if node.__class__ is not ImageSymlink]
+    targets = root + [p for r in root for p in subtree_paths(index, r)]
     return per_container(containers, lambda c: [Op("chmod", p, container=c, mode=mode) for p in targets])
 
 
