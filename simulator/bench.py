@@ -5,7 +5,10 @@ What it measures, each in one run so that every ratio compares figures taken sid
 * **throughput**: operations per second of built-in workloads on every driver, on a
   100,000-file, 32-layer ``synthetic`` image; only the replay is timed (``Run.replay``),
   not building the image or computing the metrics at the end, in rounds that add up to
-  ``Sizes.min_seconds`` at least;
+  ``Sizes.min_seconds`` at least.  Each round is a fresh driver and fresh containers on
+  the same merged tree: what the tree keeps of the rounds before (the directory objects
+  it made, ``simulator.treestore``; the walks of its directories, ``namespace.image_dirs``)
+  serves the next, as it serves every run and campaign cell on one tree;
 * **trace**: a JSONL trace of those workloads read from a file, parsed and replayed;
 * **memory**: bytes of RAM per file entry of a 1,000,000-file image (its ``Image`` and its
   merged ``ImageTree``), and per container of 1,000 containers on a 100,000-file image;
