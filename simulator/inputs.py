@@ -18,7 +18,6 @@ from .errors import BadInput
 from .image import Image, image_from_dict
 from .imagetree import ImageTree
 from .trace import Op, parse_trace_lines
-from .trace_columns import load_trace_columns
 
 IMAGE_STREAM, WORKLOAD_STREAM = 0, 1  # independent random streams of one seed
 
@@ -46,6 +45,8 @@ def load_image_json(path: str | Path) -> Image:
 def load_trace(path: str | Path) -> list[Op]:
     """Read and validate a whole JSONL trace file (SPEC section 4): columnar when
     ``trace_columns`` is sure of the file, else line by line (which words any error)."""
+    from .trace_columns import load_trace_columns  # pyarrow: 0.25 s and ~60 MiB, only for trace files
+
     path = Path(path)
     try:
         ops = load_trace_columns(path.read_bytes())
