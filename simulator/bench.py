@@ -257,13 +257,9 @@ def bench_containers(sizes: Sizes, drivers: list[str]) -> Result:
     image = load_image(sizes.container_image, 0)
     tree = ImageTree.build(image)
     n = sizes.containers
-    traces = {spec: load_workload(spec, tree, 0) for spec in (
-        f"append-log:appends=4,files=4,containers={k}" for k in (1, n + 1, n))}
-    traces.update({spec: load_workload(spec, tree, 0) for spec in (
-        f"{READING_WORKLOAD},containers={k}" for k in (1, READING_CONTAINERS + 1))})
 
     def allocated(driver: str, spec: str) -> tuple[int, Run]:
-        ops = traces[spec]
+        ops = load_workload(spec, tree, 0)
         containers = 1 + ops[-1].container
         with gc_paused():
             tracemalloc.start()
@@ -280,19 +276,20 @@ def bench_containers(sizes: Sizes, drivers: list[str]) -> Result:
 
     start = time.process_time()
     per_driver = {driver: per_container(driver, "append-log:appends=4,files=4", n) for driver in drivers}
+    _, run = allocated("overlay", f"append-log:appends=4,files=4,containers={n}")
+    rss = _rss()  # before the readers open directories of the image, which the tree keeps
+    del run
     # The directory objects and walks of the image the readers open are the tree's, made by
     # the first run that opens them (``simulator.treestore``): made before either count.
     allocated(drivers[0], f"{READING_WORKLOAD},containers={READING_CONTAINERS + 1}")
     reading = {driver: per_container(driver, READING_WORKLOAD, READING_CONTAINERS) for driver in drivers}
     seconds = time.process_time() - start
-    _, run = allocated("overlay", f"append-log:appends=4,files=4,containers={n}")
     worst = max(per_driver.values())
-    reads = sum(op.container == 0 for op in traces[f"{READING_WORKLOAD},containers=1"])
+    reads = len(load_workload(READING_WORKLOAD, tree, 0))
     r = Result("memory", f"containers[{n}]", {"image": sizes.container_image, "containers": n}, [seconds])
     r.extra.update(containers=n, bytes=worst * n, bytes_per_container=worst, bytes_per_container_by_driver=per_driver,
                    reading_workload=READING_WORKLOAD, reading_files=reads,
-                   reading_bytes_per_container_by_driver=reading, total_rss_bytes=_rss())
-    del run
+                   reading_bytes_per_container_by_driver=reading, total_rss_bytes=rss)
     return r
 
 
