@@ -219,6 +219,39 @@ def test_subtree_paths_are_the_sorted_walk_without_symbolic_links() -> None:
     assert checked > 20
 
 
+def test_a_composite_workload_indexes_the_tree_once_and_keeps_nothing() -> None:
+    """mixed's seven components share one TreeIndex while it builds (nested scopes too),
+    and none is left once it returns; the components choose what they chose alone."""
+    import workloads.common as common
+
+    _, tree = prepared(0)
+    made = []
+    original = common.TreeIndex.__init__
+
+    def counting(self, t):
+        made.append(t)
+        original(self, t)
+
+    common.TreeIndex.__init__ = counting
+    try:
+        with common.sharing_index(tree):
+            with common.sharing_index(tree):
+                assert common.tree_index(tree) is common.tree_index(tree)
+        assert len(made) == 1 and not common._SHARED
+        assert common.tree_index(tree) is not common.tree_index(tree)  # outside: each its own
+        made.clear()
+        ops = load_workload("mixed:scale=0.5", tree, 2)
+        assert len(made) == 1 and not common._SHARED
+    finally:
+        common.TreeIndex.__init__ = original
+    common._SHARED[id(tree)] = None  # tree_index falls back to a new index per component, as before
+    try:
+        unshared = load_workload("mixed:scale=0.5", tree, 2)
+    finally:
+        del common._SHARED[id(tree)]
+    assert ops == unshared and len(ops) > 500
+
+
 def test_delete_tree_removes_the_subtree_from_the_view() -> None:
     for driver in driver_names():
         ops, metrics, run = replay(driver, "delete-tree:trees=2,entries=50", 1)

@@ -18,7 +18,7 @@ from simulator.imagetree import ImageTree
 from simulator.paths import join
 from simulator.trace import Op
 
-from .common import TreeIndex, exists, interleave, per_container
+from .common import exists, interleave, per_container, sharing_index, tree_index
 from .layout import lognormal_sizes
 
 
@@ -38,7 +38,7 @@ def build(rng: np.random.Generator, tree: ImageTree, steps: int, files: int, mod
     then rename over the original), removes ``delete`` image files, and is committed as layer
     ``c<container>-step<N>``.  Files changed or removed are distinct across steps.  Every
     replica runs the same Dockerfile."""
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     image_files = list(zip(index.files, index.sizes))
     image_dirs = index.dirs or ["/"]
     order = rng.permutation(len(image_files)).tolist()
@@ -89,10 +89,11 @@ def mixed(rng: np.random.Generator, tree: ImageTree, scale: float, containers: i
     from .builtin import WORKLOADS  # the registry holds the components' defaults
 
     streams = []
-    for (name, size_param), child in zip(MIXED_COMPONENTS, rng.spawn(len(MIXED_COMPONENTS))):
-        builtin = WORKLOADS[name]
-        default = next(p.default for p in builtin.params if p.name == size_param)
-        scaled = default * scale if isinstance(default, float) else max(1, int(round(default * scale)))
-        params = builtin.parse_params({size_param: scaled, "containers": containers}, f"mixed ({name})")
-        streams.append(builtin.build(child, tree, **params))
+    with sharing_index(tree):
+        for (name, size_param), child in zip(MIXED_COMPONENTS, rng.spawn(len(MIXED_COMPONENTS))):
+            builtin = WORKLOADS[name]
+            default = next(p.default for p in builtin.params if p.name == size_param)
+            scaled = default * scale if isinstance(default, float) else max(1, int(round(default * scale)))
+            params = builtin.parse_params({size_param: scaled, "containers": containers}, f"mixed ({name})")
+            streams.append(builtin.build(child, tree, **params))
     return interleave(rng, streams)

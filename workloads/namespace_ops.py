@@ -16,7 +16,7 @@ from simulator.imagetree import ImageTree
 from simulator.paths import join
 from simulator.trace import Op
 
-from .common import TreeIndex, exists, per_container, sample
+from .common import TreeIndex, exists, per_container, sample, tree_index
 
 # Python 2's import search order in one sys.path entry (Python/import.c find_module): the
 # package directory, then imp.get_suffixes() in order.
@@ -52,7 +52,7 @@ def chmod_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: in
     symbolic links skipped (chmod -R does not follow or change them).  ``path`` "" picks a
     directory whose subtree holds about ``entries`` entries.  On overlay without metacopy
     each file is copied up whole: the classic surprise of a permission fix doubling an image."""
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     root = _subtree_roots(index, rng, path, entries, 1, "chmod-tree")
     targets = root + [p for r in root for p in subtree_paths(index, r)]
     return per_container(containers, lambda c: [Op("chmod", p, container=c, mode=mode) for p in targets])
@@ -63,7 +63,7 @@ def delete_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: i
     """``rm -rf`` of ``trees`` image subtrees (a cleanup step: ``rm -rf /usr/share/doc``,
     caches, build dependencies), each of about ``entries`` entries (or ``path``).  Nothing
     is freed in the image: overlay records a whiteout per removed name."""
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     roots = _subtree_roots(index, rng, path, entries, trees, "delete-tree")
     return per_container(containers, lambda c: [Op("remove_tree", r, container=c) for r in roots])
 
@@ -81,7 +81,7 @@ def rename_dirs(rng: np.random.Generator, tree: ImageTree, dirs: int, entries: i
     entries each (an installer moving the old version aside).  ``mv`` renames, and when the
     kernel answers EXDEV (overlay without ``redirect_dir``: lower directories cannot be
     renamed) copies the tree and removes the source: the ``move`` op does both."""
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     roots = index.pick_subtrees(rng, entries, dirs)
     moves = [(r, _free_name(tree, r, ".old")) for r in roots]
     return per_container(containers, lambda c: [Op("move", s, d, container=c) for s, d in moves])
@@ -114,7 +114,7 @@ def import_scan(rng: np.random.Generator, tree: ImageTree, modules: int, path_di
     files in the search directories; a fraction ``missing`` are names no directory holds
     (``try: import x except ImportError``).  Most stats are negative lookups, which overlay
     pays on every layer of the directory's stack.  Every replica imports the same modules."""
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     with_files: dict[str, list[tuple[str, int]]] = {}
     for p, size in zip(index.files, index.sizes):
         with_files.setdefault(p.rsplit("/", 1)[0] or "/", []).append((p, size))

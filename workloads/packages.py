@@ -22,7 +22,7 @@ from simulator.imagetree import ImageTree
 from simulator.paths import join
 from simulator.trace import Op
 
-from .common import TreeIndex, exists, per_container, sample
+from .common import exists, per_container, sample, tree_index
 from .layout import DPKG_STATUS, EXTENSIONS, lognormal_sizes
 
 DPKG_DIR = "/var/lib/dpkg"
@@ -90,7 +90,7 @@ def package_install(rng: np.random.Generator, tree: ImageTree, packages: int, fi
     directories, plus one new ``/usr/share/doc``-style directory per package; then dpkg's
     database update.  ``status_bytes`` 0 keeps the image's status file size (a new one
     starts empty).  Every replica installs the same packages."""
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     image_files = [(p, size) for p, size in zip(index.files, index.sizes) if not p.startswith(DPKG_DIR + "/")]
     image_dirs = [p for p in index.dirs if not p.startswith(DPKG_DIR)] or ["/"]
     n_replace = int(round(replace * files))

@@ -15,7 +15,7 @@ import numpy as np
 from simulator.imagetree import ImageTree
 from simulator.trace import Op
 
-from .common import TreeIndex, per_container
+from .common import TreeIndex, per_container, tree_index
 
 SLACKER_READ_FRACTION = 0.064  # Harter et al. FAST '16, abstract: 6.4 % of image data read at startup
 
@@ -48,5 +48,5 @@ def read_startup(rng: np.random.Generator, tree: ImageTree, fraction: float, con
     bytes, whole files from offset 0.  Every replica reads the same files, as N copies of
     one program do: drivers that share the page cache between containers (overlay) hold
     those pages once, the others once per container."""
-    reads = startup_reads(rng, TreeIndex(tree), fraction)
+    reads = startup_reads(rng, tree_index(tree), fraction)
     return per_container(containers, lambda c: [Op("read", p, container=c, offset=0, length=n) for p, n in reads])

@@ -55,7 +55,7 @@ from simulator.layercols import ColumnsBuilder
 from simulator.trace import Op
 from simulator.units import MiB
 
-from .common import TreeIndex, per_container
+from .common import per_container, tree_index
 from .layout import SYSTEM_DIRS, add_system_files
 
 # The Dockerfile's big files: one dd block of each of these sizes (dd's M: MiB) per copy.
@@ -102,7 +102,7 @@ def storage_benchmark(rng: np.random.Generator, copies: int, small_files: int, t
 def _listed_files(tree: ImageTree, path: str, where: str) -> list[tuple[str, int]]:
     """(path, size) of the regular files directly in the image directory ``path``, in the
     order bash's ``DIR/*`` lists them (sorted bytewise in the C locale; no dot files)."""
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     index.require_dir(path, where)
     prefix = path.rstrip("/") + "/"
     return [(p, size) for p, size in zip(index.files, index.sizes)
@@ -153,7 +153,7 @@ def tree_walk(rng: np.random.Generator, tree: ImageTree, path: str, leaf: str, a
         raise BadInput(f"{where}: parameter 'action' is 'append' or 'read', not {action!r}")
     if not leaf or "/" in leaf or leaf in (".", ".."):
         raise BadInput(f"{where}: parameter 'leaf' must be a file name, not {leaf!r}")
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     index.require_dir(path, where)
     if cwd != "/":
         index.require_dir(cwd, f"{where}: parameter 'cwd'")

@@ -13,7 +13,7 @@ import numpy as np
 from simulator.imagetree import ImageTree
 from simulator.trace import Op
 
-from .common import TreeIndex, per_container, sample
+from .common import TreeIndex, per_container, sample, tree_index
 from .layout import lognormal_sizes
 
 POSTGRES_BLOCK_BYTES = 8192  # PostgreSQL BLCKSZ default (pg_config.h)
@@ -41,7 +41,7 @@ def append_log(rng: np.random.Generator, tree: ImageTree, files: int, appends: i
     ``files`` existing log files, with an ``fsync`` of that file every ``fsync_every`` records
     (0: never, the page cache writes back at the end).  On overlay the first append to each
     log copies the whole file up; block-level drivers copy only the last chunk."""
-    targets = log_files(TreeIndex(tree), files, rng)  # one program: the same logs in every replica
+    targets = log_files(tree_index(tree), files, rng)  # one program: the same logs in every replica
 
     def one(c: int) -> list[Op]:
         if not targets:
@@ -64,7 +64,7 @@ def overwrite_random(rng: np.random.Generator, tree: ImageTree, files: int, writ
     pages of the ``files`` largest image files, with an ``fsync`` every ``fsync_every`` writes
     (a checkpoint).  Writes stay inside each file (files smaller than a page get their first
     page rewritten), so files never grow: the pure copy-on-write cost of in-place updates."""
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     ranked = sorted(index.distinct_files(), key=lambda item: (-item[1], item[0]))[:files]
     targets = [(p, max(1, size // page)) for p, size in ranked]
 
@@ -90,7 +90,7 @@ def small_files(rng: np.random.Generator, tree: ImageTree, files: int, dirs: int
     ``mkdir`` of ``dirs`` new directories under random image directories, then ``files``
     files with lognormal sizes; a fraction ``existing`` of them lands directly in existing
     image directories (copying those directories up on overlay), the rest in the new ones."""
-    index = TreeIndex(tree)
+    index = tree_index(tree)
     image_dirs = index.dirs or ["/"]
 
     def one(c: int) -> list[Op]:
