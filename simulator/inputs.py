@@ -9,6 +9,7 @@ naming the file, line or key at fault.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -49,10 +50,11 @@ def load_trace(path: str | Path) -> list[Op]:
 
     path = Path(path)
     try:
-        ops = load_trace_columns(path.read_bytes())
+        data = path.read_bytes()  # once: a pipe or /dev/stdin cannot be read again
+        ops = load_trace_columns(data)
         if ops is not None:
             return ops
-        with path.open(encoding="utf-8") as fh:
+        with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8") as fh:  # as open(): universal newlines
             return list(parse_trace_lines(fh, str(path)))
     except FileNotFoundError:
         raise BadInput(f"{path}: no such trace file") from None

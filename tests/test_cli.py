@@ -39,6 +39,22 @@ def test_a_simulated_run_loads_no_columnar_libraries():
     assert p.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_a_trace_on_a_pipe_is_read_once_whichever_parser_takes_it():
+    """/dev/stdin can be read only once: a trace the columnar loader declines (a line with
+    trailing blanks) is parsed line by line from the same bytes, and a bad one is refused
+    with its line, not replayed as an empty trace."""
+    good = '{"op":"create","path":"/p","size":5}  \n{"op":"stat","path":"/p"}\n'
+    bad = '{"op":"stat","path":"/a"}\n{"op":"symlink","target":"a\\udc00","path":"/l"}\n'
+    args = [sys.executable, "-m", "simulator", "run", "--driver", "overlay", "--image", "demo",
+            "--workload", "/dev/stdin", "--json"]
+    p = subprocess.run(args, input=good, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["metrics"]["ops"] == 2
+    p = subprocess.run(args, input=bad, capture_output=True, text=True)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip() == "layerbench: error: /dev/stdin: line 2: 'target' is not valid Unicode (a lone surrogate)"
+
+
 def test_run_prints_drivers_side_by_side():
     p = layerbench("run", "--driver", "overlay", "--driver", "vfs", "--image", "demo", "--workload", "demo")
     assert p.returncode == 0, p.stderr
