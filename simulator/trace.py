@@ -151,10 +151,11 @@ def op_from_dict(raw: object, where: str) -> Op:
         fields["name"] = name
     if kind == "symlink":
         target = raw["target"]
-        if (not isinstance(target, str) or not target or "\0" in target
-                or len(target.encode(errors="surrogatepass")) >= 4096  # "\ud800" from json.loads:
-                or (not target.isascii() and any("\ud800" <= c <= "\udfff" for c in target))):  # not UTF-8
+        if not isinstance(target, str) or not target or "\0" in target \
+                or len(target.encode(errors="surrogatepass")) >= 4096:
             raise BadInput(f"{where}: 'target' must be a non-empty string under 4096 bytes")
+        if not target.isascii() and any("\ud800" <= c <= "\udfff" for c in target):  # json.loads of "\ud800"
+            raise BadInput(f"{where}: 'target' is not valid Unicode (a lone surrogate)")
         fields["target"] = target
     if kind == "commit" and "layer" in raw:
         if not isinstance(raw["layer"], str) or not raw["layer"]:
