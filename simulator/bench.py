@@ -60,7 +60,7 @@ TARGET_CAMPAIGN_JOBS_RATIO = 1.7  # throughput of --jobs 2 over --jobs 1
 BENCH_JSON_VERSION = "5.2.3"  # the pytest-benchmark JSON layout written (its version field)
 MAX_ROUNDS = 100  # of one throughput cell (``Sizes.min_seconds``)
 # ``bench_containers``'s containers that only read: a quarter of read-startup's share of the
-# image (1,552 files of the 100,000-file image), 10 containers more than one.
+# image (1,616 files of the 100,000-file image), 10 containers more than one.
 READING_WORKLOAD, READING_CONTAINERS = "read-startup:fraction=0.016", 10
 
 
