@@ -126,6 +126,10 @@ def _span(d) -> int:
     return 1 + (len(base.stack) if base is not None and not d.opaque else 0)
 
 
+def _new_map(_tree) -> dict:
+    return {}
+
+
 def _ghost(node) -> bool:
     """A file opened for writing but never modified: aufs has nothing of it in the rw branch."""
     return node.__class__ is FileInode and node.origin is not None and node.drv is not None \
@@ -138,6 +142,7 @@ class AufsMount(BaseMount):
         self.dirperm1 = bool(driver.options["dirperm1"])
         self._perm_extra: dict[str, tuple[int, object]] = {}  # ``_perm_at``'s answers, per path
         self._perm_kids: dict[str, list[str]] = {}  # remembered paths by their parent's path
+        self._image_perm_extra: dict[str, tuple[int, object]] = tree.derived("aufs-perm-walks", _new_map)
 
     def _forget_walks(self) -> None:
         self._perm_extra.clear()
@@ -198,8 +203,17 @@ class AufsMount(BaseMount):
     def _perm_at(self, path: str) -> tuple[int, object]:
         """(checks beyond one per directory walking root to ``path``, the directory the walk
         reaches there, None where a component on the way is not a directory): from the
-        deepest remembered ancestor down, each directory on the way remembered."""
-        cache = self._perm_extra
+        deepest remembered ancestor down, each directory on the way remembered.
+
+        A container with no directory of its own walks the image's directories
+        (``Namespace.shares_image_walks``): its answers are then those of every such
+        container on the tree, remembered once on the tree (``_image_perm_extra``, from
+        ``ImageTree.derived``: no change ever invalidates them, the tree does not change) and
+        no memory per container.  Its
+        root entry holds the image's root, which leads to the same directories as any such
+        container's root, and the container root's count (the rw branch included)."""
+        shared = self.ns.shares_image_walks()
+        cache = self._image_perm_extra if shared else self._perm_extra
         known = cache.get(path)
         if known is not None:
             return known
@@ -210,7 +224,7 @@ class AufsMount(BaseMount):
         known = cache.get(head)
         if known is None:  # the root
             root = self.ns.root
-            known = cache["/"] = (_span(root) - 1, root)
+            known = cache["/"] = (_span(root) - 1, self.ns.tree.root if shared else root)
         extra, d = known
         kids = self._perm_kids
         for where in reversed(todo):
@@ -221,7 +235,8 @@ class AufsMount(BaseMount):
             else:
                 d = None
             cache[where] = (extra, d)
-            kids.setdefault(parent or "/", []).append(where)
+            if not shared:  # (the tree's entries never go: only the container's own are dropped)
+                kids.setdefault(parent or "/", []).append(where)
         return extra, d
 
     # -- copy-up --

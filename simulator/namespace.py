@@ -91,6 +91,12 @@ class Namespace:
             self._dirs.clear()
         self._peeked = None
 
+    def shares_image_walks(self) -> bool:
+        """True while the container has no directory of its own: every directory walk then
+        ends where it ends in the image (drivers may share what they derive from those
+        walks across containers too: ``AufsMount._perm_at``)."""
+        return self._dirs is self._image_dirs
+
     def own_dirs(self) -> None:
         """A directory of the container's own is about to exist (copied up, made): from now
         on its walks may end elsewhere than the image's, so they are remembered apart."""

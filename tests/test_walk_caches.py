@@ -21,7 +21,8 @@ import pytest
 from drivers import make_driver
 from drivers.aufs import AufsMount
 from simulator.harness import Run
-from simulator.imagetree import ImageTree
+from simulator.imagetree import ImageDir, ImageTree
+from simulator.nodes import Dir
 from simulator.inputs import load_image, load_workload
 from simulator.namespace import Namespace
 from simulator.pagecache import PageCache
@@ -37,11 +38,22 @@ def _general_walk(self: Namespace, path: str, follow: bool):
 
 
 def _uncached_perm_walk(self: AufsMount, parent) -> int:
-    self._perm_extra.clear()
-    return ORIGINAL_PERM_WALK(self, parent)
+    """``AufsMount._perm_walk`` by its definition: from this container's root, through its
+    own view of each directory (``Namespace.child``), nothing remembered or shared."""
+    from drivers.aufs import _span
 
-
-ORIGINAL_PERM_WALK = AufsMount._perm_walk
+    ns = self.ns
+    image_dir = parent if parent.__class__ is ImageDir else parent.base
+    if image_dir is None:
+        return _span(ns.root) - 1 + _span(parent) - 1
+    d, extra = ns.root, _span(ns.root) - 1
+    for name in image_dir.path.split("/")[1:] if image_dir.path != "/" else ():
+        d = ns.child(d, name) if d is not None else None
+        if d.__class__ is Dir or d.__class__ is ImageDir:
+            extra += _span(d) - 1
+        else:
+            d = None
+    return extra
 
 
 def metrics(driver: str, options: dict, image, ops, containers: int, remembered: bool,
