@@ -8,7 +8,8 @@ copy-up of the ancestors would) and apply the change.
 
 Paths resolve as the kernel resolves them: symbolic links are followed in every intermediate
 component, and in the last one unless the operation acts on the link itself.  We run as root,
-so permission bits never refuse anything.
+so permission bits never refuse anything.  What happens to a file's bytes once its name is
+resolved (writes, truncates, writebacks, reads) is ``simulator.filedata``'s, a mixin.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from . import hooks as need
 from .hooks import StorageHooks
 from .imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
 from .costcounts import CostCounts
+from .filedata import FileData
 from .nodes import DIR_TYPES, FILE_TYPES, LINK_TYPES, Dir, DirNode, FileInode, Node, Symlink
-from .ranges import EMPTY_RANGES, RangeSet
 from .walks import FsError, Resolved, resolve_links, walk_dirs
 
 RESOLVE_CACHE_ENTRIES = 128  # paths remembered per container and kind of walk: the hot files (a few KiB)
@@ -42,7 +43,7 @@ def _new_map(_tree: ImageTree) -> dict:
     return {}
 
 
-class Namespace:
+class Namespace(FileData):
     """A container's view: its private nodes over a shared ``ImageTree``."""
 
     def __init__(self, tree: ImageTree, hooks: StorageHooks, depth_hist: Counter | None = None):
@@ -347,83 +348,3 @@ class Namespace:
         parent.own[name] = inode  # a new name: no remembered walk changes (``changed``)
         self.hooks.metadata("create", inode)
         return inode
-
-    def write_range(self, inode: FileInode, offset: int, length: int) -> None:
-        if length:
-            end = offset + length
-            if end > inode.size:
-                inode.size = end
-            written, dirty = inode.written, inode.dirty
-            if written is EMPTY_RANGES:  # the first write: one set for both (nodes.FileInode)
-                inode.written = inode.dirty = RangeSet.span(offset, end)
-            else:
-                written.add(offset, end)
-                if dirty is EMPTY_RANGES:  # the first write since a writeback
-                    inode.dirty = RangeSet.span(offset, end)
-                elif dirty is not written:
-                    dirty.add(offset, end)
-            self.dirty[inode] = None
-            self.written_bytes += length
-            self.hooks.write(inode, offset, length)
-        inode.modified = True
-
-    def write_run(self, inode: FileInode, starts: list[int], ends: list[int]) -> None:
-        """The writes ``[starts[i], ends[i])`` of a run, in order, each non-empty, to a
-        private file the driver called ``batchable``: what ``write_range`` does for each,
-        at once.  Their union is computed once (``RangeSet.of_run``: one interval for a
-        run of appends) and handed to the driver's ``write_run`` with the writes."""
-        run = RangeSet.of_run(starts, ends)
-        end = run.end()
-        if end > inode.size:
-            inode.size = end
-        written, dirty = inode.written, inode.dirty
-        if written is EMPTY_RANGES:  # one set for both, as write_range's first write
-            inode.written = inode.dirty = run
-        else:
-            written.update(run)
-            if dirty is EMPTY_RANGES:
-                inode.dirty = run
-            elif dirty is not written:
-                dirty.update(run)
-        self.dirty[inode] = None
-        self.written_bytes += sum(ends) - sum(starts)
-        inode.modified = True
-        self.hooks.write_run(inode, starts, ends, run)
-
-    def set_size(self, inode: FileInode, size: int) -> None:
-        old = inode.size
-        inode.size = size
-        inode.written.truncate(size)
-        if inode.dirty is not inode.written:
-            inode.dirty.truncate(size)
-        inode.modified = True
-        self.hooks.truncate(inode, old, size)
-
-    def writeback(self, inode: FileInode, timed: bool = True) -> None:
-        """``timed``: during the workload (fsync, flush on close, commit), not the writeback
-        that follows its end (which no measured wall time includes)."""
-        if inode.dirty:
-            if inode.origin is None:
-                self.cost.new_file_writebacks += 1  # its cost is paid at write time (delalloc)
-            if timed:
-                self.cost.dirty_ranges += len(inode.dirty)
-                self.cost.synced_bytes += inode.dirty.total()
-            self.hooks.writeback(inode, inode.dirty)
-            inode.dirty = EMPTY_RANGES  # not clear(): it may be ``written`` too
-        self.dirty.pop(inode, None)
-
-    def flush(self, timed: bool = True) -> None:
-        """Write back everything dirty (commit, end of the workload: ``timed=False``)."""
-        for inode in list(self.dirty):
-            self.writeback(inode, timed)
-
-    def read_node(self, node: Node, offset: int, length: int) -> int:
-        n = max(0, min(length, node.size - offset))  # type: ignore[union-attr]
-        if n:
-            self.read_bytes += n
-            if node.__class__ is ImageFile and node.size > self.cost.inline_limit \
-                    and node.ino not in self.cost.image_reads:  # type: ignore[union-attr]
-                self.cost.image_reads.add(node.ino)  # type: ignore[union-attr]
-                self.cost.image_first_read_bytes += n
-            self.hooks.read(node, offset, n)
-        return n
