@@ -74,6 +74,7 @@ from simulator.treestore import loaded
 from simulator.units import PAGE_SIZE, ceil_div, round_up
 from simulator.viewstats import walk_private
 
+from .aufs_perm import PermWalks, branch_span
 from .base import METADATA_WRITE_BYTES, BaseDriver, BaseMount
 from .options import Option
 from .upperdir import upper_space
@@ -102,14 +103,6 @@ def mount_batches(ro_branches: int, dirperm1: bool) -> tuple[int, int]:
     return first, ceil_div(ro_branches - first, per_remount)
 
 
-# Namespace changes after which every directory walk leads where it did (``_perm_walk``): a
-# new file, link or symlink takes a name no walk went through, attributes change no branch;
-# and a file's or symlink's name removed or moved leaves every directory where it was (no
-# directory appears either: rename(2) of a non-directory over a directory fails).
-_WALKS_KEPT = frozenset({"create", "link", "symlink", "chmod", "chown", "utime", "setxattr"})
-_WALKS_KEPT_FOR_FILES = frozenset({"unlink", "rename"})
-
-
 class _CopyState:
     __slots__ = ("state", "copied")
 
@@ -118,40 +111,20 @@ class _CopyState:
         self.copied = 0  # lower bytes the copy-up brought (still within the file's size)
 
 
-def _span(d) -> int:
-    """Branches holding directory ``d``: its lower stack, plus the rw branch if private."""
-    if d.__class__ is ImageDir:
-        return len(d.stack)
-    base = d.base
-    return 1 + (len(base.stack) if base is not None and not d.opaque else 0)
-
-
-def _new_map(_tree) -> dict:
-    return {}
-
-
 def _ghost(node) -> bool:
     """A file opened for writing but never modified: aufs has nothing of it in the rw branch."""
     return node.__class__ is FileInode and node.origin is not None and node.drv is not None \
         and node.drv.state == _LOWER
 
 
-class AufsMount(BaseMount):
+class AufsMount(BaseMount, PermWalks):
     def __init__(self, driver: AufsDriver, id: str, tree) -> None:
         super().__init__(driver, id, tree)
         self.dirperm1 = bool(driver.options["dirperm1"])
-        self._perm_extra: dict[str, tuple[int, object]] = {}  # ``_perm_at``'s answers, per path
-        self._perm_kids: dict[str, list[str]] = {}  # remembered paths by their parent's path
-        self._image_perm_extra: dict[str, tuple[int, object]] = tree.derived("aufs-perm-walks", _new_map)
-
-    def _forget_walks(self) -> None:
-        self._perm_extra.clear()
-        self._perm_kids.clear()
+        self._init_perm_walks(tree)
 
     def metadata(self, op: str, node) -> None:
-        if op not in _WALKS_KEPT and not (op in _WALKS_KEPT_FOR_FILES and node.__class__ is not Dir
-                                          and node.__class__ is not ImageDir):
-            self._forget_walks()
+        self._walks_after(op, node)
         super().metadata(op, node)
 
     # -- semantics --
@@ -182,77 +155,14 @@ class AufsMount(BaseMount):
         tally = self.tally
         tally.probes += depth  # .wh.<name> in every branch probed
         if child is not None and (child.__class__ is Dir or child.__class__ is ImageDir):
-            tally.probes += _span(child)  # .wh..wh..opq in every branch the directory is found
+            tally.probes += branch_span(child)  # .wh..wh..opq in every branch the directory is found
         if not self.dirperm1:
             tally.perm_checks += self._perm_walk(parent)
         return depth
 
-    def _perm_walk(self, parent) -> int:
-        """Branch permission checks beyond one per directory, root to ``parent``.
-
-        Remembered per path walked (an import storm looks up thousands of names in a dozen
-        directories; start-up reads walk thousands of directories below a few hundred), each
-        path from its parent's, until a directory on some walk may change: one made private
-        (``meta_copy_up``) or a name removed, renamed or made a directory (``metadata``); a
-        file, link or attribute change leaves every walk as it was."""
-        image_dir = parent if parent.__class__ is ImageDir else parent.base
-        if image_dir is None:
-            return _span(self.ns.root) - 1 + _span(parent) - 1
-        return self._perm_at(image_dir.path)[0]
-
-    def _perm_at(self, path: str) -> tuple[int, object]:
-        """(checks beyond one per directory walking root to ``path``, the directory the walk
-        reaches there, None where a component on the way is not a directory): from the
-        deepest remembered ancestor down, each directory on the way remembered.
-
-        A container with no directory of its own walks the image's directories
-        (``Namespace.shares_image_walks``): its answers are then those of every such
-        container on the tree, remembered once on the tree (``_image_perm_extra``, from
-        ``ImageTree.derived``: no change ever invalidates them, the tree does not change) and
-        no memory per container.  Its
-        root entry holds the image's root, which leads to the same directories as any such
-        container's root, and the container root's count (the rw branch included)."""
-        shared = self.ns.shares_image_walks()
-        cache = self._image_perm_extra if shared else self._perm_extra
-        known = cache.get(path)
-        if known is not None:
-            return known
-        head, todo = path, []
-        while head != "/" and head not in cache:
-            todo.append(head)
-            head = head.rpartition("/")[0] or "/"
-        known = cache.get(head)
-        if known is None:  # the root
-            root = self.ns.root
-            known = cache["/"] = (_span(root) - 1, self.ns.tree.root if shared else root)
-        extra, d = known
-        kids = self._perm_kids
-        for where in reversed(todo):
-            parent, _, name = where.rpartition("/")
-            d = self.ns.child(d, name) if d is not None else None  # type: ignore[arg-type]
-            if d.__class__ is Dir or d.__class__ is ImageDir:
-                extra += _span(d) - 1
-            else:
-                d = None
-            cache[where] = (extra, d)
-            if not shared:  # (the tree's entries never go: only the container's own are dropped)
-                kids.setdefault(parent or "/", []).append(where)
-        return extra, d
-
     # -- copy-up --
     def meta_copy_up(self, node) -> None:
-        # A directory made private gains the rw branch: the walks through it (its image
-        # path and those below) change, no other.  Dropping only those keeps the rest: a
-        # create all over the image copies up a directory every few operations.
-        if node.__class__ is Dir and node.base is not None:
-            cache, kids = self._perm_extra, self._perm_kids
-            todo = [node.base.path]
-            while todo:
-                path = todo.pop()
-                cache.pop(path, None)
-                todo.extend(kids.pop(path, ()))
-        else:
-            self._forget_walks()
+        self._walks_after_copy_up(node)
         self.tally.copyup_meta_count += 1
         self.tally.device_write_bytes += METADATA_WRITE_BYTES
 

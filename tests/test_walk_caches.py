@@ -40,7 +40,7 @@ def _general_walk(self: Namespace, path: str, follow: bool):
 def _uncached_perm_walk(self: AufsMount, parent) -> int:
     """``AufsMount._perm_walk`` by its definition: from this container's root, through its
     own view of each directory (``Namespace.child``), nothing remembered or shared."""
-    from drivers.aufs import _span
+    from drivers.aufs_perm import branch_span as _span
 
     ns = self.ns
     image_dir = parent if parent.__class__ is ImageDir else parent.base
