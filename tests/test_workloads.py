@@ -219,7 +219,7 @@ def test_subtree_paths_are_the_sorted_walk_without_symbolic_links() -> None:
     assert checked > 20
 
 
-def test_a_composite_workload_indexes_the_tree_once_and_keeps_nothing() -> None:
+def test_a_composite_workload_indexes_the_tree_once_and_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """mixed's seven components share one TreeIndex while it builds (nested scopes too),
     and none is left once it returns; the components choose what they chose alone."""
     import workloads.common as common
@@ -232,8 +232,8 @@ def test_a_composite_workload_indexes_the_tree_once_and_keeps_nothing() -> None:
         made.append(t)
         original(self, t)
 
-    common.TreeIndex.__init__ = counting
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(common.TreeIndex, "__init__", counting)
         with common.sharing_index(tree):
             with common.sharing_index(tree):
                 assert common.tree_index(tree) is common.tree_index(tree)
@@ -242,13 +242,9 @@ def test_a_composite_workload_indexes_the_tree_once_and_keeps_nothing() -> None:
         made.clear()
         ops = load_workload("mixed:scale=0.5", tree, 2)
         assert len(made) == 1 and not common._SHARED
-    finally:
-        common.TreeIndex.__init__ = original
-    common._SHARED[id(tree)] = None  # tree_index falls back to a new index per component, as before
-    try:
+    with monkeypatch.context() as patch:
+        patch.setitem(common._SHARED, id(tree), None)  # tree_index: a new index per component, as before
         unshared = load_workload("mixed:scale=0.5", tree, 2)
-    finally:
-        del common._SHARED[id(tree)]
     assert ops == unshared and len(ops) > 500
 
 
