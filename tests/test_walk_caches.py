@@ -256,8 +256,6 @@ def test_containers_sharing_the_image_walk_memo_cost_what_fresh_walks_cost(drive
     """Four containers on one tree, interleaved: two only read and stat, two also change
     directories part-way through, on a tree whose memo an earlier run filled: every metric
     as with every path walked afresh."""
-    from simulator.trace import Op
-
     image = load_image("synthetic:layers=5,files=400", 1)
     tree = ImageTree.build(image)
     reads = load_workload("read-startup:fraction=0.5,containers=4", tree, 0)
