@@ -30,7 +30,13 @@ directory, which overlay (without ``redirect_dir``) and aufs refuse with EXDEV. 
 splitting views, a ``rename`` whose source is a directory is issued as ``move`` (``mv``: rename,
 or on EXDEV copy and remove), whose result is the same everywhere.  The image has no hard
 links: overlay without ``index`` breaks an image hard link on copy-up, as the kernel does, so
-the two names may legitimately differ there.
+the two names may legitimately differ there.  For the same reason a container holding a hard
+link is not committed: the commit would lay the link into the image, and the drivers then
+differ legitimately on a later write through one name.  The fuzzer found it: after ``ln
+/a/f /b/x``, a commit and an append to ``/a/f``, aufs (native diff, both names in the layer,
+links kept on copy-up: ``plink``) shows ``/b/x`` grown; overlay without ``index`` (the link in
+the layer, broken on copy-up) and the naive differs (``/a/f`` unchanged, so ``/b/x`` goes in
+alone, as a file of its own) do not.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from simulator.imagetree import ImageDir, ImageFile
 from simulator.nodes import Dir, FileInode
 from simulator.trace import Op
 from simulator.view import view_of
+from simulator.viewstats import private_inodes
 
 CONTAINERS = 2
 IMAGE = image(
@@ -159,6 +166,8 @@ class AllDrivers(RuleBasedStateMachine):
     @precondition(lambda self: sum(op.kind == "commit" for op in self.steps) < 2)
     @rule(c=containers)
     def commit(self, c):
+        if any(inode.nlink > 1 for inode in private_inodes(self.reference.namespace(c))):
+            return  # a hard link would enter the image: see the module docstring
         self.apply(Op("commit", container=c))
 
     @invariant()
