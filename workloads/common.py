@@ -13,6 +13,7 @@ round-robin, as concurrent processes would be.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from contextlib import contextmanager
 from itertools import chain, zip_longest
 from typing import Callable, Iterator
@@ -88,6 +89,13 @@ class TreeIndex:
         if d is None or path == "/":
             raise BadInput(f"{where}: {path!r} is not a directory of the image (the root is not allowed)")
         return d
+
+
+def below(paths: list[str], root: str) -> slice:
+    """Where the sorted ``paths`` hold the ones strictly below the directory ``root``: one
+    contiguous range, found by bisection (``/a/`` and ``/a0`` bound it: ``0`` follows ``/``)."""
+    prefix = root.rstrip("/") + "/"
+    return slice(bisect_left(paths, prefix), bisect_left(paths, prefix[:-1] + chr(ord("/") + 1)))
 
 
 _SHARED: dict[int, TreeIndex] = {}  # id(tree) -> its index, while ``sharing_index`` holds it

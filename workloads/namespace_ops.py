@@ -8,15 +8,13 @@ whiteout per deleted image entry, refuses to rename lower directories without
 
 from __future__ import annotations
 
-from bisect import bisect_left
-
 import numpy as np
 
 from simulator.imagetree import ImageTree
 from simulator.paths import join
 from simulator.trace import Op
 
-from .common import TreeIndex, exists, per_container, sample, tree_index
+from .common import TreeIndex, below, exists, per_container, sample, tree_index
 
 # Python 2's import search order in one sys.path entry (Python/import.c find_module): the
 # package directory, then imp.get_suffixes() in order.
@@ -36,13 +34,7 @@ def subtree_paths(index: TreeIndex, root: str) -> list[str]:
     (``chmod -R``'s targets: it skips symbolic links).  Read from the index's sorted
     columns: walking the tree would open every directory below ``root`` and leave their
     node objects on the image for good (issue 7's bytes per file entry)."""
-    prefix = root.rstrip("/") + "/"
-    beyond = prefix[:-1] + chr(ord("/") + 1)  # the first string past every one under prefix
-    out: list[str] = []
-    for paths in (index.files, index.dirs):
-        out.extend(paths[bisect_left(paths, prefix):bisect_left(paths, beyond)])
-    out.sort()
-    return out
+    return sorted(index.files[below(index.files, root)] + index.dirs[below(index.dirs, root)])
 
 
 def chmod_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: int, mode: int,

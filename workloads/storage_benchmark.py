@@ -55,7 +55,7 @@ from simulator.layercols import ColumnsBuilder
 from simulator.trace import Op
 from simulator.units import MiB
 
-from .common import per_container, tree_index
+from .common import below, per_container, tree_index
 from .layout import SYSTEM_DIRS, add_system_files
 
 # The Dockerfile's big files: one dd block of each of these sizes (dd's M: MiB) per copy.
@@ -104,9 +104,10 @@ def _listed_files(tree: ImageTree, path: str, where: str) -> list[tuple[str, int
     order bash's ``DIR/*`` lists them (sorted bytewise in the C locale; no dot files)."""
     index = tree_index(tree)
     index.require_dir(path, where)
-    prefix = path.rstrip("/") + "/"
-    return [(p, size) for p, size in zip(index.files, index.sizes)
-            if p.startswith(prefix) and "/" not in p[len(prefix):] and not p[len(prefix)].startswith(".")]
+    skip = len(path.rstrip("/")) + 1
+    at = below(index.files, path)
+    return [(p, size) for p, size in zip(index.files[at], index.sizes[at])
+            if "/" not in p[skip:] and p[skip] != "."]
 
 
 def append_each(rng: np.random.Generator, tree: ImageTree, path: str, length: int, containers: int) -> list[Op]:
