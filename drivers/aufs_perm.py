@@ -32,10 +32,6 @@ def branch_span(d) -> int:
     return 1 + (len(base.stack) if base is not None and not d.opaque else 0)
 
 
-def _new_map(_tree: ImageTree) -> dict:
-    return {}
-
-
 class PermWalks:
     """The remembered permission walks of one aufs container (see the module docstring)."""
 
@@ -44,7 +40,7 @@ class PermWalks:
     def _init_perm_walks(self, tree: ImageTree) -> None:
         self._perm_extra: dict[str, tuple[int, object]] = {}  # ``_perm_at``'s answers, per path
         self._perm_kids: dict[str, list[str]] = {}  # remembered paths by their parent's path
-        self._image_perm_extra: dict[str, tuple[int, object]] = tree.derived("aufs-perm-walks", _new_map)
+        self._image_perm_extra: dict[str, tuple[int, object]] = tree.derived("aufs-perm-walks", lambda _tree: {})
 
     def _forget_walks(self) -> None:
         self._perm_extra.clear()

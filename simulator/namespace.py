@@ -36,11 +36,7 @@ def image_dirs(tree: ImageTree) -> dict[str, tuple[list[str], DirNode, str]]:
     up walk the same image directories, each of which then costs one probe, not a walk, and
     no memory per container.  It is a memo of the immutable tree, as its directory objects
     are (``simulator.treestore``), and like them it outlives the run that filled it."""
-    return tree.derived("image-dirs", _new_map)
-
-
-def _new_map(_tree: ImageTree) -> dict:
-    return {}
+    return tree.derived("image-dirs", lambda _tree: {})
 
 
 class Namespace(FileData):
