@@ -18,6 +18,7 @@ from .imagetree import ImageFile, ImageTree
 from .metrics import depth_stats, ratio
 from .namespace import FsError, Namespace
 from .operations import OPERATIONS
+from .replicas import Replicas
 from .statruns import stat_run
 from .trace import Op
 from .treelisting import walk_opened
@@ -36,6 +37,8 @@ def check_workload(ops: Sequence[Op], containers: int, source: str = "workload")
     """Refuse, before any work, operations addressed to containers that do not exist."""
     if not 1 <= containers <= MAX_CONTAINERS:
         raise BadInput(f"--containers {containers}: must be between 1 and {MAX_CONTAINERS}")
+    if isinstance(ops, Replicas):
+        ops = ops[:ops.replicas]  # every container it addresses, first to last
     for i, op in enumerate(ops, 1):
         if op.container >= containers:
             raise BadInput(f"{source}: operation {i} ({op.kind}) names container {op.container}, "

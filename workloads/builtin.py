@@ -22,7 +22,7 @@ from simulator.trace import Op, parse_trace_lines
 from simulator.treelisting import listing
 
 from . import build, images, namespace_ops, packages, reads, storage_benchmark, writes
-from .common import per_container
+from .common import replicated
 from .random import random_image, random_trace
 from .registry import Builtin, Param
 
@@ -36,7 +36,7 @@ def _demo_image(rng: np.random.Generator) -> Image:
 def _demo_trace(rng: np.random.Generator, tree: ImageTree, containers: int = 1) -> list[Op]:
     """The example trace, replayed by each of ``containers`` replicas (round-robin)."""
     ops = list(parse_trace_lines((EXAMPLES / "demo-trace.jsonl").read_text().splitlines(), "demo-trace.jsonl"))
-    return per_container(containers, lambda c: [op._replace(container=c) for op in ops] if c else ops)
+    return replicated(containers, ops)
 
 
 def _random_image(rng: np.random.Generator, layers: int, entries: int) -> Image:

@@ -16,13 +16,14 @@ from __future__ import annotations
 from bisect import bisect_left
 from contextlib import contextmanager
 from itertools import chain, zip_longest
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from simulator.errors import BadInput
 from simulator.imagetree import ImageDir, ImageTree
 from simulator.paths import path_problem
+from simulator.replicas import Replicas
 from simulator.trace import Op
 from simulator.treelisting import DIR, FILE, listing
 
@@ -141,6 +142,13 @@ def exists(tree: ImageTree, path: str) -> bool:
     parent, _, name = path.rpartition("/")
     d = tree.resolve_dir(parent or "/")
     return d is not None and d.children.get(name, _MISSING) is not _MISSING
+
+
+def replicated(containers: int, ops: list[Op]) -> Sequence[Op]:
+    """``ops`` (container 0's) run by every container, interleaved round-robin as
+    ``per_container`` interleaves: replicas of one program that draws nothing of its own.
+    One copy of the operations whatever the count (``simulator.replicas``)."""
+    return ops if containers == 1 else Replicas(ops, containers)
 
 
 def per_container(containers: int, make: Callable[[int], list[Op]]) -> list[Op]:

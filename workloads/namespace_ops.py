@@ -14,7 +14,7 @@ from simulator.imagetree import ImageTree
 from simulator.paths import join
 from simulator.trace import Op
 
-from .common import TreeIndex, below, exists, per_container, sample, tree_index
+from .common import TreeIndex, below, exists, replicated, sample, tree_index
 
 # Python 2's import search order in one sys.path entry (Python/import.c find_module): the
 # package directory, then imp.get_suffixes() in order.
@@ -47,7 +47,7 @@ def chmod_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: in
     index = tree_index(tree)
     root = _subtree_roots(index, rng, path, entries, 1, "chmod-tree")
     targets = root + [p for r in root for p in subtree_paths(index, r)]
-    return per_container(containers, lambda c: [Op("chmod", p, container=c, mode=mode) for p in targets])
+    return replicated(containers, [Op("chmod", p, mode=mode) for p in targets])
 
 
 def delete_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: int, trees: int,
@@ -57,7 +57,7 @@ def delete_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: i
     is freed in the image: overlay records a whiteout per removed name."""
     index = tree_index(tree)
     roots = _subtree_roots(index, rng, path, entries, trees, "delete-tree")
-    return per_container(containers, lambda c: [Op("remove_tree", r, container=c) for r in roots])
+    return replicated(containers, [Op("remove_tree", r) for r in roots])
 
 
 def _free_name(tree: ImageTree, path: str, suffix: str) -> str:
@@ -76,24 +76,23 @@ def rename_dirs(rng: np.random.Generator, tree: ImageTree, dirs: int, entries: i
     index = tree_index(tree)
     roots = index.pick_subtrees(rng, entries, dirs)
     moves = [(r, _free_name(tree, r, ".old")) for r in roots]
-    return per_container(containers, lambda c: [Op("move", s, d, container=c) for s, d in moves])
+    return replicated(containers, [Op("move", s, d) for s, d in moves])
 
 
-def _import_ops(tree: ImageTree, search: list[str], stem: str, found: tuple[int, str, int] | None,
-                c: int) -> list[Op]:
+def _import_ops(tree: ImageTree, search: list[str], stem: str, found: tuple[int, str, int] | None) -> list[Op]:
     """The stats one ``import stem`` makes: every candidate in every search directory before
     the one holding it (all of them for a missing module), then the hit, then its read."""
     ops = []
     last = found[0] if found is not None else len(search)
     for d in search[:last]:
-        ops.extend(Op("stat", join(d, stem + s), container=c) for s in IMPORT_SUFFIXES)
+        ops.extend(Op("stat", join(d, stem + s)) for s in IMPORT_SUFFIXES)
     if found is not None:
         k, path, size = found
         package_probe = join(search[k], stem)
         if package_probe != path:
-            ops.append(Op("stat", package_probe, container=c))
-        ops.append(Op("stat", path, container=c))
-        ops.append(Op("read", path, container=c, offset=0, length=size))
+            ops.append(Op("stat", package_probe))
+        ops.append(Op("stat", path))
+        ops.append(Op("read", path, offset=0, length=size))
     return ops
 
 
@@ -124,5 +123,4 @@ def import_scan(rng: np.random.Generator, tree: ImageTree, modules: int, path_di
     plan.extend((f"missing_mod{i}", None) for i in range(n_missing))
     order = rng.permutation(len(plan)).tolist()
     plan = [plan[i] for i in order]
-    return per_container(containers, lambda c: [op for stem, found in plan
-                                                for op in _import_ops(tree, search, stem, found, c)])
+    return replicated(containers, [op for stem, found in plan for op in _import_ops(tree, search, stem, found)])

@@ -15,7 +15,7 @@ import numpy as np
 from simulator.imagetree import ImageTree
 from simulator.trace import Op
 
-from .common import TreeIndex, per_container, tree_index
+from .common import TreeIndex, replicated, tree_index
 
 SLACKER_READ_FRACTION = 0.064  # Harter et al. FAST '16, abstract: 6.4 % of image data read at startup
 
@@ -49,4 +49,4 @@ def read_startup(rng: np.random.Generator, tree: ImageTree, fraction: float, con
     one program do: drivers that share the page cache between containers (overlay) hold
     those pages once, the others once per container."""
     reads = startup_reads(rng, tree_index(tree), fraction)
-    return per_container(containers, lambda c: [Op("read", p, container=c, offset=0, length=n) for p, n in reads])
+    return replicated(containers, [Op("read", p, offset=0, length=n) for p, n in reads])

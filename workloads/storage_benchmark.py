@@ -55,7 +55,7 @@ from simulator.layercols import ColumnsBuilder
 from simulator.trace import Op
 from simulator.units import MiB
 
-from .common import below, per_container, tree_index
+from .common import below, replicated, tree_index
 from .layout import SYSTEM_DIRS, add_system_files
 
 # The Dockerfile's big files: one dd block of each of these sizes (dd's M: MiB) per copy.
@@ -115,23 +115,23 @@ def append_each(rng: np.random.Generator, tree: ImageTree, path: str, length: in
     ``length`` bytes to each regular file in it (on a file-level driver, one whole-file
     copy-up each)."""
     files = _listed_files(tree, path, "append-each")
-    return per_container(containers, lambda c: [Op("open", path, container=c, access="r")] + [
-        Op("append", p, container=c, length=length) for p, _ in files])
+    return replicated(containers, [Op("open", path, access="r")] + [
+        Op("append", p, length=length) for p, _ in files])
 
 
 def read_each(rng: np.random.Generator, tree: ImageTree, path: str, containers: int) -> list[Op]:
     """The read tests' loop over ``DIR/*``, ``cat`` of each file: the glob opens the
     directory, then each regular file in it is read whole."""
     files = _listed_files(tree, path, "read-each")
-    return per_container(containers, lambda c: [Op("open", path, container=c, access="r")] + [
-        Op("read", p, container=c, length=size) for p, size in files])
+    return replicated(containers, [Op("open", path, access="r")] + [
+        Op("read", p, length=size) for p, size in files])
 
 
-def _cd(path: str, c: int) -> list[Op]:
+def _cd(path: str) -> list[Op]:
     """bash's ``cd`` (pushd, popd) to an absolute ``path``: it checks each leading directory
     of the logical path with stat(2), from the top (measured: see ``tree_walk``)."""
     parts = [part for part in path.split("/") if part]
-    return [Op("stat", "/" + "/".join(parts[:i]), container=c) for i in range(1, len(parts) + 1)]
+    return [Op("stat", "/" + "/".join(parts[:i])) for i in range(1, len(parts) + 1)]
 
 
 def tree_walk(rng: np.random.Generator, tree: ImageTree, path: str, leaf: str, action: str, length: int,
@@ -163,30 +163,30 @@ def tree_walk(rng: np.random.Generator, tree: ImageTree, path: str, leaf: str, a
     for d in index.dirs:  # sorted: each list comes out sorted
         subdirs.setdefault(d.rpartition("/")[0] or "/", []).append(d)
 
-    def walk(c: int) -> list[Op]:
+    def walk() -> list[Op]:
         ops: list[Op] = []
         cat_found = False
 
         def explore(d: str, back: str) -> None:
             nonlocal cat_found
-            ops.extend(_cd(d, c))
+            ops.extend(_cd(d))
             file = f"{d}/{leaf}"
             if file in sizes:
-                ops.append(Op("stat", file, container=c))
+                ops.append(Op("stat", file))
                 if action == "append":
-                    ops.append(Op("append", file, container=c, length=length))
+                    ops.append(Op("append", file, length=length))
                 else:
                     if not cat_found:  # bash stats "." as it first looks cat up in $PATH
-                        ops.append(Op("stat", d, container=c))
+                        ops.append(Op("stat", d))
                         cat_found = True
-                    ops.append(Op("read", file, container=c, length=sizes[file]))
+                    ops.append(Op("read", file, length=sizes[file]))
             else:
-                ops.append(Op("open", file, container=c, access="r"))  # fails: no such file
+                ops.append(Op("open", file, access="r"))  # fails: no such file
                 for sub in subdirs.get(d, ()):
                     explore(sub, d)
-            ops.extend(_cd(back, c))
+            ops.extend(_cd(back))
 
         explore(path.rstrip("/"), cwd)
         return ops
 
-    return per_container(containers, walk)
+    return replicated(containers, walk())
