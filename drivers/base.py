@@ -105,6 +105,8 @@ class BaseMount:
         self.tally = driver.tally
         self.block = driver.block_size
         self.ns = Namespace(tree, self, driver.depth_hist)
+        # The cache ``read`` fills: the driver's, or one of this container's own
+        self.page_cache = driver.page_cache if driver.page_cache_shared else driver.page_cache.owned(id)
 
     # -- semantics --
     def rename_refused(self, node) -> bool:
@@ -151,10 +153,12 @@ class BaseMount:
         pass
 
     def cache_key(self, node) -> object:
-        return (self.id, node)  # no sharing between containers unless a driver says so
+        """What a read of ``node`` fills in ``self.page_cache`` (the container's own cache
+        unless the driver shares one: ``BaseDriver.page_cache_shared``)."""
+        return node
 
     def read(self, node, offset: int, length: int) -> None:
-        self.driver.page_cache.touch(self.cache_key(node), offset, length)
+        self.page_cache.touch(self.cache_key(node), offset, length)
 
     def writeback(self, inode, ranges) -> None:
         self.tally.device_write_bytes += ranges.count_units(self.block) * self.block

@@ -67,6 +67,8 @@ Each finding below was measured on kernel 6.18 here (btrfs-progs 6.2, 4 KiB sect
 
 from __future__ import annotations
 
+from pyroaring import BitMap64
+
 from simulator.hooks import NEED_TRUNC_OPEN
 from simulator.imagetree import ImageDir, ImageFile, ImageTree
 from simulator.metrics import Space
@@ -97,7 +99,7 @@ class BtrfsMount(BaseMount):
         self.sector = int(opts["sector_size"])
         self.inline_limit = min(int(opts["max_inline"]), self.sector - 1)
         self.chunk = BTRFS_MAX_EXTENT_SIZE // self.sector
-        self.touched: set[int] = set()  # image objects whose items this container rewrote
+        self.touched = BitMap64()  # image objects (id) whose items this container rewrote
         self.xattr_bytes = 0  # leaf bytes of the xattrs the container set
         # Within one operation (reset by every lookup): the file it created, and whether
         # it replaced a non-empty file (a rename over one flushes the source).
@@ -316,8 +318,8 @@ class BtrfsMount(BaseMount):
         # One inode per file in the container's subvolume, before and after it is written;
         # no sharing with other containers (docker docs: no page cache sharing).
         if node.__class__ is FileInode and node.origin is not None:
-            return (self.id, node.origin)
-        return (self.id, node)
+            return node.origin
+        return node
 
     # -- state at the end (drivers.btrfs_usage) --------------------------------------------
     def metadata_nodes(self) -> int:

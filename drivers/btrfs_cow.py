@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from simulator.imagetree import ImageDir, ImageFile, ImageSymlink
 from simulator.nodes import Dir, FileInode, Symlink
@@ -146,7 +147,7 @@ def _identity(node):
     return None
 
 
-def container_changes(ns, layout: TreeLayout, touched: set[int], new_object_bytes) -> LeafChanges:
+def container_changes(ns, layout: TreeLayout, touched: Iterable[int], new_object_bytes) -> LeafChanges:
     """The container's changes to the image's items, found by comparing each of its private
     directories with the image directory it extends.  ``touched``: image objects (``id``)
     whose items the hooks saw rewritten in place (data, attributes, atime);

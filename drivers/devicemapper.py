@@ -63,6 +63,8 @@ zero the partial tail block.
 
 from __future__ import annotations
 
+from pyroaring import BitMap64
+
 from simulator.errors import BadInput
 from simulator.imagetree import ImageDir, ImageFile
 from simulator.metrics import Space
@@ -99,7 +101,7 @@ class DevicemapperMount(BaseMount):
         self._created: FileInode | None = None  # the file this operation created
         self._replaced = False  # this operation removed a name (a rename over a target)
         self.alloc_on_close: set[FileInode] = set()  # ext4 EXT4_STATE_DA_ALLOC_CLOSE
-        self.atime_fresh: set[int] = set()  # fs inodes whose atime is past mtime/ctime (relatime)
+        self.atime_fresh = BitMap64()  # fs inodes whose atime is past mtime/ctime (relatime)
         self.fs.mount()
 
     # -- accounting sink --
@@ -265,7 +267,7 @@ class DevicemapperMount(BaseMount):
     def cache_key(self, node) -> object:
         if node.__class__ is FileInode and node.origin is not None:
             node = node.origin  # the same file of this container's fs, before or after a change
-        return (self.id, node)  # no sharing: each container has its own fs and inodes
+        return node  # in this container's own cache: each container has its own fs and inodes
 
     # -- state at the end --
     def sync(self) -> None:

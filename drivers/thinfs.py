@@ -12,6 +12,8 @@ from bisect import bisect_right, insort
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from pyroaring import BitMap64
+
 from simulator.image import Layer
 from simulator.ranges import RangeSet
 from simulator.units import round_up
@@ -83,6 +85,9 @@ class Layout:
         # Answers found below this layout, remembered: only the top layout of a chain is ever
         # written (``build_layer``), and it checks its own maps first, so a lookup costs one
         # walk down the chain per name, not one per call (128 layers: 128 probes a read).
+        # A layout that holds nothing of its kind (a container's, until a commit writes it)
+        # asks its parent instead, so every container on an image shares the image layout's
+        # answers: a container reading 6,210 files kept 288 KiB of them for itself.
         self._files_below: dict[int, FileRec] = {}
         self._dirs_below: dict[str, tuple[int, int]] = {}
         # ``build_layer`` numbers a layer's files on from its parent's (``FsState`` is copied
@@ -92,6 +97,8 @@ class Layout:
         self._chain: tuple[list[int], list[Layout]] | None = None
 
     def file(self, ino: int) -> FileRec:
+        if not self.files and self.parent is not None:
+            return self.parent.file(ino)
         rec = self.files.get(ino) or self._files_below.get(ino)
         if rec is not None:
             return rec
@@ -119,6 +126,8 @@ class Layout:
     def dir(self, path: str) -> tuple[int, int]:
         if path == "/":
             return self.root
+        if not self.dirs and self.parent is not None:
+            return self.parent.dir(path)
         if path in self.dirs:
             found = self.dirs[path]
             return found if found is not None else self.root
@@ -146,7 +155,10 @@ class ThinFs:
     layout: Layout
     state: FsState
     on_cost: Callable[[WriteCost, int], None] | None = None
-    pending: set[int] = field(default_factory=set)  # metadata blocks dirtied since last commit
+    # Metadata blocks dirtied since the last commit: a roaring bitmap, since a container that
+    # reads thousands of image files dirties their inode blocks (relatime) and keeps them
+    # (read-startup: ~4,000 blocks, 512 KiB as a set, 16 KiB here).
+    pending: BitMap64 = field(default_factory=BitMap64)
 
     @property
     def chunk(self) -> int:
@@ -193,7 +205,7 @@ class ThinFs:
             self.state.log_head += nbytes
             self.write(log)
         home = RangeSet()
-        for b in sorted(self.pending):
+        for b in self.pending:  # in order
             home.add(b * FS_BLOCK, (b + 1) * FS_BLOCK)
         self.pending.clear()
         self.write(home)

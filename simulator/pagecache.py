@@ -2,8 +2,8 @@
 
 A driver decides the *key* of what it reads: drivers that share the page cache between
 containers (overlay, aufs: the lower file's inode is the same; zfs: the single-copy ARC)
-key shared data by the image object, the others key it by container too.  Sizes stay
-symbolic: each key holds a ``RangeSet`` of page numbers.
+key shared data by the image object, the others give each container a cache of its own
+(``PageCache.owned``).  Sizes stay symbolic: each key holds runs of page numbers.
 """
 
 from __future__ import annotations
@@ -15,16 +15,31 @@ from .units import PAGE_SIZE
 
 
 class PageCache:
-    """Pages per key: one run of pages as a ``(first, last)`` tuple, more as a ``RangeSet``.
+    """Pages per key: a run of pages from page 0 as its end alone (an ``int``), any other
+    single run as a ``(first, last)`` tuple, more as a ``RangeSet``.
 
-    Most files are read once, whole (start-up reads, imports): a tuple costs one object
-    where a ``RangeSet`` costs three, and a key grows into a ``RangeSet`` only when a
-    second read leaves a gap."""
+    Most files are read once, whole, from their start (start-up reads, imports): an int
+    below 257 is one of CPython's shared small ints, so such a key costs its dictionary
+    entry and nothing more, where a tuple costs 56 B and a ``RangeSet`` three objects; a
+    key grows into a tuple or a ``RangeSet`` only when a read leaves a gap.
 
-    __slots__ = ("_pages",)
+    A driver that shares no pages between containers gives each container a cache of its
+    own (``owned``), keyed by the file alone, and counts them all in ``bytes``: one tuple
+    ``(container, file)`` per entry cost devicemapper 340 KiB for a container that read
+    6,210 files."""
+
+    __slots__ = ("_pages", "_owners")
 
     def __init__(self) -> None:
-        self._pages: dict[Hashable, tuple[int, int] | RangeSet] = {}
+        self._pages: dict[Hashable, int | tuple[int, int] | RangeSet] = {}
+        self._owners: dict[Hashable, PageCache] = {}
+
+    def owned(self, owner: Hashable) -> PageCache:
+        """The cache of container ``owner`` alone (the same one each time it is asked)."""
+        cache = self._owners.get(owner)
+        if cache is None:
+            cache = self._owners[owner] = PageCache()
+        return cache
 
     def touch(self, key: Hashable, offset: int, length: int) -> None:
         """Bring the pages holding ``[offset, offset + length)`` of ``key`` into the cache."""
@@ -33,19 +48,30 @@ class PageCache:
         first, last = offset // PAGE_SIZE, -(-(offset + length) // PAGE_SIZE)
         pages = self._pages.get(key)
         if pages is None:
-            self._pages[key] = (first, last)
+            self._pages[key] = (first, last) if first else last
+            return
+        if pages.__class__ is int:
+            a, b = 0, pages
         elif pages.__class__ is tuple:
             a, b = pages  # type: ignore[misc]
-            if first <= b and last >= a:  # overlapping or touching: still one run
-                if first < a or last > b:
-                    self._pages[key] = (min(a, first), max(b, last))
-            else:
-                self._pages[key] = RangeSet(sorted([(a, b), (first, last)]))
         else:
             pages.add(first, last)  # type: ignore[union-attr]
+            return
+        if first <= b and last >= a:  # overlapping or touching: still one run
+            if first < a or last > b:
+                a, b = min(a, first), max(b, last)
+                self._pages[key] = (a, b) if a else b
+        else:
+            self._pages[key] = RangeSet(sorted([(a, b), (first, last)]))
 
     def bytes(self) -> int:
+        """Bytes of every page held, the owned caches' included."""
         pages = 0
         for p in self._pages.values():
-            pages += p[1] - p[0] if p.__class__ is tuple else p.total()  # type: ignore[union-attr,index]
-        return pages * PAGE_SIZE
+            if p.__class__ is int:
+                pages += p  # type: ignore[operator]
+            elif p.__class__ is tuple:
+                pages += p[1] - p[0]  # type: ignore[index]
+            else:
+                pages += p.total()  # type: ignore[union-attr]
+        return pages * PAGE_SIZE + sum(cache.bytes() for cache in self._owners.values())

@@ -116,6 +116,31 @@ def test_page_cache_by_hand() -> None:
     assert cache.bytes() == 4 * PAGE_SIZE
 
 
+def test_owned_page_caches_count_apart_and_in_the_drivers() -> None:
+    """A container's own cache (drivers that share none) keys by file alone: two containers
+    reading one 5000-B file hold 2 pages each, the shared cache 1 page of it: 5 pages."""
+    cache = PageCache()
+    a, b = cache.owned("container-0"), cache.owned("container-1")
+    assert cache.owned("container-0") is a and a is not b
+    a.touch("f", 0, 5000)
+    b.touch("f", 0, 5000)
+    b.touch("f", 4096, 904)  # already held
+    cache.touch("f", 0, PAGE_SIZE)
+    assert (a.bytes(), b.bytes(), cache.bytes()) == (2 * PAGE_SIZE, 2 * PAGE_SIZE, 5 * PAGE_SIZE)
+
+
+def test_a_run_from_page_0_becomes_a_run_elsewhere_and_back() -> None:
+    """The one-run forms: from page 0 (an int), elsewhere (a tuple), joined back to page 0."""
+    cache = PageCache()
+    cache.touch("f", 5 * PAGE_SIZE, PAGE_SIZE)  # pages 5-6
+    cache.touch("f", 3 * PAGE_SIZE, 2 * PAGE_SIZE)  # 3-5: one run 3-6
+    assert cache.bytes() == 3 * PAGE_SIZE
+    cache.touch("f", 0, 3 * PAGE_SIZE + 1)  # 0-4: one run 0-6
+    assert cache.bytes() == 6 * PAGE_SIZE
+    cache.touch("f", 8 * PAGE_SIZE, 1)  # a gap: two runs
+    assert cache.bytes() == 7 * PAGE_SIZE
+
+
 def test_aufs_rename_of_a_private_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     """A private directory whose image entries are all deleted may be renamed on aufs (no
     EXDEV); no copy-up tells aufs, only the rename does, and a lookup below its new name walks
