@@ -1,6 +1,7 @@
 """The command line: JSON shapes, exit codes, one-line errors (SPEC section 6)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -126,3 +127,20 @@ def test_scoped_options_reach_only_their_driver():
     p = layerbench("run", "--driver", "overlay", "--driver", "vfs", "--opt", "metacopy=true",
                    "--image", "demo", "--workload", "demo")
     assert p.returncode == 2 and "driver vfs: unknown option 'metacopy'" in p.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """``layerbench workloads | head -1``: the pipe closes under the 7 KB listing; the command
+    stops with SIGPIPE's status and says nothing on stderr (it printed a traceback).  The
+    pipe holds one page, so the listing cannot fit in it before the reader goes."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ
+    p = subprocess.Popen([sys.executable, "-m", "simulator", "workloads"], stdout=write_end,
+                         stderr=subprocess.PIPE, text=True)
+    os.close(write_end)
+    with os.fdopen(read_end) as out:
+        assert out.readline().startswith("demo:")
+    assert p.wait(timeout=60) == 141
+    assert p.stderr is not None and p.stderr.read() == ""
