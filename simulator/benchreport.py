@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .bench import (BENCH_JSON_VERSION, TARGET_BYTES_PER_FILE, TARGET_CAMPAIGN_JOBS_RATIO, TARGET_CAMPAIGN_SECONDS,
-                    TARGET_DEPTH_RATIO, TARGET_OPS_PER_SECOND, TARGET_TRACE_OPS_PER_SECOND, Result)
+                    TARGET_CONTAINERS_BYTES, TARGET_DEPTH_RATIO, TARGET_OPS_PER_SECOND, TARGET_TRACE_OPS_PER_SECOND,
+                    Result)
 
 
 def summary(results: list[Result]) -> dict[str, Any]:
@@ -33,6 +34,8 @@ def summary(results: list[Result]) -> dict[str, Any]:
             out["walked_bytes_per_file"] = r.extra["walked_bytes_per_file"]
         elif r.group == "memory":
             out["containers_bytes"] = r.extra["bytes"]
+        elif r.group == "fleet":
+            out["fleet_peak_rss_bytes"] = max(out.get("fleet_peak_rss_bytes", 0), r.extra["peak_rss_bytes"])
         elif r.group == "campaign":
             out[f"campaign_seconds_jobs{r.params['jobs']}"] = min(r.times)
             if "jobs_ratio" in r.extra:
@@ -123,9 +126,21 @@ def format_results(results: list[Result]) -> str:
             lines.append(f"{r.extra['containers']} containers: at most {r.extra['bytes'] / 2**20:,.1f} MiB of their own "
                          f"(B each: {by}); process RSS with {r.extra['containers']} overlay containers up, image "
                          f"included: {r.extra['total_rss_bytes'] / 2**20:,.0f} MiB (target: 1,000 on 100k files in 1 GiB)")
-            by = ", ".join(f"{d} {b:,}" for d, b in r.extra["reading_bytes_per_container_by_driver"].items())
-            lines.append(f"  a container reading {r.extra['reading_files']:,} image files "
-                         f"({r.extra['reading_workload']}), B each: {by}")
+    fleet = [r for r in results if r.group == "fleet"]
+    if fleet:
+        e = fleet[0].extra
+        lines.append(f"fleet: {e['containers']:,} containers starting up ({fleet[0].params['workload']}, "
+                     f"{e['ops'] // e['containers']:,} ops each) on {fleet[0].params['image']}, peak RSS of the "
+                     f"process (RSS each container added; ops/s, CPU time):")
+        for r in fleet:
+            e = r.extra
+            lines.append(f"  {r.params['driver']:<13} {e['peak_rss_bytes'] / 2**20:>7,.0f} MiB  "
+                         f"({e['bytes_per_container'] / 1024:,.0f} KiB a container; {e['ops_per_second']:,} ops/s)")
+        peak = max(r.extra["peak_rss_bytes"] for r in fleet)
+        verdict = mark(peak <= TARGET_CONTAINERS_BYTES) if e["containers"] >= 1000 else "not measured at this scale"
+        lines.append(f"  worst {peak / 2**20:,.0f} MiB (target: 1,000 containers in "
+                     f"{TARGET_CONTAINERS_BYTES / 2**30:g} GiB: {verdict})")
+    for r in results:
         if r.group == "campaign":
             lines.append(format_campaign(r))
         if r.group == "real":
