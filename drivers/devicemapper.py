@@ -248,7 +248,7 @@ class DevicemapperMount(BaseMount):
         if op in INODE_ALLOC_OPS:
             fs.dirty_ialloc()
         if op == "rmdir":  # its block is freed with ext4_forget: a dirty copy is dropped, not written
-            fs.pending.discard(self._dir_location(node)[1])
+            fs.forget_block(self._dir_location(node)[1])
 
     def remove(self, node, last_link: bool) -> None:
         self._replaced = True

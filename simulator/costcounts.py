@@ -40,10 +40,10 @@ class CostCounts:
         # walked through included; each instantiates a dentry and an inode in its mount (a
         # fresh overlay mount or btrfs snapshot has none).  Keyed by the name's resolved
         # path; ``cold_dir_layers`` adds the image layers of each such directory (overlay
-        # merges a directory from every layer that has it).  A dict used as a set: CPython
-        # keeps a set at most 60% full and grows it 4x, a dict of strings packs 16 B entries
-        # (10,000 keys: 202 KiB against 512; every container that reads keeps one).
-        self.looked_up: dict[str, None] = {}
+        # merges a directory from every layer that has it).  A set, not a dict of keys (202
+        # KiB against 512 for 10,000 keys): filling a dict with import-scan's 125,618 names
+        # cost that workload 12-15% of its speed (resizes), measured side by side.
+        self.looked_up: set[str] = set()
         self.cold_lookups = 0
         self.cold_dir_layers = 0
         self.fsync_dirs: set[str] = set()  # directories of the files fsynced
@@ -75,7 +75,7 @@ class CostCounts:
             dir_key = r.dir_key  # type: ignore[assignment]
         if full in seen:
             return
-        seen[full] = None
+        seen.add(full)
         self.cold_lookups += 1
         if not dir_key or dir_key in seen:  # the parent chain was walked before (its keys all seen)
             return
@@ -84,10 +84,10 @@ class CostCounts:
         while key and key not in seen:  # a directory's first walk: once per directory per container
             known = dirs.get(key)
             if known is not None:
-                seen[known[2]] = None  # the remembered walk's key: one string for every container
+                seen.add(known[2])  # the remembered walk's key: one string for every container
                 d = known[1]
             else:
-                seen[key] = None
+                seen.add(key)
                 d = _dir_at(ns, key)
             self.cold_lookups += 1
             base = d if d.__class__ is ImageDir else getattr(d, "base", None)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Hashable
 
+from pyroaring import BitMap64
+
+from .imagetree import ImageFile
 from .ranges import RangeSet
 from .units import PAGE_SIZE
 
@@ -24,9 +27,9 @@ class PageCache:
     key grows into a tuple or a ``RangeSet`` only when a read leaves a gap.
 
     A driver that shares no pages between containers gives each container a cache of its
-    own (``owned``), keyed by the file alone, and counts them all in ``bytes``: one tuple
-    ``(container, file)`` per entry cost devicemapper 340 KiB for a container that read
-    6,210 files."""
+    own (``owned``, an ``OwnedPageCache``), keyed by the file alone, and counts them all in
+    ``bytes``: one tuple ``(container, file)`` per entry cost devicemapper 340 KiB for a
+    container that read 6,210 files."""
 
     __slots__ = ("_pages", "_owners")
 
@@ -38,7 +41,7 @@ class PageCache:
         """The cache of container ``owner`` alone (the same one each time it is asked)."""
         cache = self._owners.get(owner)
         if cache is None:
-            cache = self._owners[owner] = PageCache()
+            cache = self._owners[owner] = OwnedPageCache()
         return cache
 
     def touch(self, key: Hashable, offset: int, length: int) -> None:
@@ -75,3 +78,34 @@ class PageCache:
             else:
                 pages += p.total()  # type: ignore[union-attr]
         return pages * PAGE_SIZE + sum(cache.bytes() for cache in self._owners.values())
+
+
+class OwnedPageCache(PageCache):
+    """One container's own cache: image files it read whole, from their start, are a roaring
+    bitmap of inode numbers and a count of their pages, not a dictionary entry each (288
+    KiB for a container that read 6,210 image files, 16 KiB here).
+
+    Exact because one container's files come from one image tree, where an inode number
+    is one ``ImageFile`` object (``simulator.treestore`` makes each object once; a hard
+    link's names share it); a shared cache spans trees, so it keys by object."""
+
+    __slots__ = ("_whole", "_whole_pages")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._whole = BitMap64()
+        self._whole_pages = 0
+
+    def touch(self, key: Hashable, offset: int, length: int) -> None:
+        if key.__class__ is ImageFile:
+            ino = key.ino  # type: ignore[attr-defined]
+            if ino in self._whole:
+                return  # every page of it is here
+            if not offset and length == key.size > 0 and key not in self._pages:  # type: ignore[attr-defined]
+                self._whole.add(ino)
+                self._whole_pages += -(-length // PAGE_SIZE)
+                return
+        PageCache.touch(self, key, offset, length)
+
+    def bytes(self) -> int:
+        return super().bytes() + self._whole_pages * PAGE_SIZE

@@ -66,7 +66,7 @@ def stat_run(ns: Namespace, paths: list[str]) -> int:
             node = promoted.get(node, node)  # type: ignore[arg-type]
         if path not in seen:  # note_cold, its common case inlined: the directory is known
             if dir_seen:
-                seen[path] = None
+                seen.add(path)
                 cold += 1
             else:
                 ns.cost.note_cold(ns, Resolved(known[0], d, name, node, path, dir_path))

@@ -21,7 +21,7 @@ import pytest
 from drivers import make_driver
 from drivers.aufs import AufsMount
 from simulator.harness import Run
-from simulator.imagetree import ImageDir, ImageTree
+from simulator.imagetree import ImageDir, ImageFile, ImageTree
 from simulator.nodes import Dir
 from simulator.inputs import load_image, load_workload
 from simulator.namespace import Namespace
@@ -139,6 +139,39 @@ def test_a_run_from_page_0_becomes_a_run_elsewhere_and_back() -> None:
     assert cache.bytes() == 6 * PAGE_SIZE
     cache.touch("f", 8 * PAGE_SIZE, 1)  # a gap: two runs
     assert cache.bytes() == 7 * PAGE_SIZE
+
+
+def test_an_owned_cache_holds_whole_image_files_as_the_plain_cache_does() -> None:
+    """Random reads of a few image files, whole or not: an owned cache (whole files in a
+    bitmap) holds the bytes a plain cache (a dict entry each) holds, after every read."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        files = [ImageFile(int(rng.integers(0, 30_000)), 0o644, 0, 0, 0, None, ino) for ino in range(1, 4)]
+        owned, plain = PageCache().owned("c"), PageCache()
+        for _ in range(int(rng.integers(1, 12))):
+            f = files[int(rng.integers(3))]
+            whole = rng.integers(2) == 0
+            offset = 0 if whole else int(rng.integers(0, 30_000))
+            length = max(0, min(f.size if whole else int(rng.integers(0, 20_000)), f.size - offset))  # read_node's
+            owned.touch(f, offset, length)
+            plain.touch(f, offset, length)
+            assert owned.bytes() == plain.bytes()
+
+
+def test_an_owned_cache_by_hand() -> None:
+    """f (10000 B) read whole: 3 pages, then a part of it: none more; g (5000 B) read in part
+    then whole: 2 pages; a container's own file (not an image file) keys by object: 1 page."""
+    f = ImageFile(10_000, 0o644, 0, 0, 0, None, 5)
+    g = ImageFile(5_000, 0o644, 0, 0, 0, None, 6)
+    cache = PageCache()
+    own = cache.owned("container-0")
+    own.touch(f, 0, 10_000)
+    own.touch(f, 4096, 10)
+    assert own.bytes() == 3 * PAGE_SIZE
+    own.touch(g, 0, 100)
+    own.touch(g, 0, 5_000)
+    own.touch("private", 0, 1)
+    assert own.bytes() == cache.bytes() == 6 * PAGE_SIZE
 
 
 def test_aufs_rename_of_a_private_directory(monkeypatch: pytest.MonkeyPatch) -> None:
