@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -124,7 +125,7 @@ def load_image(spec: str, seed: int = 0) -> Image:
     return builtin.build(rng_for(seed, IMAGE_STREAM), **values)
 
 
-def load_workload(spec: str, tree: ImageTree, seed: int = 0) -> list[Op]:
+def load_workload(spec: str, tree: ImageTree, seed: int = 0) -> Sequence[Op]:
     """Operations from a trace file or a built-in workload spec (run against ``tree``)."""
     if _looks_like_file(spec):
         return load_trace(spec)

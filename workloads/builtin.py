@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from typing import Sequence
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def _demo_image(rng: np.random.Generator) -> Image:
     return image_from_dict(json.loads((EXAMPLES / "demo-image.json").read_text()), "demo-image.json")
 
 
-def _demo_trace(rng: np.random.Generator, tree: ImageTree, containers: int = 1) -> list[Op]:
+def _demo_trace(rng: np.random.Generator, tree: ImageTree, containers: int = 1) -> Sequence[Op]:
     """The example trace, replayed by each of ``containers`` replicas (round-robin)."""
     ops = list(parse_trace_lines((EXAMPLES / "demo-trace.jsonl").read_text().splitlines(), "demo-trace.jsonl"))
     return replicated(containers, ops)

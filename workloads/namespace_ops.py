@@ -8,6 +8,8 @@ whiteout per deleted image entry, refuses to rename lower directories without
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from simulator.imagetree import ImageTree
@@ -38,7 +40,7 @@ def subtree_paths(index: TreeIndex, root: str) -> list[str]:
 
 
 def chmod_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: int, mode: int,
-               containers: int) -> list[Op]:
+               containers: int) -> Sequence[Op]:
     """``chmod -R MODE DIR`` over an image subtree, as Dockerfiles do to fix permissions
     (``RUN chmod -R 755 /app``): one ``chmod`` per directory and file, the root first,
     symbolic links skipped (chmod -R does not follow or change them).  ``path`` "" picks a
@@ -51,7 +53,7 @@ def chmod_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: in
 
 
 def delete_tree(rng: np.random.Generator, tree: ImageTree, path: str, entries: int, trees: int,
-                containers: int) -> list[Op]:
+                containers: int) -> Sequence[Op]:
     """``rm -rf`` of ``trees`` image subtrees (a cleanup step: ``rm -rf /usr/share/doc``,
     caches, build dependencies), each of about ``entries`` entries (or ``path``).  Nothing
     is freed in the image: overlay records a whiteout per removed name."""
@@ -68,7 +70,7 @@ def _free_name(tree: ImageTree, path: str, suffix: str) -> str:
     return candidate
 
 
-def rename_dirs(rng: np.random.Generator, tree: ImageTree, dirs: int, entries: int, containers: int) -> list[Op]:
+def rename_dirs(rng: np.random.Generator, tree: ImageTree, dirs: int, entries: int, containers: int) -> Sequence[Op]:
     """``mv DIR DIR.old`` of ``dirs`` disjoint image directories of about ``entries``
     entries each (an installer moving the old version aside).  ``mv`` renames, and when the
     kernel answers EXDEV (overlay without ``redirect_dir``: lower directories cannot be
@@ -97,7 +99,7 @@ def _import_ops(tree: ImageTree, search: list[str], stem: str, found: tuple[int,
 
 
 def import_scan(rng: np.random.Generator, tree: ImageTree, modules: int, path_dirs: int, missing: float,
-                containers: int) -> list[Op]:
+                containers: int) -> Sequence[Op]:
     """A Python 2 style import storm (also what ``ld.so`` does over a long library path):
     ``modules`` imports, each searching ``path_dirs`` image directories (the ``sys.path``)
     in order, ``stat``-ing the package directory and every suffix (``.so``, ``module.so``,

@@ -10,6 +10,8 @@ particular program's access pattern.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from simulator.imagetree import ImageTree
@@ -43,7 +45,7 @@ def startup_reads(rng: np.random.Generator, index: TreeIndex, fraction: float) -
     return reads
 
 
-def read_startup(rng: np.random.Generator, tree: ImageTree, fraction: float, containers: int) -> list[Op]:
+def read_startup(rng: np.random.Generator, tree: ImageTree, fraction: float, containers: int) -> Sequence[Op]:
     """Container start: read ``fraction`` (default Slacker's 6.4 %) of the image's file
     bytes, whole files from offset 0.  Every replica reads the same files, as N copies of
     one program do: drivers that share the page cache between containers (overlay) hold

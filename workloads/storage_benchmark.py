@@ -46,6 +46,8 @@ what the first one copied up).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from simulator.errors import BadInput
@@ -110,7 +112,7 @@ def _listed_files(tree: ImageTree, path: str, where: str) -> list[tuple[str, int
             if "/" not in p[skip:] and p[skip] != "."]
 
 
-def append_each(rng: np.random.Generator, tree: ImageTree, path: str, length: int, containers: int) -> list[Op]:
+def append_each(rng: np.random.Generator, tree: ImageTree, path: str, length: int, containers: int) -> Sequence[Op]:
     """The append tests' loop over ``DIR/*``: the glob opens the directory, then one append of
     ``length`` bytes to each regular file in it (on a file-level driver, one whole-file
     copy-up each)."""
@@ -119,7 +121,7 @@ def append_each(rng: np.random.Generator, tree: ImageTree, path: str, length: in
         Op("append", p, length=length) for p, _ in files])
 
 
-def read_each(rng: np.random.Generator, tree: ImageTree, path: str, containers: int) -> list[Op]:
+def read_each(rng: np.random.Generator, tree: ImageTree, path: str, containers: int) -> Sequence[Op]:
     """The read tests' loop over ``DIR/*``, ``cat`` of each file: the glob opens the
     directory, then each regular file in it is read whole."""
     files = _listed_files(tree, path, "read-each")
@@ -135,7 +137,7 @@ def _cd(path: str) -> list[Op]:
 
 
 def tree_walk(rng: np.random.Generator, tree: ImageTree, path: str, leaf: str, action: str, length: int,
-              cwd: str, containers: int) -> list[Op]:
+              cwd: str, containers: int) -> Sequence[Op]:
     """The tree tests' bash walk (``append-to-file-tree``, ``read-file-tree``): in each
     directory, ``pushd`` into it, test for the file ``leaf``; where it is there, append
     ``length`` bytes to it or read it with ``cat``, else walk each subdirectory (``0`` and
