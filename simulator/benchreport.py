@@ -131,11 +131,13 @@ def format_results(results: list[Result]) -> str:
         e = fleet[0].extra
         lines.append(f"fleet: {e['containers']:,} containers starting up ({fleet[0].params['workload']}, "
                      f"{e['ops'] // e['containers']:,} ops each) on {fleet[0].params['image']}, peak RSS of the "
-                     f"process (RSS each container added; ops/s, CPU time):")
+                     f"process, replay and metrics (RSS each container added by its replay, and with the "
+                     f"metrics; replay ops/s, CPU time):")
         for r in fleet:
             e = r.extra
             lines.append(f"  {r.params['driver']:<13} {e['peak_rss_bytes'] / 2**20:>7,.0f} MiB  "
-                         f"({e['bytes_per_container'] / 1024:,.0f} KiB a container; {e['ops_per_second']:,} ops/s)")
+                         f"({e['bytes_per_container'] / 1024:,.0f} KiB a container, "
+                         f"{e['finished_bytes_per_container'] / 1024:,.0f} with the metrics; {e['ops_per_second']:,} ops/s)")
         peak = max(r.extra["peak_rss_bytes"] for r in fleet)
         verdict = mark(peak <= TARGET_CONTAINERS_BYTES) if e["containers"] >= 1000 else "not measured at this scale"
         lines.append(f"  worst {peak / 2**20:,.0f} MiB (target: 1,000 containers in "
