@@ -279,7 +279,7 @@ class DevicemapperMount(BaseMount):
         dev = self.fs.device
         chunks = dev.own_chunks()
         return Space(whiteouts=None, opaque_dirs=None, container_files=len(private_inodes(self.ns)),
-                     container_data_bytes=dev.written.total(),
+                     container_data_bytes=dev.written_bytes(),
                      container_alloc_bytes=chunks * chunk, image_physical_bytes=0,
                      container_physical_bytes=chunk_physical_bytes(chunks, chunk),
                      page_cache_bytes=0, cow_blocks=chunks)

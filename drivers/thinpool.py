@@ -24,7 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.ranges import RangeSet
+import numpy as np
+
+from simulator.ranges import RangeSet, merge_arrays
 from simulator.units import GiB, KiB
 
 DM_THIN_MIN_CHUNK = 64 * KiB  # thin-provisioning.rst: data_block_size >= 128 sectors
@@ -40,6 +42,8 @@ METADATA_BYTES_PER_CHUNK = 48
 # keeps the amortised cost per interval logarithmic; the floor keeps small sets from folding
 # on every batch.  A tuning figure, not a kernel one.
 PENDING_FOLD_MIN = 16384
+_NO_INTERVALS = np.empty(0, dtype=np.int64)  # shared by every device that wrote nothing yet
+_NO_INTERVALS.flags.writeable = False
 
 
 @dataclass
@@ -73,7 +77,8 @@ class ThinDevice:
     proportional to what changed.
     """
 
-    __slots__ = ("id", "chunk", "origin", "own", "mapped", "_written", "_pending_starts", "_pending_ends")
+    __slots__ = ("id", "chunk", "origin", "own", "mapped", "_written_starts", "_written_ends", "_pending_starts",
+                 "_pending_ends")
 
     def __init__(self, id: str, chunk: int, origin: ThinDevice | None = None):
         self.id = id
@@ -83,7 +88,10 @@ class ThinDevice:
         # A snapshot maps all its origin maps (create_snap shares the btree root); the origin
         # never changes after a snapshot is taken of it (image layers are read-only).
         self.mapped = origin.mapped.copy() if origin is not None else RangeSet()
-        self._written = RangeSet()
+        # The folded union as int64 arrays, 16 B an interval: a container's written ranges
+        # outlive the run (its final sync wrote ~3,200 scattered inode-table blocks in a
+        # read-startup fleet: 252 KiB as a RangeSet's lists of ints, 52 KiB here).
+        self._written_starts = self._written_ends = _NO_INTERVALS
         self._pending_starts: list[int] = []
         self._pending_ends: list[int] = []
 
@@ -92,10 +100,18 @@ class ThinDevice:
         """Every byte range written to this device (pending batches folded in first)."""
         if self._pending_starts:
             self._fold()
-        return self._written
+        return RangeSet.from_bounds(self._written_starts.tolist(), self._written_ends.tolist())
+
+    def written_bytes(self) -> int:
+        """``written.total()``, without making the set."""
+        if self._pending_starts:
+            self._fold()
+        return int((self._written_ends - self._written_starts).sum())
 
     def _fold(self) -> None:
-        self._written.add_many(self._pending_starts, self._pending_ends)
+        self._written_starts, self._written_ends = merge_arrays(
+            np.concatenate((self._written_starts, np.array(self._pending_starts, dtype=np.int64))),
+            np.concatenate((self._written_ends, np.array(self._pending_ends, dtype=np.int64))))
         self._pending_starts = []
         self._pending_ends = []
 
@@ -148,7 +164,7 @@ class ThinDevice:
         starts, ends = ranges.bounds()
         self._pending_starts.extend(starts)
         self._pending_ends.extend(ends)
-        if len(self._pending_starts) > max(len(self._written), PENDING_FOLD_MIN):
+        if len(self._pending_starts) > max(len(self._written_starts), PENDING_FOLD_MIN):
             self._fold()  # keeps the pending lists within a constant factor of the set
 
 

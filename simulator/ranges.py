@@ -64,6 +64,15 @@ class RangeSet:
         return new
 
     @staticmethod
+    def from_bounds(starts: list[int], ends: list[int]) -> RangeSet:
+        """The set whose intervals are ``[starts[i], ends[i])``, already normalised (sorted,
+        disjoint, non-adjacent: ``merge_arrays``'s result), taking the lists as they are."""
+        new = _new(RangeSet)
+        new._starts = starts
+        new._ends = ends
+        return new
+
+    @staticmethod
     def of_run(starts: list[int], ends: list[int]) -> RangeSet:
         """The union of a run of writes, ``[starts[i], ends[i])``, each non-empty, at least
         one.  A run where each write starts where the one before ended (appends, a file
@@ -261,16 +270,21 @@ _new = object.__new__
 
 
 def _merge_numpy(starts: list[int], ends: list[int]) -> tuple[list[int], list[int]]:
-    """``add_many``'s sort and merge of the intervals ``[starts[i], ends[i])`` (any order,
-    empties allowed, all below 2**63) in numpy: sorted by start, a running maximum of the
-    ends, and a new interval wherever a start lies beyond every end before it."""
-    s = np.array(starts, dtype=np.int64)
-    e = np.array(ends, dtype=np.int64)
+    """``add_many``'s sort and merge (``merge_arrays``), from lists and back to lists."""
+    s, e = merge_arrays(np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64))
+    return s.tolist(), e.tolist()
+
+
+def merge_arrays(s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised union of the intervals ``[s[i], e[i])`` (int64, any order, empties
+    allowed), as sorted start and end arrays: sorted by start, a running maximum of the
+    ends, and a new interval wherever a start lies beyond every end before it (touching
+    intervals join, as ``RangeSet.add`` joins them)."""
     nonempty = s < e
     if not nonempty.all():
         s, e = s[nonempty], e[nonempty]
-        if not len(s):
-            return [], []
+    if not len(s):
+        return s, e
     order = np.argsort(s, kind="stable")
     s, e = s[order], e[order]
     reach = np.maximum.accumulate(e)
@@ -281,7 +295,7 @@ def _merge_numpy(starts: list[int], ends: list[int]) -> tuple[list[int], list[in
     tails = np.empty_like(heads)
     tails[:-1] = heads[1:] - 1
     tails[-1] = len(s) - 1
-    return s[heads].tolist(), reach[tails].tolist()
+    return s[heads], reach[tails]
 
 
 class _EmptyRangeSet(RangeSet):

@@ -66,6 +66,7 @@ def test_written_matches_folding_every_batch(seed: int, fold_min: int, monkeypat
         copies += cost.copied_chunks
         if rng.random() < 0.1 or step == 299:
             assert dev.written == reference
+            assert dev.written_bytes() == reference.total()
     assert dev.written.total() == reference.total() > 0
     assert dev.own == plain.own and copies > 0  # some partial writes landed on shared chunks
 
