@@ -12,17 +12,18 @@ inode blocks, whose written ranges the thin device keeps.
 
 Each driver's fleet runs in a process of its own, so that its peak resident size (the
 kernel's high-water mark: image, tree, operations and every container, whatever the
-allocator did) is its alone; two run at a time, one per core.  The per-container figure is
-the RSS the run added, over the containers: RSS, not tracemalloc, because part of a
-container's state lives in C (``pyroaring`` bitmaps) where tracemalloc does not look.
+allocator did) is its alone; two run at a time, one per core.  The per-container figures
+are the RSS the replay added, and the replay with the metrics, over the containers: RSS,
+not tracemalloc, because part of a container's state lives in C (``pyroaring`` bitmaps,
+numpy arrays) where tracemalloc does not look.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import time
-from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from .bench import TARGET_CONTAINERS_BYTES, Result, Sizes, _rss
@@ -78,7 +79,7 @@ def fleet_run(driver: str, image_spec: str, workload: str, containers: int) -> d
         seconds = time.process_time() - start
         replayed = _rss()
         run.finish(CostModel())  # the metrics, as every run computes them (devicemapper's sync
-        after = _rss()  # writes each container's dirty inode blocks: 250 KiB of written ranges)
+        after = _rss()  # writes each container's dirty inode blocks: ~43 KiB of written ranges)
     return {"containers": containers, "ops": len(ops), "seconds": seconds, "ops_per_second": round(len(ops) / seconds),
             "input_rss_bytes": before, "replayed_rss_bytes": replayed, "rss_bytes": after,
             "peak_rss_bytes": max(peak_rss(), after), "bytes_per_container": round((replayed - before) / containers),
