@@ -23,7 +23,6 @@ from __future__ import annotations
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from .bench import TARGET_CONTAINERS_BYTES, Result, Sizes, _rss
@@ -31,19 +30,9 @@ from .costmodel import CostModel
 from .harness import Run
 from .imagetree import ImageTree
 from .inputs import load_image, load_workload
-from .runner import gc_paused
+from .runner import gc_paused, peak_rss_bytes
 
 FLEET_PROCESSES = 2  # one per core of the 2-core machine issue 7 names
-
-
-def peak_rss() -> int:
-    """This process's peak resident bytes: ``VmHWM``, the high-water mark of its own memory
-    map.  Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``execve``, so a
-    spawned child reported its parent's 210 MiB as its own peak (measured here)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024  # kB
-    raise OSError("no VmHWM in /proc/self/status")
 
 
 def bench_fleet(sizes: Sizes, drivers: list[str]) -> list[Result]:
@@ -82,5 +71,5 @@ def fleet_run(driver: str, image_spec: str, workload: str, containers: int) -> d
         after = _rss()  # writes each container's dirty inode blocks: ~43 KiB of written ranges)
     return {"containers": containers, "ops": len(ops), "seconds": seconds, "ops_per_second": round(len(ops) / seconds),
             "input_rss_bytes": before, "replayed_rss_bytes": replayed, "rss_bytes": after,
-            "peak_rss_bytes": max(peak_rss(), after), "bytes_per_container": round((replayed - before) / containers),
+            "peak_rss_bytes": max(peak_rss_bytes(), after), "bytes_per_container": round((replayed - before) / containers),
             "finished_bytes_per_container": round((after - before) / containers)}

@@ -2,8 +2,8 @@
 
 This is the layer that reads the clock and the process's memory (the model does neither):
 ``sim_seconds`` is the wall time of loading, replaying and accounting; ``sim_peak_rss_bytes``
-is the process's peak resident set (``ru_maxrss``, since psutil exposes no peak on Linux),
-never below the current RSS that psutil reports.
+is the process's peak resident set during the run (``peak_rss_bytes``), never below the
+current RSS that psutil reports.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import psutil
@@ -114,8 +115,28 @@ def gc_paused():
             gc.enable()
 
 
+def reset_peak_rss() -> None:
+    """Start the process's peak resident set afresh from its current size (``5`` written to
+    ``/proc/self/clear_refs``, Linux 4.0+, proc(5)), so that the next ``peak_rss_bytes`` is
+    the peak of what ran since.  Without it the peak is the largest of the process's whole
+    life: a campaign worker runs hundreds of cells, and every cell after the largest reported
+    that one's peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak then covers the process's life so far
+
+
 def peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """The process's peak resident bytes since ``reset_peak_rss`` (``VmHWM``), never below
+    its RSS now.  Not ``getrusage``'s ``ru_maxrss``: that cannot be reset, and Linux carries
+    it across ``execve`` (a spawned child reported its parent's 210 MiB as its own peak,
+    measured here).  Where ``/proc`` has no ``VmHWM``, ``ru_maxrss`` is the fallback."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))  # kB
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     return max(peak, psutil.Process().memory_info().rss)
 
 
@@ -123,6 +144,7 @@ def run_cell(cell: Cell, cost: CostModel | None = None, reuse_inputs: bool = Fal
     """Simulate one cell; the record ``layerbench run --json`` prints.  ``est_seconds`` uses
     ``cost``, by default the shipped calibration's parameters for the cell's driver.
     ``reuse_inputs``: see ``prepare`` (``sim_seconds`` then counts no input it reused)."""
+    reset_peak_rss()
     start = time.perf_counter()
     if cost is None:
         from .calibration import cost_for
