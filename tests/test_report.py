@@ -12,7 +12,7 @@ import pytest
 from matplotlib.ticker import Formatter
 
 from simulator import load_results, run_campaign
-from simulator.report import driver_ranks, plot_sweep, swept_axes
+from simulator.report import driver_ranks, plot_bars, plot_sweep, swept_axes
 from simulator.report.charts import BytesFormatter, axis_label
 
 CAMPAIGN = """
@@ -69,6 +69,51 @@ def test_sweep_axis_is_log_scaled_with_byte_labels_when_values_span_decades(camp
     assert len(labels) >= 4 and all(re.fullmatch(r"\d+ (B|KiB|MiB|GiB)", t) for t in labels), labels
     assert any(t.endswith("KiB") for t in labels) and any(t.endswith("MiB") for t in labels)
     assert axis_label("est_seconds") == "seconds" and axis_label("image.layers") == "image layers"
+
+
+def _zeros_where(df):
+    """page_cache_bytes of ``df`` made 0 for every demo cell and for vfs's random cells, and
+    4 or 8 KiB for overlay's random cells (by seed)."""
+    df = df.copy()
+    df.loc[df["workload"] == "demo", "page_cache_bytes"] = 0
+    random = df["workload"] == "random"
+    df.loc[random & (df["driver"] == "vfs"), "page_cache_bytes"] = 0
+    df.loc[random & (df["driver"] == "overlay"), "page_cache_bytes"] = 4096 * (1 + df["seed"])
+    return df
+
+
+def test_sweep_names_its_zeros_and_draws_no_panel_of_zeros_only(campaign_dir):
+    df = _zeros_where(load_results(campaign_dir))
+    fig = plot_sweep(df, "containers", "page_cache_bytes")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 2  # two images x random; both demo panels are zeros only
+    assert all(ax.get_title(loc="left").endswith("\n0 on vfs") for ax in panels)
+    legend = [t.get_text() for t in panels[-1].get_legend().get_texts()]
+    assert legend == ["overlay", "vfs"]  # the drivers, not one panel's "(all 0)"
+    notes = [t.get_text() for t in fig.texts if t.get_text().startswith("0 on every driver")]
+    assert len(notes) == 1 and notes[0].replace("\n", " ").count(", demo") == 2
+    for ax in panels:  # overlay's 4 and 8 KiB alone: a linear axis with its ticks, not one log tick
+        assert ax.get_yscale() == "linear"
+
+
+def test_a_swept_image_parameter_is_the_x_axis_not_one_panel_per_value(campaign_dir):
+    df = load_results(campaign_dir)
+    assert sorted(df["image"].astype(str).unique()) == ["random[layers=2]", "random[layers=5]"]
+    fig = plot_sweep(df, "image.layers", "lookup_depth_mean")
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title(loc="left").split("\n")[0] for ax in panels] == ["random", "demo"]  # one per workload
+    for ax in panels:  # overlay's line and vfs's (an errorbar container each), over both layer counts
+        assert [sorted(c.lines[0].get_xdata()) for c in ax.containers] == [[2, 5], [2, 5]]
+
+
+def test_bars_mark_each_zero(campaign_dir):
+    df = _zeros_where(load_results(campaign_dir))
+    fig = plot_bars(df, "page_cache_bytes")
+    means = df.groupby(["image", "containers", "workload", "driver"])["page_cache_bytes"].mean()
+    zeros = means[means == 0].groupby(["image", "containers"]).size()
+    marks = [sum(1 for t in ax.texts if t.get_text() == "0") for ax in fig.axes if ax.get_visible()]
+    # facets by image and container count: 2 x 2, each with demo on both drivers and random on vfs
+    assert marks == [3, 3, 3, 3] and zeros.tolist() == [3, 3, 3, 3]
 
 
 def test_linear_byte_ticks_use_one_binary_unit():

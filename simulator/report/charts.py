@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from matplotlib.ticker import Formatter, FuncFormatter, LogLocator, MaxNLocator,
 from ..units import format_bytes  # noqa: E402
 
 LOG_SPAN = 100.0  # max/min of the positive values shown at which an axis turns logarithmic
+PANEL_LOG_SPAN = 4.0  # ... and of a sweep panel's own: two doublings, so a log axis has two ticks
 MAX_PANELS = 6  # facets per figure; more would be unreadable at report width
 SWEEP_COLUMNS = 5  # panels per row in a sweep chart: wider stops being readable
 BAR_METRICS = ("physical_bytes", "container_physical_bytes", "copyup_bytes", "device_write_bytes",
@@ -38,6 +40,7 @@ SWEEP_METRICS = {  # which metrics a swept axis is about (matched on the axis na
     "containers": ("physical_bytes", "page_cache_bytes"),
     "size": ("copyup_bytes", "device_write_bytes", "est_seconds"),
 }
+NO_RATIO = {"write_amplification": "; no bar where the workload wrote nothing (the ratio is null: metrics.ratio)"}
 SWEEP_DEFAULT = ("physical_bytes", "est_seconds")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # big to small, so overlapping lines stay visible
 LINESTYLES = ("-", "--", "-.", ":")
@@ -119,11 +122,18 @@ def _seconds(v: float, _pos: Any = None) -> str:
     return f"{v * 1e6:.3g} µs" if v < 1e-3 else f"{v * 1e3:.3g} ms" if v < 1 else f"{v:.3g} s"
 
 
-def format_axis(ax: Any, which: str, column: str, values: np.ndarray) -> None:
-    """Units, human-readable ticks, and a log scale where the values span decades."""
-    axis = ax.xaxis if which == "x" else ax.yaxis
+def _span(values: np.ndarray) -> float:
+    """Largest over smallest of the positive values (1 where fewer than two)."""
     positive = values[np.isfinite(values) & (values > 0)]
-    log = positive.size > 1 and positive.max() / positive.min() >= LOG_SPAN
+    return float(positive.max() / positive.min()) if positive.size > 1 else 1.0
+
+
+def format_axis(ax: Any, which: str, column: str, values: np.ndarray, panel: np.ndarray | None = None) -> None:
+    """Units, human-readable ticks, and a log scale where the values span decades.  ``panel``:
+    this panel's own values, where panels scale apart: it stays linear unless they span
+    ``PANEL_LOG_SPAN`` too (one value and zeros on a log axis showed a single tick)."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    log = _span(values) >= LOG_SPAN and (panel is None or _span(panel) >= PANEL_LOG_SPAN)
     if log and which == "y" and not any(v > 0 for line in ax.get_lines()
                                         for v in np.asarray(line.get_ydata(), float).ravel()) \
             and not any(p.get_height() > 0 for p in ax.patches):
@@ -192,6 +202,9 @@ def plot_bars(df: pd.DataFrame, metric: str) -> Figure:
             err = np.where(s["count"].fillna(0) > 1, s["std"], np.nan)
             ax.bar(x, s["mean"], bar_w, yerr=err, capsize=2, label=driver, color=colors(i % 10),
                    error_kw={"elinewidth": 0.8})
+            for at in x[(s["mean"] == 0).to_numpy()]:  # a bar of height 0 (none on a log axis): say so
+                ax.annotate("0", (at, 0), xycoords=("data", "axes fraction"), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=7, color=colors(i % 10))
         ax.set_xticks(np.arange(len(workloads)), workloads, rotation=25, ha="right")
         ax.set_ylabel(axis_label(metric))
         ax.set_title(title, fontsize=10, loc="left")
@@ -225,42 +238,73 @@ def sweep_metrics(axis: str) -> tuple[str, ...]:
     return SWEEP_DEFAULT
 
 
+def _without(label: str, param: str) -> str:
+    """A campaign's image or workload label without one parameter: ``deep[layers=4,size=4096]``
+    less ``size`` is ``deep[layers=4]`` (``campaign.spec``'s labels name the swept values)."""
+    name, bracket, inner = label.partition("[")
+    if not bracket or not inner.endswith("]"):
+        return label
+    kept = [kv for kv in re.split(r",(?=[\w.-]+=)", inner[:-1]) if kv.partition("=")[0] != param]
+    return f"{name}[{','.join(kept)}]" if kept else name
+
+
 def plot_sweep(df: pd.DataFrame, axis: str, metric: str) -> Figure:
-    """``metric`` against the swept ``axis``, one line per driver (mean ± std over seeds)."""
-    # Never average over an axis the chart does not show: one panel per image and workload.
-    facet_by = ["image"] if axis.startswith("workload.") else ["image", "workload"]
+    """``metric`` against the swept ``axis``, one line per driver (mean ± std over seeds).
+
+    Zeros are said, not left for the eye to miss: a panel names the drivers at 0 throughout
+    (on a log axis their lines cannot be drawn), and a panel where every driver is at 0 is
+    not drawn but listed under the figure (an axis of nothing but zeros has no scale to
+    show: it read "0.02 B")."""
+    # Never average over an axis the chart does not show: one panel per image and workload,
+    # each named without the swept parameter (its values are the x axis, not panels).
     part_df = df[df[axis].notna()]
-    facets = _facets(part_df, facet_by, limit=None)  # a grid of small panels: show them all
-    ncols = min(len(facets), SWEEP_COLUMNS)
-    nrows = -(-len(facets) // ncols)
-    fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 1.5, 3.6 * nrows), squeeze=False)
-    for ax in grid.flat[len(facets):]:
-        ax.set_visible(False)
-    axes = grid.reshape(1, -1)
-    colors = plt.get_cmap("tab10")
+    kind, _, param = axis.partition(".")
+    if kind in ("image", "workload") and param:
+        part_df = part_df.assign(**{kind: part_df[kind].astype(str).map(lambda label: _without(label, param))})
+    facet_by = ["image", "workload"]
     drivers = list(dict.fromkeys(part_df["driver"].astype(str)))
+    panels = [(title, _stats(part.assign(driver=part["driver"].astype(str)), ["driver", axis], metric))
+              for title, part in _facets(part_df, facet_by, limit=None)]  # a grid of small panels: show them all
+    shown = [(title, stats) for title, stats in panels if (stats["mean"].fillna(0) != 0).any()] or panels
+    blank = [title for title, _ in panels if all(title != t for t, _ in shown)]
+    nrows = -(-len(shown) // SWEEP_COLUMNS)
+    ncols = -(-len(shown) // nrows)  # rows as full as each other: 6 panels are 2 rows of 3, not 5 and 1
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 1.5, 3.6 * nrows + 0.3 * bool(blank)), squeeze=False)
+    for ax in grid.flat[len(shown):]:
+        ax.set_visible(False)
+    colors = plt.get_cmap("tab10")
     x_all = pd.to_numeric(part_df[axis]).astype(float).to_numpy()
     y_all = pd.to_numeric(part_df[metric], errors="coerce").astype(float).to_numpy()
-    for ax, (title, part) in zip(axes[0], facets):
-        stats = _stats(part.assign(driver=part["driver"].astype(str)), ["driver", axis], metric)
+    handles: dict[str, Any] = {}
+    for ax, (title, stats) in zip(grid.flat, shown):
+        at_zero = []
         for i, driver in enumerate(drivers):
             s = stats[stats["driver"] == driver].sort_values(axis)
             if s["mean"].notna().any():
-                zero = bool((s["mean"].fillna(0) == 0).all())  # invisible on a log axis: say so
-                ax.errorbar(s[axis].astype(float), s["mean"], yerr=np.where(s["count"] > 1, s["std"], np.nan),
-                            marker=MARKERS[i % len(MARKERS)], ms=max(3.0, 9.0 - 1.2 * i), capsize=2,
-                            linestyle=LINESTYLES[i % len(LINESTYLES)], label=driver + (" (all 0)" if zero else ""),
-                            color=colors(i % 10), alpha=0.9)
+                if (s["mean"].fillna(0) == 0).all():
+                    at_zero.append(driver)
+                handles.setdefault(driver, ax.errorbar(
+                    s[axis].astype(float), s["mean"], yerr=np.where(s["count"] > 1, s["std"], np.nan),
+                    marker=MARKERS[i % len(MARKERS)], ms=max(3.0, 9.0 - 1.2 * i), capsize=2,
+                    linestyle=LINESTYLES[i % len(LINESTYLES)], label=driver, color=colors(i % 10), alpha=0.9))
         ax.set_xlabel(axis_label(axis))
         ax.set_ylabel(axis_label(metric))
-        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_title(title + (f"\n0 on {', '.join(at_zero)}" if at_zero else ""), fontsize=10, loc="left")
         ax.grid(alpha=0.3)
         format_axis(ax, "x", axis, x_all)
-        format_axis(ax, "y", metric, y_all)
-    grid[0, -1].legend(title="driver", fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        format_axis(ax, "y", metric, y_all, stats["mean"].to_numpy(dtype=float))
+    ordered = [d for d in drivers if d in handles]
+    grid[0, -1].legend([handles[d] for d in ordered], ordered, title="driver", fontsize=8, loc="upper left",
+                       bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{TITLES.get(metric, metric)} vs {axis_label(axis).split(' (')[0]}", x=0.01, ha="left",
                  fontweight="bold")
-    fig.tight_layout()
+    bottom = 0.0
+    if blank:
+        note = textwrap.fill("0 on every driver (not drawn): " + "; ".join(blank), width=int(fig.get_figwidth() * 15))
+        text = fig.text(0.01, 0.01, note, fontsize=9, color="0.3", va="bottom")
+        bottom = (0.25 + 0.16 * note.count("\n")) / fig.get_figheight()
+        text.set_y(0.05 / fig.get_figheight())
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
@@ -319,7 +363,9 @@ def write_charts(df: pd.DataFrame, charts_dir: Path) -> list[Chart]:
         if _useful(df, metric):
             path = charts_dir / f"bars-{metric}.png"
             _save(plot_bars(df, metric), path)
-            out.append(Chart(path, TITLES.get(metric, metric), f"{axis_label(metric)} per workload; {spread}."))
+            undefined = NO_RATIO.get(metric, "")
+            out.append(Chart(path, TITLES.get(metric, metric), f"{axis_label(metric)} per workload; {spread}; a 0 in "
+                             f"a bar's place marks a value of 0{undefined}."))
     for axis in swept_axes(df):
         for metric in sweep_metrics(axis):
             if _useful(df, metric):
