@@ -301,9 +301,8 @@ def plot_sweep(df: pd.DataFrame, axis: str, metric: str) -> Figure:
     bottom = 0.0
     if blank:
         note = textwrap.fill("0 on every driver (not drawn): " + "; ".join(blank), width=int(fig.get_figwidth() * 15))
-        text = fig.text(0.01, 0.01, note, fontsize=9, color="0.3", va="bottom")
-        bottom = (0.25 + 0.16 * note.count("\n")) / fig.get_figheight()
-        text.set_y(0.05 / fig.get_figheight())
+        fig.text(0.01, 0.05 / fig.get_figheight(), note, fontsize=9, color="0.3", va="bottom")
+        bottom = (0.25 + 0.16 * note.count("\n")) / fig.get_figheight()  # inches of 9-point lines
     fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
