@@ -156,6 +156,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(records[0] if len(records) == 1 else records, indent=1))
     else:
         print(format_side_by_side(records))
+        from .calibration import load_calibration, uncalibrated_note
+
+        note = uncalibrated_note([r["driver"] for r in records if "est_seconds" in r["metrics"]],
+                                 load_calibration(args.calibration))
+        if note:
+            print(f"\n{note}")
     return 0
 
 

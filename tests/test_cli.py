@@ -62,6 +62,10 @@ def test_run_prints_drivers_side_by_side():
     header = next(line for line in p.stdout.splitlines() if line.startswith("metric"))
     assert header.split() == ["metric", "overlay", "vfs"]
     assert "copyup_bytes" in p.stdout and "MiB" in p.stdout
+    # vfs has no section in the shipped calibration: the table says its est_seconds was not fitted
+    assert p.stdout.splitlines()[-1].startswith("est_seconds of vfs: the cost model's default parameters, not fitted")
+    alone = layerbench("run", "--driver", "overlay", "--driver", "btrfs", "--image", "demo", "--workload", "demo")
+    assert alone.returncode == 0 and "not fitted" not in alone.stdout  # both calibrated
 
 
 def test_view_prints_the_tree(tmp_path):

@@ -116,6 +116,14 @@ def test_bars_mark_each_zero(campaign_dir):
     assert marks == [3, 3, 3, 3] and zeros.tolist() == [3, 3, 3, 3]
 
 
+def test_est_seconds_charts_say_which_drivers_were_not_calibrated(campaign_dir):
+    captions = re.findall(r'src="charts/([^"]+)".*?<figcaption>([^<]*)', (campaign_dir / "report.html").read_text(),
+                          flags=re.S)
+    notes = {name: caption for name, caption in captions if "not fitted" in caption}
+    assert set(notes) == {"bars-est_seconds.png", "rank-est_seconds.png", "sweep-image-layers-est_seconds.png"}
+    assert all("est_seconds of vfs: the cost model" in caption for caption in notes.values())  # overlay is fitted
+
+
 def test_linear_byte_ticks_use_one_binary_unit():
     class Axis:
         def get_scale(self):

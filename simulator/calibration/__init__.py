@@ -98,6 +98,21 @@ def cost_for(driver: str, calibration: Calibration | None = None) -> CostModel:
     return (calibration or default_calibration()).for_driver(driver)
 
 
+def uncalibrated_note(drivers: list[str], calibration: Calibration | None = None) -> str:
+    """One line saying which of ``drivers`` get ``est_seconds`` from the cost model's defaults,
+    with no section of their own in the calibration (the shipped one if None), or "" when
+    none does.  Their defaults are partly measured, partly *uncalibrated* constants
+    (``simulator.costmodel``): a reader comparing ``est_seconds`` across drivers needs to
+    know which figures were fitted against a real store and which were not."""
+    calibration = calibration or default_calibration()
+    missing = [d for d in dict.fromkeys(drivers) if d not in calibration.drivers]
+    if not missing:
+        return ""
+    fitted = ", ".join(calibration.drivers) or "none"
+    return (f"est_seconds of {', '.join(missing)}: the cost model's default parameters, not fitted "
+            f"against a real store ({calibration.source} fits {fitted})")
+
+
 def write_calibration(path: str | Path, calibration: Calibration, extra: Mapping[str, Any]) -> Path:
     """Write atomically; ``extra`` carries the provenance (``machine``) and ``fit`` report."""
     path = Path(path)

@@ -343,6 +343,10 @@ def _useful(df: pd.DataFrame, metric: str) -> bool:
     return bool(len(values)) and bool((values != 0).any())
 
 
+def _sentence(note: str | None) -> str:
+    return f" Note: {note}." if note else ""
+
+
 def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -358,24 +362,28 @@ def write_charts(df: pd.DataFrame, charts_dir: Path) -> list[Chart]:
         return out
     seeds = df["seed"].nunique() if "seed" in df.columns else 1
     spread = f"mean of {seeds} seeds, error bars: standard deviation" if seeds > 1 else "one seed"
+    from ..calibration import uncalibrated_note  # campaigns price est_seconds with the shipped calibration
+
+    notes = {"est_seconds": uncalibrated_note(list(dict.fromkeys(df["driver"].astype(str))))}
     for metric in BAR_METRICS:
         if _useful(df, metric):
             path = charts_dir / f"bars-{metric}.png"
             _save(plot_bars(df, metric), path)
             undefined = NO_RATIO.get(metric, "")
             out.append(Chart(path, TITLES.get(metric, metric), f"{axis_label(metric)} per workload; {spread}; a 0 in "
-                             f"a bar's place marks a value of 0{undefined}."))
+                             f"a bar's place marks a value of 0{undefined}." + _sentence(notes.get(metric))))
     for axis in swept_axes(df):
         for metric in sweep_metrics(axis):
             if _useful(df, metric):
                 path = charts_dir / f"sweep-{axis.replace('.', '-')}-{metric}.png"
                 _save(plot_sweep(df, axis, metric), path)
-                out.append(Chart(path, f"{TITLES.get(metric, metric)} vs {axis}", f"{spread}."))
+                out.append(Chart(path, f"{TITLES.get(metric, metric)} vs {axis}", f"{spread}." + _sentence(notes.get(metric))))
     if df["driver"].nunique() > 1:
         for metric in RANK_METRICS:
             if _useful(df, metric):
                 path = charts_dir / f"rank-{metric}.png"
                 _save(plot_rank_heatmap(df, metric), path)
                 out.append(Chart(path, f"Driver rank by {metric}", "Rank of the mean over seeds within each "
-                                 "workload, image and container count (1 = least), averaged over images and counts."))
+                                 "workload, image and container count (1 = least), averaged over images and counts."
+                                 + _sentence(notes.get(metric))))
     return out
