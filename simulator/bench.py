@@ -54,7 +54,8 @@ from .trace import dump_trace
 TARGET_OPS_PER_SECOND = 2_000_000  # built-in workloads, per core, 100k files / 32 layers
 TARGET_TRACE_OPS_PER_SECOND = 500_000  # JSONL trace, parsing included
 TARGET_DEPTH_RATIO = 1.2  # time per op at 128 layers over 1 layer
-TARGET_BYTES_PER_FILE = 200  # RAM per file entry of a 1,000,000-file image
+TARGET_BYTES_PER_FILE = 200  # RAM per file entry of a TARGET_MEMORY_FILES-file image
+TARGET_MEMORY_FILES = 1_000_000
 TARGET_CONTAINERS_BYTES = 1 << 30  # 1,000 containers on a 100,000-file image
 TARGET_REAL_RATIO, TARGET_REAL_COPYUP_RATIO = 100, 1000
 TARGET_CAMPAIGN_SECONDS = 60  # the default campaign, on 2 cores (--jobs 2), charts not included
@@ -91,7 +92,7 @@ FULL = Sizes(
     image="synthetic:layers=32,files=100000",
     workloads=("append-log:appends=100000", "overwrite-random:writes=100000", "read-startup",
                "import-scan:modules=20000,path_dirs=12", "small-files:files=50000", "mixed:scale=4"),
-    memory_files=1_000_000, containers=1000, container_image="synthetic:layers=32,files=100000",
+    memory_files=TARGET_MEMORY_FILES, containers=1000, container_image="synthetic:layers=32,files=100000",
     fleet_containers=1000, fleet_workload="read-startup",
     depth_files=20_000, depth_workloads=("import-scan:modules=5000,path_dirs=12", "read-startup:fraction=0.2",
                                          "append-log:appends=20000", "small-files:files=5000"),
@@ -236,7 +237,7 @@ def bench_image_memory(sizes: Sizes) -> Result:
         walked = _rss()
     files = tree.stats.links
     r = Result("memory", "bytes-per-file-entry", {"image": spec}, [seconds])
-    r.extra.update(files=files, image_bytes=built_image - before, tree_bytes=after - built_image,
+    r.extra.update(files=files, image_files=sizes.memory_files, image_bytes=built_image - before, tree_bytes=after - built_image,
                    bytes_per_file=round((after - before) / files),
                    tree_bytes_per_file=round((after - built_image) / files),
                    workloads_bytes_per_file=round((loaded - before) / files),

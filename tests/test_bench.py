@@ -64,6 +64,10 @@ def test_bench_text_names_each_target(capsys) -> None:
                    "fleet:", "containers starting up",
                    "--jobs 2 over --jobs 1"):
         assert phrase in text
+    # --quick builds a 100,000-file image: the 1,000,000-file target is not judged on it
+    memory = next(line for line in text.splitlines() if line.startswith("bytes per file entry"))
+    assert memory.startswith("bytes per file entry of a 100,000-file image:")
+    assert memory.endswith("(target <= 200 at 1,000,000 files: not measured at this scale)")
 
 
 def test_bench_unknown_driver_exits_2(capsys) -> None:
