@@ -8,6 +8,7 @@ issue asks for is there, of the right kind, and that the document has the fields
 from __future__ import annotations
 
 import json
+import re
 
 from simulator.cli import main
 
@@ -57,17 +58,32 @@ def test_bench_quick_json(capsys, tmp_path) -> None:
         assert b["extra_info"]["ops_per_second"] == round(b["extra_info"]["ops"] / b["stats"]["min"])
 
 
-def test_bench_text_names_each_target(capsys) -> None:
-    assert main(["bench", "--quick", "--driver", "overlay"]) == 0
-    text = capsys.readouterr().out
+def test_bench_text_names_each_target_and_judges_only_figures_at_its_scale(monkeypatch) -> None:
+    from simulator import benchreport
+    from simulator.bench import QUICK, run_bench
+    from simulator.benchwall import CAMPAIGN_QUICK
+
+    results = run_bench(quick=True, drivers=["overlay"])
+    text = benchreport.format_results(results)
     for phrase in ("ops/s", "trace parse+replay", "depth ratio", "bytes per file entry", "containers",
                    "fleet:", "containers starting up",
                    "--jobs 2 over --jobs 1"):
         assert phrase in text
-    # --quick builds a 100,000-file image: the 1,000,000-file target is not judged on it
+    # --quick is a tenth of each target's scale: its figures are shown, not judged; the depth
+    # ratio, a ratio of two images it builds alike, is
     memory = next(line for line in text.splitlines() if line.startswith("bytes per file entry"))
     assert memory.startswith("bytes per file entry of a 100,000-file image:")
     assert memory.endswith("(target <= 200 at 1,000,000 files: not measured at this scale)")
+    verdicts = re.findall(r": (met|NOT met|not measured at this scale)\)", text)
+    assert len(verdicts) == 7 and verdicts.count("not measured at this scale") == 6, verdicts
+    depth = next(line for line in text.splitlines() if line.startswith("depth ratio"))
+    assert depth.endswith(": met)") or depth.endswith(": NOT met)")
+    # the same figures, were --quick's sizes the targets' own, are judged, each of them
+    monkeypatch.setattr(benchreport, "FULL", QUICK)
+    monkeypatch.setattr(benchreport, "CAMPAIGN_FULL", CAMPAIGN_QUICK["name"])
+    monkeypatch.setattr(benchreport, "TARGET_MEMORY_FILES", QUICK.memory_files)
+    judged = re.findall(r": (met|NOT met|not measured at this scale)\)", benchreport.format_results(results))
+    assert len(judged) == 7 and "not measured at this scale" not in judged, judged
 
 
 def test_bench_unknown_driver_exits_2(capsys) -> None:
