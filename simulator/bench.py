@@ -237,7 +237,8 @@ def bench_image_memory(sizes: Sizes) -> Result:
         walked = _rss()
     files = tree.stats.links
     r = Result("memory", "bytes-per-file-entry", {"image": spec}, [seconds])
-    r.extra.update(files=files, image_files=sizes.memory_files, image_bytes=built_image - before, tree_bytes=after - built_image,
+    r.extra.update(files=files, image_files=sizes.memory_files, image_bytes=built_image - before,
+                   tree_bytes=after - built_image,
                    bytes_per_file=round((after - before) / files),
                    tree_bytes_per_file=round((after - built_image) / files),
                    workloads_bytes_per_file=round((loaded - before) / files),

@@ -24,7 +24,8 @@ def _touch_and_free(size: int) -> None:
     del block
 
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="no /proc/self/clear_refs (not Linux)")
+pytestmark = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(),
+                                reason="no /proc/self/clear_refs (not Linux)")
 
 
 def test_the_peak_counts_what_ran_since_the_reset():
@@ -39,5 +40,6 @@ def test_a_cell_does_not_report_an_earlier_peak_of_its_process():
     _touch_and_free(BIG)
     assert peak_rss_bytes() >= psutil.Process().memory_info().rss + BIG // 2  # the process's peak so far
     rss = psutil.Process().memory_info().rss
-    peak = run_cell(Cell("overlay", "synthetic:layers=2,files=50", "append-log:appends=10"))["metrics"]["sim_peak_rss_bytes"]
+    cell = Cell("overlay", "synthetic:layers=2,files=50", "append-log:appends=10")
+    peak = run_cell(cell)["metrics"]["sim_peak_rss_bytes"]
     assert rss // 2 < peak < rss + BIG // 2

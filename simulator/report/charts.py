@@ -377,7 +377,8 @@ def write_charts(df: pd.DataFrame, charts_dir: Path) -> list[Chart]:
             if _useful(df, metric):
                 path = charts_dir / f"sweep-{axis.replace('.', '-')}-{metric}.png"
                 _save(plot_sweep(df, axis, metric), path)
-                out.append(Chart(path, f"{TITLES.get(metric, metric)} vs {axis}", f"{spread}." + _sentence(notes.get(metric))))
+                out.append(Chart(path, f"{TITLES.get(metric, metric)} vs {axis}",
+                                 f"{spread}." + _sentence(notes.get(metric))))
     if df["driver"].nunique() > 1:
         for metric in RANK_METRICS:
             if _useful(df, metric):
