@@ -10,11 +10,12 @@ tmpfs (``/dev/shm``) when memory allows, else on the host fs::
                           full snapshots, not overlay form)
         C0 .. C<n-1>      container i: a snapshot of the top layer; its ops replayed there
 
-Measuring (each pitfall measured on kernel 6.18 here): ``sync`` first, since qgroups change
-only at transaction commit; then ``btrfs filesystem du --raw -s C<i>`` gives the exclusive
-*data* bytes (referenced part of unshared extents, at sector granularity; inline files are
-0) and ``btrfs qgroup show -re --raw`` the exclusive data extents (whole, bookends
-included) plus metadata tree blocks (node size, counted once although DUP).
+Measuring (each pitfall measured on kernel 6.18 here): ``syncfs`` of the btrfs mount first
+(``scratch.sync_fs``), since qgroups change only at transaction commit; then ``btrfs
+filesystem du --raw -s C<i>`` gives the exclusive *data* bytes (referenced part of unshared
+extents, at sector granularity; inline files are 0) and ``btrfs qgroup show -re --raw``
+the exclusive data extents (whole, bookends included) plus metadata tree blocks (node size,
+counted once although DUP).
 
 Why tmpfs under the loop file (measured here, kernel 6.18, a 2-core VM other sessions
 share): on the host's ext4 (``/tmp``, a virtio disk) every btrfs flush (fsync, commit)
@@ -48,7 +49,7 @@ from simulator.trace import Op
 
 from .requirements import require_root, require_filesystems, require_tools
 from .replay import ReplayResult, bytes_to_write, create_filled, replay
-from .scratch import SCRATCH_ENV, ScratchDir, guard_signals
+from .scratch import SCRATCH_ENV, ScratchDir, guard_signals, sync_fs
 
 MIN_LOOP_BYTES = 1 << 30  # sparse: mkfs.btrfs wants room for DUP metadata chunks
 SETTLE_TRIES = 20  # sync + re-read qgroups until two reads agree, at most this often
@@ -216,11 +217,11 @@ class BtrfsSession:
         not always enough (measured here): a file unlinked while the writeback that a
         flush-on-close started was in flight is freed by a delayed iput, in the *next*
         transaction, so its extent showed in the qgroup until a second sync."""
-        os.sync()
+        sync_fs(self.mnt)
         last = self._qgroups()
         for _ in range(SETTLE_TRIES):
             time.sleep(SETTLE_SECONDS)
-            os.sync()
+            sync_fs(self.mnt)
             now = self._qgroups()
             if now == last:
                 break
@@ -252,7 +253,7 @@ def btrfs_session(image: Image, options: dict[str, Any], extra_bytes: int = 0) -
             # so without this the first container's start wrote the whole top layer's data
             # (45-70 ms instead of 6-10 ms on a 16 MB image) and real_seconds priced laying
             # the image, which est_seconds does not and an image pulled long ago never costs.
-            os.sync()
+            sync_fs(session.mnt)
             yield session
         finally:
             session.close()

@@ -17,7 +17,8 @@ data blocks of 4 KiB (``chunk_size=4096``, the model's reference granularity)::
             C0 .. C<n-1>.img  container i: reflink copy of the top layer; its ops replayed
         g/                where a guest image is mounted (one at a time)
 
-Measuring: after ``umount`` + ``losetup -d`` + ``sync``, the FS_IOC_FIEMAP ioctl (with
+Measuring: after ``umount`` + ``losetup -d`` + ``syncfs`` of the host fs (``scratch.sync_fs``:
+not sync(2), which also flushes other runs' guests early), the FS_IOC_FIEMAP ioctl (with
 FIEMAP_FLAG_SYNC) gives every image's (logical, physical, length) extents.  A container's
 *new* bytes are the parts of its map whose physical blocks are not in its origin's map
 (REAL_KERNEL's ``new_vs_base``, plain interval arithmetic; it needs no SHARED flag and
@@ -63,7 +64,7 @@ from simulator.trace import Op
 from .requirements import require_root, require_filesystems, require_tools
 from .btrfs import apply_layer
 from .replay import ReplayResult, bytes_to_write, replay
-from .scratch import ScratchDir, guard_signals
+from .scratch import ScratchDir, guard_signals, sync_fs
 
 TOOLS = ("mkfs.xfs", "mkfs.ext4", "losetup", "mount", "umount", "cp")
 HOST_SLACK = 512 << 20  # host xfs room beyond the guest data (xfs log, AG headers)
@@ -179,7 +180,7 @@ class ThinSession:
                  "-b", "4096", base)
         else:
             _run("mkfs.xfs", "-q", "-f", "-K", base)  # -K: no discard, as Docker's -E nodiscard
-        os.sync()
+        sync_fs(self.host)
         self.top = base
         return base
 
@@ -191,7 +192,7 @@ class ThinSession:
     @contextmanager
     def mounted(self, img: str) -> Iterator[tuple[str, str]]:
         """``img`` loop-mounted on the guest mount point: (mount point, loop device).  On the
-        way out: umount, detach, sync (REAL_KERNEL 4a: before FIEMAP)."""
+        way out: umount, detach, sync of the host fs (REAL_KERNEL 4a: before FIEMAP)."""
         dev = self._attach(img)
         try:
             self._mount(dev, self.guest, str(self.options["fs"]))
@@ -201,7 +202,7 @@ class ThinSession:
                 self.scratch.release_mount(self.guest)
         finally:
             self.scratch.release_loop(img)
-            os.sync()
+            sync_fs(self.host)
 
     def lay_image(self, image: Image) -> list[str]:
         images = [self.mkfs()]
@@ -269,7 +270,7 @@ def measure_thin(image: Image, ops: list[Op], containers: int, options: dict[str
                 seconds += result.seconds
                 if views is not None:
                     views[c] = tree_view(root)
-                os.sync()
+                sync_fs(root)
             device_writes += _loop_write_bytes(dev) - before
             totals.add_counts(result)
             new = new_vs_origin(fiemap(img), image_phys)
