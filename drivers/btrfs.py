@@ -54,7 +54,8 @@ Each finding below was measured on kernel 6.18 here (btrfs-progs 6.2, 4 KiB sect
   files were made by all four layers.  Rewriting an inode item (data, chmod, the relatime
   update of a first read) CoWs its leaf; making a directory private because something
   below it changed does not.  Items added to existing objects stay in their leaves (8 logs
-  appended 25 x 512 B each CoW'd 1-2 leaves + the root); new objects go to the last leaf;
+  appended 25 x 512 B each CoW'd 1-2 leaves + the root); new objects go to the last leaf,
+  and so does the orphan item of an inode whose last name goes (btrfs_orphan_add);
   a leaf left under a third full pushes its items into its neighbours as it happens
   (``btrfs_del_items``).  btrfs does not lay an image into the same leaves twice (9 or 10
   leaves for one image, run to run), so the model predicts a mean and ``validate``

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from drivers import make_driver
-from helpers import f, image, ops
+from helpers import d, f, image, ops
 from simulator.costmodel import CostModel
 from simulator.errors import BackendUnavailable
 from simulator.harness import Run
@@ -78,6 +78,37 @@ def test_larger_random_cases_match_too(seed):
     img = random_image(rng, layers=4, entries=25)
     paths = [p for p, _ in ImageTree.build(img).walk()]
     compare(img, random_trace(rng, paths, ops=150, containers=3), 3)
+
+
+NODE = 16384  # mkfs.btrfs's default nodesize
+# One directory of 300 files: ten leaves, so the fs tree's last leaf holds none of the items
+# the operations below touch.  Removing an inode's last name adds an ORPHAN_ITEM under
+# objectid -5 (after every inode: the last leaf) until the inode is evicted, so that leaf is
+# the snapshot's too (dump-tree: the last leaf's owner is the container's subvolume).
+ORPHAN_IMAGE = [d("/a"), d("/a/e")] + [f(f"/a/f{i:03}", 5000) for i in range(300)]
+ORPHAN_CASES = {  # trace, nodes the container owns (kernel 6.18, five runs each: always these)
+    "unlink": ([{"op": "unlink", "path": "/a/f000"}], 5),
+    "rmdir": ([{"op": "rmdir", "path": "/a/e"}], 5),
+    "rename-over": ([{"op": "rename", "src": "/a/f001", "dst": "/a/f000"}], 5),
+    # another name is left: no orphan item, one node fewer than the unlink alone
+    "unlink-one-of-two-names": ([{"op": "link", "src": "/a/f000", "dst": "/a/f000b"},
+                                 {"op": "unlink", "path": "/a/f000"}], 4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORPHAN_CASES))
+def test_removing_an_inodes_last_name_cows_the_last_leaf(name):
+    raw, nodes = ORPHAN_CASES[name]
+    img, trace = image(ORPHAN_IMAGE), ops(*raw)
+    r = Run(make_driver("btrfs"), img, 1)
+    for op in trace:
+        r.apply(op)
+    r.finish(CostModel())
+    assert r.mounts[0].usage()["qgroup_exclusive"] == nodes * NODE
+    # The median of three runs: now and then a run's layout moves by a node.
+    reals = sorted(measure_btrfs(img, trace, 1, make_driver("btrfs").options)["qgroup_exclusive_bytes"]
+                   for _ in range(3))
+    assert reals[1] == nodes * NODE
 
 
 MiB = 1 << 20
