@@ -24,6 +24,7 @@ from simulator.imagetree import ImageTree
 from simulator.treeextend import extend_tree
 from simulator.metrics import Space, Tally
 from simulator.namespace import FsError, Namespace
+from simulator.nodes import Dir
 from simulator.pagecache import PageCache
 from simulator.units import round_up
 from simulator.viewstats import ImageTotals
@@ -91,12 +92,14 @@ class BaseMount:
     opaque_moved_dirs: bool = False
     indexes_hardlinks: bool = False
     notes_close: bool = False  # set per subclass: True where it overrides ``closed``
+    notes_entries: bool = False  # likewise for ``entry``
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every create, write, read and fsync ends with a ``closed`` call; most drivers do
         # nothing there, and the namespace skips the call for them (``StorageHooks``).
         super().__init_subclass__(**kwargs)
         cls.notes_close = cls.closed is not BaseMount.closed
+        cls.notes_entries = cls.entry is not BaseMount.entry
         cls.lookup_is_one = cls.lookup is BaseMount.lookup
 
     def __init__(self, driver: BaseDriver, id: str, tree: ImageTree):
@@ -172,6 +175,9 @@ class BaseMount:
     def metadata(self, op: str, node) -> None:
         self.tally.metadata_ops += 1
         self.tally.device_write_bytes += METADATA_WRITE_BYTES
+
+    def entry(self, parent: Dir, name: str, added: bool) -> None:
+        pass
 
     def remove(self, node, last_link: bool) -> None:
         pass

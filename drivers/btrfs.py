@@ -47,20 +47,14 @@ Each finding below was measured on kernel 6.18 here (btrfs-progs 6.2, 4 KiB sect
   whole extents (bookend retention) plus metadata.
 * qgroup exclusive metadata: 16 KiB for an untouched snapshot (its root), one node per
   CoW'd leaf plus the root; 50 new dirs + 50 new files: 65536 (4 nodes).  Counted once
-  although metadata is DUP on disk.  Which leaves a container CoWs follows key order
-  (``drivers.btrfs_tree``, ``drivers.btrfs_cow``: inode numbers in the order the layers
-  made them, a directory's entries under its own number; checked against ``dump-tree``):
-  ``rm -rf`` of one tree of a 4-layer image CoW'd 8 of its 9-10 leaves, since that tree's
-  files were made by all four layers.  Rewriting an inode item (data, chmod, the relatime
-  update of a first read) CoWs its leaf; making a directory private because something
-  below it changed does not.  Items added to existing objects stay in their leaves (8 logs
-  appended 25 x 512 B each CoW'd 1-2 leaves + the root); new objects go to the last leaf,
-  and so does the orphan item of an inode whose last name goes (btrfs_orphan_add);
-  a leaf left under a third full pushes its items into its neighbours as it happens
-  (``btrfs_del_items``).  btrfs does not lay an image into the same leaves twice (9 or 10
-  leaves for one image, run to run), so the model predicts a mean and ``validate``
-  compares with the mean of three real runs; docs/fidelity.md gives how close it comes,
-  case by case.
+  although metadata is DUP on disk.  Which leaves a container CoWs follows key order, as
+  ``drivers.btrfs_tree`` and ``drivers.btrfs_cow`` say with what was measured there (an
+  inode item rewritten by data, chmod or a first read's relatime update; entries added or
+  removed, even if undone by the end, ``entry``; new objects and orphan items in the last
+  leaf; leaves under a third full pushed into their neighbours).  btrfs does not lay an
+  image into the same leaves twice (9 or 10 leaves for one image, run to run), so the model
+  predicts a mean and ``validate`` compares with the mean of three real runs;
+  docs/fidelity.md gives how close it comes, case by case.
 * The real backend reads these figures after a quota rescan (the live counters drift), and
   lists a container only after measuring it (a listing's atime updates CoW leaves):
   ``simulator/real/btrfs.py``.
@@ -79,8 +73,9 @@ from simulator.units import ceil_div
 
 from . import btrfs_usage
 from .base import BaseDriver, BaseMount
-from .btrfs_layout import (BEYOND_EOF, BTRFS_MAX_EXTENT_SIZE, FILE_EXTENT_BYTES, ITEM_HEADER_BYTES, XATTR_ITEM_BYTES,
-                           FileState, inline_item_bytes, live_inodes)
+from .btrfs_cow import image_identity
+from .btrfs_layout import (BEYOND_EOF, BTRFS_MAX_EXTENT_SIZE, ITEM_HEADER_BYTES, XATTR_ITEM_BYTES, FileState,
+                           extent_item_bytes, live_inodes)
 from .btrfs_tree import TreeLayout, build_layout, inode_numbers
 from .options import Option
 
@@ -91,6 +86,7 @@ from .options import Option
 TRANSACTION_COW_NODES = 7
 SUPERBLOCK_WRITE_BYTES = 2 * 4096
 ATTRIBUTE_OPS = frozenset(("chmod", "chown", "utime", "setxattr"))  # rewrite an inode item only
+NEW_OBJECT_OPS = frozenset(("create", "mkdir", "symlink"))  # a new inode: the highest number, the last leaf
 
 
 class BtrfsMount(BaseMount):
@@ -102,6 +98,10 @@ class BtrfsMount(BaseMount):
         self.chunk = BTRFS_MAX_EXTENT_SIZE // self.sector
         self.touched = BitMap64()  # image objects (id) whose items this container rewrote
         self.xattr_bytes = 0  # leaf bytes of the xattrs the container set
+        # Names added to (True) or removed from image directories, whatever became of them,
+        # and whether the container made any object (``entry``, ``metadata``)
+        self.entries: set[tuple[ImageDir, str, bool]] = set()
+        self.made_objects = False
         # Within one operation (reset by every lookup): the file it created, and whether
         # it replaced a non-empty file (a rename over one flushes the source).
         self._created: FileInode | None = None
@@ -137,6 +137,10 @@ class BtrfsMount(BaseMount):
     def _flush(self, inode: FileInode) -> None:
         """``filemap_flush``: the file's dirty pages are written back now."""
         self.ns.writeback(inode)
+        self._write_pending(inode)
+
+    def _write_pending(self, inode: FileInode) -> None:
+        """Tail sectors zeroed by an extension with no data write after it go to disk."""
         st = inode.drv
         if st is not None and st.pending:
             self._write_sectors(inode, st, st.pending.copy())
@@ -291,20 +295,27 @@ class BtrfsMount(BaseMount):
         self._dirty()
 
     def flush_pending(self) -> None:
-        """Tail sectors zeroed by an extension with no data write after it."""
         for inode in live_inodes(self.ns):
-            st = inode.drv
-            if st is not None and st.pending:
-                self._write_sectors(inode, st, st.pending.copy())
+            self._write_pending(inode)
 
     def fsync(self, node) -> None:
         self.tally.fsyncs += 1
-        if node.__class__ is FileInode and node.drv is not None and node.drv.pending:
-            self._write_sectors(node, node.drv, node.drv.pending.copy())
+        if node.__class__ is FileInode:
+            self._write_pending(node)
         self.driver.commit_transaction()  # type: ignore[attr-defined]
+
+    def entry(self, parent: Dir, name: str, added: bool) -> None:
+        """The parent's inode item and the name's DIR_ITEM and DIR_INDEX leaves are CoW'd,
+        even if the name is back by the end (``tests/test_real_btrfs.py``)."""
+        if parent.base is not None:
+            self.entries.add((parent.base, name, added))
 
     def metadata(self, op: str, node) -> None:
         self.tally.metadata_ops += 1
+        if op in NEW_OBJECT_OPS:
+            self.made_objects = True
+        elif op in ("rename", "link") and image_identity(node) is not None:
+            self.touched.add(id(image_identity(node)))  # its INODE_REF and inode item (ctime, nlink)
         if op == "create":
             self._created = node
         elif op == "rename" and self._replaced_nonempty and node.__class__ is FileInode:
@@ -332,14 +343,7 @@ class BtrfsMount(BaseMount):
         return btrfs_usage.usage(self)
 
     def space(self) -> Space:
-        u = self.usage()
-        dup = 2 if self.driver.options["metadata_dup"] else 1
-        node = int(self.driver.options["node_size"])
-        return Space(whiteouts=None, opaque_dirs=None, container_files=u["files"],
-                     container_data_bytes=u["data_bytes"], container_alloc_bytes=u["fi_du_exclusive"],
-                     image_physical_bytes=0,
-                     container_physical_bytes=u["data_extent_bytes"] + u["metadata_nodes"] * node * dup,
-                     page_cache_bytes=0, cow_blocks=u["data_extent_bytes"] // self.sector)
+        return btrfs_usage.space(self)
 
 
 class BtrfsDriver(BaseDriver):
@@ -397,10 +401,7 @@ class BtrfsDriver(BaseDriver):
         return tree.derived(("btrfs-layout", node, self.block_size, self.options["max_inline"]), build)
 
     def extent_item_bytes(self, size: int) -> int:
-        """Leaf bytes of the extent items of an image file of ``size`` bytes."""
-        if 0 < size <= min(int(self.options["max_inline"]), self.block_size - 1):
-            return inline_item_bytes(size)
-        return (ITEM_HEADER_BYTES + FILE_EXTENT_BYTES) * ceil_div(size, BTRFS_MAX_EXTENT_SIZE)
+        return extent_item_bytes(size, min(int(self.options["max_inline"]), self.block_size - 1))
 
     def layer_cost(self, id: str) -> int:
         return btrfs_usage.layer_bytes(self, self.images[id].layers[-1])

@@ -16,7 +16,9 @@ takes items CoW'd, an emptied leaf freed).  A directory made private only becaus
 something below it changed rewrites none of its items.  An image inode that loses its last
 name (unlink, rmdir, a rename over it) CoWs the last leaf as well, for the orphan item btrfs
 keeps there until eviction (measured: ``tests/test_real_btrfs.py``, 5 nodes for an unlink in
-a 300-file directory where the model without it said 4).
+a 300-file directory where the model without it said 4).  What the final state no longer
+shows is added by ``btrfs_usage.metadata_nodes`` from the names the container added to or
+removed from each image directory along the way (``BtrfsMount.entry``).
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ class LeafChanges:
     removed: list[tuple[int, int]] = field(default_factory=list)  # byte ranges deleted
     added: dict[int, int] = field(default_factory=dict)  # offset -> bytes inserted there
     appended: int = 0  # bytes of new objects: the highest numbers, after every image object
-    # An image inode lost its last name: btrfs_orphan_add put an ORPHAN_ITEM under objectid
-    # BTRFS_ORPHAN_OBJECTID (-5: after every inode, so in the last leaf) until the inode was
-    # evicted.  That leaf is CoW'd though the item is gone by the end.
-    orphaned: bool = False
+    # The last leaf was rewritten though nothing of it may be left by the end: an inode lost
+    # its last name (btrfs_orphan_add keeps an ORPHAN_ITEM under objectid -5, after every
+    # inode, until eviction), or the container made an object (the highest number) that it
+    # may have removed again.
+    last_leaf: bool = False
 
 
 def cow_nodes(layout: TreeLayout, changes: LeafChanges) -> int:
@@ -61,7 +64,7 @@ def cow_nodes(layout: TreeLayout, changes: LeafChanges) -> int:
         leaves.dirty.add(k)
     if changes.appended:
         leaves.fill[-1] += changes.appended
-    if changes.appended or changes.orphaned:
+    if changes.appended or changes.last_leaf:
         leaves.dirty.add(len(leaves.fill) - 1)
     for a, b in changes.removed:  # in the order the container made them, each leaf rebalanced
         leaves.remove(a, b)
@@ -141,7 +144,7 @@ class _Leaves:
                 self.hi[left] = self.hi[k]  # type: ignore[index]
 
 
-def _identity(node):
+def image_identity(node):
     """The image object a container node is, if any: a private directory over an image
     directory, a written image file (btrfs rewrites the same inode), or an image object
     itself (renamed, or a name left as it was)."""
@@ -170,7 +173,7 @@ def container_changes(ns, layout: TreeLayout, touched: Iterable[int], new_object
         base = d.base
         for name, node in d.own.items():
             old = base.children.get(name) if base is not None else None
-            ident = _identity(node) if node is not None else None
+            ident = image_identity(node) if node is not None else None
             if ident is not None:
                 alive.add(id(ident))
             if node.__class__ is Dir:
@@ -198,7 +201,7 @@ def container_changes(ns, layout: TreeLayout, touched: Iterable[int], new_object
             _drop(layout, old, alive, out)
         if node is None:
             continue
-        ident = _identity(node)
+        ident = image_identity(node)
         span = layout.object_span(ident) if ident is not None else None
         if span is not None:
             out.touched.add(span[0])  # moved here: its INODE_REF is rewritten
@@ -223,7 +226,7 @@ def _drop(layout: TreeLayout, old, alive: set[int], out: LeafChanges) -> None:
         out.touched.add(span[0])
         return
     out.removed.append(span)
-    out.orphaned = True
+    out.last_leaf = True
     if old.__class__ is ImageDir:
         for child in old.children.values():
             _drop(layout, child, alive, out)

@@ -163,3 +163,11 @@ def object_item_bytes(name_len: int, first_name: bool = True) -> int:
 def inline_item_bytes(size: int) -> int:
     """An inline file extent item: a small file's data or a symlink's target."""
     return ITEM_HEADER_BYTES + INLINE_EXTENT_HEADER + size
+
+
+def extent_item_bytes(size: int, inline_limit: int) -> int:
+    """Leaf bytes of the extent items of a file of ``size`` bytes, written at once: inline
+    up to ``inline_limit``, else one item per ``BTRFS_MAX_EXTENT_SIZE``."""
+    if 0 < size <= inline_limit:
+        return inline_item_bytes(size)
+    return (ITEM_HEADER_BYTES + FILE_EXTENT_BYTES) * ceil_div(size, BTRFS_MAX_EXTENT_SIZE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode
 from simulator.units import ceil_div
 
@@ -55,6 +56,11 @@ def metadata_nodes(mount: BtrfsMount) -> int:
 
     changes = container_changes(mount.ns, layout, mount.touched, new_object_bytes)
     changes.appended += mount.xattr_bytes
+    changes.last_leaf |= mount.made_objects
+    for directory, name, added in mount.entries:  # what became of them, the final diff above says
+        item_at, index_at = layout.entry_offsets(directory, name)
+        start, end = layout.object_span(directory)  # type: ignore[misc]
+        changes.touched.update((start, item_at, end if added else index_at))  # a new index is the highest
     extent_bytes = mount.driver.extent_item_bytes  # type: ignore[attr-defined]
     for inode in live_inodes(mount.ns):  # rewritten image files: their extent items changed
         at = layout.object_start(inode.origin)
@@ -88,6 +94,19 @@ def usage(mount: BtrfsMount) -> dict[str, int]:
     return {"files": files, "data_bytes": data, "fi_du_exclusive": referenced * sector,
             "data_extent_bytes": whole * sector, "metadata_nodes": nodes,
             "qgroup_exclusive": whole * sector + nodes * node}
+
+
+def space(mount: BtrfsMount) -> Space:
+    """The SPEC metrics of ``usage``: ``fi du`` for the allocated bytes, whole extents and
+    metadata nodes (twice where DUP) for the physical ones."""
+    u = usage(mount)
+    dup = 2 if mount.driver.options["metadata_dup"] else 1
+    node = int(mount.driver.options["node_size"])
+    return Space(whiteouts=None, opaque_dirs=None, container_files=u["files"],
+                 container_data_bytes=u["data_bytes"], container_alloc_bytes=u["fi_du_exclusive"],
+                 image_physical_bytes=0,
+                 container_physical_bytes=u["data_extent_bytes"] + u["metadata_nodes"] * node * dup,
+                 page_cache_bytes=0, cow_blocks=u["data_extent_bytes"] // mount.sector)
 
 
 def _entries_cost(driver: BtrfsDriver, layer) -> tuple[int, int]:

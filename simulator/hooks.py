@@ -33,6 +33,7 @@ class StorageHooks(Protocol):
     opaque_moved_dirs: bool  # a container's own directory renamed into a merged parent does too
     indexes_hardlinks: bool  # removing one name of an image hard link copies the inode up first
     notes_close: bool  # False when ``closed`` does nothing: the namespace may skip the call
+    notes_entries: bool  # True when ``entry`` does something: the namespace skips it otherwise
 
     def rename_refused(self, node: DirNode | Node) -> bool:
         """True when the real driver fails this rename with EXDEV."""
@@ -87,6 +88,10 @@ class StorageHooks(Protocol):
 
     def metadata(self, op: str, node: Node | None) -> None:
         """A namespace or attribute change: create, mkdir, unlink, rename, chmod, ..."""
+
+    def entry(self, parent: Dir, name: str, added: bool) -> None:
+        """``name`` was added to or removed from ``parent`` (a rename does both, a copy-up
+        neither): btrfs rewrites the parent's items even where the name is back by the end."""
 
     def remove(self, node: Node, last_link: bool) -> None:
         """A name of ``node`` was removed; ``last_link``: its storage can be freed."""

@@ -46,6 +46,7 @@ class Namespace(FileData):
         self.tree = tree
         self.hooks = hooks
         self.notes_close: bool = getattr(hooks, "notes_close", True)  # see StorageHooks
+        self.notes_entries: bool = getattr(hooks, "notes_entries", False)
         self.root = Dir.from_image(tree.root)  # the upper root always exists: no copy-up
         self.promoted: dict[ImageFile, FileInode] = {}  # image inode -> its private inode
         self.image_unlinks: Counter = Counter()  # names of hard-linked image files removed
@@ -295,16 +296,28 @@ class Namespace(FileData):
     def _lower_has(self, parent: Dir, name: str) -> bool:
         return parent.base is not None and name in parent.base.children
 
+    def add_name(self, parent: Dir, name: str, node: Node) -> None:
+        """``name`` now leads to ``node`` in ``parent`` (made, linked, moved there)."""
+        parent.own[name] = node  # type: ignore[assignment]
+        if self.notes_entries:
+            self.hooks.entry(parent, name, True)
+
+    def drop_name(self, parent: Dir, name: str) -> None:
+        """``name`` leaves ``parent``: a whiteout where the image has that name below."""
+        if self._lower_has(parent, name):
+            parent.own[name] = None
+        else:
+            parent.own.pop(name, None)
+        if self.notes_entries:
+            self.hooks.entry(parent, name, False)
+
     def unlink_name(self, parent: Dir, name: str, node: Node) -> None:
         """Remove one name; the hooks learn whether it was the node's last link."""
         if node.__class__ is ImageFile and node.size > self.cost.inline_limit and node.nlink <= 1:  # type: ignore[union-attr]
             self.cost.data_unlinks += 1
         if node.__class__ is ImageFile and node.nlink > 1 and self.hooks.indexes_hardlinks:
             node = self.index_copy_up(node)  # type: ignore[arg-type]
-        if self._lower_has(parent, name):
-            parent.own[name] = None
-        else:
-            parent.own.pop(name, None)
+        self.drop_name(parent, name)
         if node.__class__ in DIR_TYPES:
             self.changed()
         else:
@@ -328,7 +341,7 @@ class Namespace(FileData):
         opaque = self._lower_has(parent, name) or (self.hooks.opaque_new_dirs and parent.base is not None)
         self.own_dirs()
         d = Dir(mode | (parent.mode & S_ISGID), 0, self.new_gid(parent), None, opaque=opaque)
-        parent.own[name] = d  # a new name: no remembered walk changes (``changed``)
+        self.add_name(parent, name, d)  # a new name: no remembered walk changes (``changed``)
         self.hooks.metadata("mkdir", d)
         return d
 
@@ -341,6 +354,6 @@ class Namespace(FileData):
     def new_file(self, parent: Dir, name: str, mode: int) -> FileInode:
         inode = FileInode(0, mode, 0, self.new_gid(parent), None)
         inode.nlink = 1
-        parent.own[name] = inode  # a new name: no remembered walk changes (``changed``)
+        self.add_name(parent, name, inode)  # a new name: no remembered walk changes (``changed``)
         self.hooks.metadata("create", inode)
         return inode

@@ -224,11 +224,8 @@ def _do_rename(ns: Namespace, src: Resolved, dst: Resolved) -> None:
     if old is not None:
         ns.unlink_name(dst_parent, dst.name, old)
     # Detach from the source name without counting a removal: the node lives on.
-    if ns._lower_has(src_parent, src.name):
-        src_parent.own[src.name] = None
-    else:
-        src_parent.own.pop(src.name, None)
-    dst_parent.own[dst.name] = node
+    ns.drop_name(src_parent, src.name)
+    ns.add_name(dst_parent, dst.name, node)
     if node.__class__ is Dir:
         ns.changed()
     else:  # a file or symlink moved over another (or none): no remembered directory changes
@@ -259,13 +256,13 @@ def copy_tree(ns: Namespace, node: Node, parent: Dir, name: str, links: dict) ->
     elif node.__class__ in LINK_TYPES:
         link = Symlink(node.target, node.uid, node.gid)  # type: ignore[union-attr]
         link.nlink = 1
-        parent.own[name] = link
+        ns.add_name(parent, name, link)
         ns.file_changed()
         ns.hooks.metadata("symlink", link)
     elif node in links:
         inode = links[node]
         inode.nlink += 1
-        parent.own[name] = inode
+        ns.add_name(parent, name, inode)
         ns.file_changed()
         ns.hooks.metadata("link", inode)
     else:
@@ -356,7 +353,7 @@ def op_link(ns: Namespace, op: Op) -> None:
     node = ns.private_node(src, need.NEED_LINK)
     dst_parent = ns.private_dir(dst.names)
     node.nlink += 1  # type: ignore[union-attr]
-    dst_parent.own[dst.name] = node
+    ns.add_name(dst_parent, dst.name, node)
     ns.file_changed()
     ns.hooks.metadata("link", node)
 
@@ -368,7 +365,7 @@ def op_symlink(ns: Namespace, op: Op) -> None:
     parent = ns.private_dir(r.names)
     link = Symlink(op.target, 0, ns.new_gid(parent))
     link.nlink = 1
-    parent.own[r.name] = link
+    ns.add_name(parent, r.name, link)
     ns.file_changed()
     ns.hooks.metadata("symlink", link)
 

@@ -111,9 +111,9 @@ def test_cow_nodes_counts_the_last_leaf_for_an_orphan_item():
     # An unlink in leaf 0 (its items gone, 2000 B: leaf 0 keeps 10000, no rebalance) with
     # the orphan item btrfs keeps in the last leaf until eviction: leaves 0 and 2, the root.
     assert cow_nodes(layout, LeafChanges(removed=[(100, 2100)])) == 1 + 1
-    assert cow_nodes(layout, LeafChanges(removed=[(100, 2100)], orphaned=True)) == 2 + 1
+    assert cow_nodes(layout, LeafChanges(removed=[(100, 2100)], last_leaf=True)) == 2 + 1
     # Already the container's (a new object appended there): counted once.
-    assert cow_nodes(layout, LeafChanges(appended=100, orphaned=True)) == 1 + 1
+    assert cow_nodes(layout, LeafChanges(appended=100, last_leaf=True)) == 1 + 1
 
 
 def _three_layers_of_d():

@@ -85,8 +85,8 @@ NODE = 16384  # mkfs.btrfs's default nodesize
 # the operations below touch.  Removing an inode's last name adds an ORPHAN_ITEM under
 # objectid -5 (after every inode: the last leaf) until the inode is evicted, so that leaf is
 # the snapshot's too (dump-tree: the last leaf's owner is the container's subvolume).
-ORPHAN_IMAGE = [d("/a"), d("/a/e")] + [f(f"/a/f{i:03}", 5000) for i in range(300)]
-ORPHAN_CASES = {  # trace, nodes the container owns (kernel 6.18, five runs each: always these)
+BIG_DIR_IMAGE = [d("/a"), d("/a/e")] + [f(f"/a/f{i:03}", 5000) for i in range(300)]
+LEAF_CASES = {  # trace, nodes the container owns (kernel 6.18: 12 runs each, 11 or 12 of them)
     "unlink": ([{"op": "unlink", "path": "/a/f000"}], 5),
     "rmdir": ([{"op": "rmdir", "path": "/a/e"}], 5),
     "rename-over": ([{"op": "rename", "src": "/a/f001", "dst": "/a/f000"}], 5),
@@ -94,21 +94,48 @@ ORPHAN_CASES = {  # trace, nodes the container owns (kernel 6.18, five runs each
     "unlink-one-of-two-names": ([{"op": "link", "src": "/a/f000", "dst": "/a/f000b"},
                                  {"op": "unlink", "path": "/a/f000"}], 4),
 }
+# Changes undone by the end still rewrote leaves, how many depends on whether a commit fell
+# between them (the kernel delays DIR_INDEX items, and an insertion removed before it is
+# flushed never reaches a leaf).  Measured over 12 runs: a name moved away and back (it
+# returns with the directory's highest DIR_INDEX) 5 or 6 nodes, half and half; a file made
+# and removed, 3 (8 runs) or 4.  The model says 5 and 4; before it saw such changes it said
+# 2 and 1, the final state alone.
+UNDONE_CASES = {
+    "rename-there-and-back": ([{"op": "rename", "src": "/a/f150", "dst": "/a/x"},
+                               {"op": "rename", "src": "/a/x", "dst": "/a/f150"}], 5),
+    "create-then-unlink": ([{"op": "create", "path": "/a/new", "size": 10},
+                            {"op": "unlink", "path": "/a/new"}], 4),
+}
 
 
-@pytest.mark.parametrize("name", sorted(ORPHAN_CASES))
-def test_removing_an_inodes_last_name_cows_the_last_leaf(name):
-    raw, nodes = ORPHAN_CASES[name]
-    img, trace = image(ORPHAN_IMAGE), ops(*raw)
+def _model_nodes(img, trace) -> int:
     r = Run(make_driver("btrfs"), img, 1)
     for op in trace:
         r.apply(op)
     r.finish(CostModel())
-    assert r.mounts[0].usage()["qgroup_exclusive"] == nodes * NODE
-    # The median of three runs: now and then a run's layout moves by a node.
-    reals = sorted(measure_btrfs(img, trace, 1, make_driver("btrfs").options)["qgroup_exclusive_bytes"]
-                   for _ in range(3))
-    assert reals[1] == nodes * NODE
+    return r.mounts[0].usage()["qgroup_exclusive"] // NODE
+
+
+def _real_nodes(img, trace, runs: int) -> list[int]:
+    return sorted(measure_btrfs(img, trace, 1, make_driver("btrfs").options)["qgroup_exclusive_bytes"] // NODE
+                  for _ in range(runs))
+
+
+@pytest.mark.parametrize("name", sorted(LEAF_CASES))
+def test_the_leaves_a_name_change_rewrites_are_the_kernels(name):
+    raw, nodes = LEAF_CASES[name]
+    img, trace = image(BIG_DIR_IMAGE), ops(*raw)
+    assert _model_nodes(img, trace) == nodes
+    assert _real_nodes(img, trace, 3)[1] == nodes  # the median: a run in 12 may read a node more
+
+
+@pytest.mark.parametrize("name", sorted(UNDONE_CASES))
+def test_changes_undone_by_the_end_still_cow_their_leaves(name):
+    raw, nodes = UNDONE_CASES[name]
+    img, trace = image(BIG_DIR_IMAGE), ops(*raw)
+    assert _model_nodes(img, trace) == nodes
+    reals = _real_nodes(img, trace, 3)
+    assert reals[0] - 1 <= nodes <= reals[-1] + 1, reals  # within a node of what the kernel did
 
 
 MiB = 1 << 20
