@@ -314,8 +314,10 @@ class BtrfsMount(BaseMount):
         self.tally.metadata_ops += 1
         if op in NEW_OBJECT_OPS:
             self.made_objects = True
-        elif op in ("rename", "link") and image_identity(node) is not None:
-            self.touched.add(id(image_identity(node)))  # its INODE_REF and inode item (ctime, nlink)
+        elif op in ("rename", "link"):
+            ident = image_identity(node)  # its INODE_REF and inode item (ctime, nlink) rewritten
+            if ident is not None:
+                self.touched.add(id(ident))
         if op == "create":
             self._created = node
         elif op == "rename" and self._replaced_nonempty and node.__class__ is FileInode:
