@@ -76,7 +76,7 @@ from .base import BaseDriver, BaseMount
 from .btrfs_cow import image_identity
 from .btrfs_layout import (BEYOND_EOF, BTRFS_MAX_EXTENT_SIZE, ITEM_HEADER_BYTES, XATTR_ITEM_BYTES, FileState,
                            extent_item_bytes, live_inodes)
-from .btrfs_tree import TreeLayout, build_layout, inode_numbers
+from .btrfs_tree import TreeLayout, tree_layout
 from .options import Option
 
 # A transaction CoWs the touched fs-tree path plus the extent, csum, free-space, root and
@@ -336,10 +336,6 @@ class BtrfsMount(BaseMount):
         return node
 
     # -- state at the end (drivers.btrfs_usage) --------------------------------------------
-    def metadata_nodes(self) -> int:
-        """Tree blocks of the container's fs tree not shared with the image's."""
-        return btrfs_usage.metadata_nodes(self)
-
     def usage(self) -> dict[str, int]:
         """What the real file system reports for this container's subvolume."""
         return btrfs_usage.usage(self)
@@ -391,16 +387,9 @@ class BtrfsDriver(BaseDriver):
         return super()._diff(id)
 
     def layout(self, tree: ImageTree) -> TreeLayout:
-        """The image's fs tree in key order (``drivers.btrfs_tree``), once per merged tree
-        and options; its inode numbers once per image."""
-        def build(tree: ImageTree) -> TreeLayout:
-            layers = tree.image.layers
-            key = ("btrfs-inode-numbers", tuple(id(layer) for layer in layers))
-            numbers = layers[-1].derived(key, lambda _top: inode_numbers(tree.image)) if layers else {"/": 256}
-            return build_layout(tree, numbers, node, self.extent_item_bytes)
-
-        node = int(self.options["node_size"])
-        return tree.derived(("btrfs-layout", node, self.block_size, self.options["max_inline"]), build)
+        """The image's fs tree in key order (``drivers.btrfs_tree``)."""
+        return tree_layout(tree, int(self.options["node_size"]), self.block_size, int(self.options["max_inline"]),
+                           self.extent_item_bytes)
 
     def extent_item_bytes(self, size: int) -> int:
         return extent_item_bytes(size, min(int(self.options["max_inline"]), self.block_size - 1))

@@ -176,6 +176,18 @@ class TreeLayout:
         return got
 
 
+def tree_layout(tree: ImageTree, node_size: int, sector: int, max_inline: int, extent_bytes) -> TreeLayout:
+    """The layout of ``tree`` for these options, once per merged tree and options (every
+    container and run on it shares it); its inode numbers once per image."""
+    def build(tree: ImageTree) -> TreeLayout:
+        layers = tree.image.layers
+        key = ("btrfs-inode-numbers", tuple(id(layer) for layer in layers))
+        numbers = layers[-1].derived(key, lambda _top: inode_numbers(tree.image)) if layers else {"/": 256}
+        return build_layout(tree, numbers, node_size, extent_bytes)
+
+    return tree.derived(("btrfs-layout", node_size, sector, max_inline), build)
+
+
 def _ref_bytes(name: str) -> int:
     """An ``INODE_REF`` item naming an object in its parent directory."""
     return ITEM_HEADER_BYTES + INODE_REF_BYTES + len(name.encode("utf-8", "surrogateescape"))
