@@ -106,7 +106,7 @@ def _cell(args: argparse.Namespace, driver: str):
                 seed=args.seed)
 
 
-def _run_one(args: argparse.Namespace, driver: str) -> dict[str, Any]:
+def _run_one(args: argparse.Namespace, driver: str, calibration) -> dict[str, Any]:
     cell = _cell(args, driver)
     if args.backend == "real":
         from .real import run_real
@@ -114,12 +114,7 @@ def _run_one(args: argparse.Namespace, driver: str) -> dict[str, Any]:
         return run_real(cell)
     from .runner import run_cell
 
-    cost = None
-    if args.calibration:
-        from .calibration import load_calibration
-
-        cost = load_calibration(args.calibration).for_driver(driver)
-    return run_cell(cell, cost)
+    return run_cell(cell, calibration.for_driver(driver))
 
 
 def _format_metric(key: str, value: Any) -> str:
@@ -151,15 +146,15 @@ def format_side_by_side(records: list[dict[str, Any]]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    records = [_run_one(args, d) for d in args.driver]
+    from .calibration import load_calibration, uncalibrated_note
+
+    calibration = load_calibration(args.calibration)  # the shipped one without --calibration
+    records = [_run_one(args, d, calibration) for d in args.driver]
     if args.json:
         print(json.dumps(records[0] if len(records) == 1 else records, indent=1))
     else:
         print(format_side_by_side(records))
-        from .calibration import load_calibration, uncalibrated_note
-
-        note = uncalibrated_note([r["driver"] for r in records if "est_seconds" in r["metrics"]],
-                                 load_calibration(args.calibration))
+        note = uncalibrated_note([r["driver"] for r in records if "est_seconds" in r["metrics"]], calibration)
         if note:
             print(f"\n{note}")
     return 0
