@@ -265,8 +265,11 @@ def plot_sweep(df: pd.DataFrame, axis: str, metric: str) -> Figure:
     drivers = list(dict.fromkeys(part_df["driver"].astype(str)))
     panels = [(title, _stats(part.assign(driver=part["driver"].astype(str)), ["driver", axis], metric))
               for title, part in _facets(part_df, facet_by, limit=None)]  # a grid of small panels: show them all
-    shown = [(title, stats) for title, stats in panels if (stats["mean"].fillna(0) != 0).any()] or panels
-    blank = [title for title, _ in panels if all(title != t for t, _ in shown)]
+    drawn = [bool((stats["mean"].fillna(0) != 0).any()) for _, stats in panels]
+    if not any(drawn):  # nothing but zeros anywhere: draw them all rather than nothing
+        drawn = [True] * len(panels)
+    shown = [panel for panel, draw in zip(panels, drawn) if draw]
+    blank = [title for (title, _), draw in zip(panels, drawn) if not draw]
     nrows = -(-len(shown) // SWEEP_COLUMNS)
     ncols = -(-len(shown) // nrows)  # rows as full as each other: 6 panels are 2 rows of 3, not 5 and 1
     fig, grid = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 1.5, 3.6 * nrows + 0.3 * bool(blank)), squeeze=False)
