@@ -117,11 +117,11 @@ def _bare_creates(ops, dirs: dict, cpu: list[float]) -> tuple[int, int]:
 
 def test_bare_creates(benchmark, big) -> None:
     image, tree = big
-    ops = [op for op in load_workload("small-files:files=50000", tree, seed=0) if op.kind == "create"]
+    workload = load_workload("small-files:files=50000", tree, seed=0)
+    ops = [op for op in workload if op.kind == "create"]
     dirs: dict[str, dict] = {op.path.rpartition("/")[0]: {} for op in ops}
     cpu: list[float] = []
     made, written = benchmark.pedantic(_bare_creates, args=(ops, dirs, cpu), rounds=5, iterations=1)
-    model = simulate(make_driver("overlay"), image, load_workload("small-files:files=50000", tree, seed=0), 1, None,
-                     tree)
+    model = simulate(make_driver("overlay"), image, workload, 1, None, tree)
     assert (made, written) == (model["container_files"], model["written_bytes"])
     benchmark.extra_info.update(ops=len(ops), ops_per_second=round(len(ops) / min(cpu)))
