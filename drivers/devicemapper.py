@@ -51,14 +51,30 @@ Findings and sources:
     bitmap) only when some were allocated (delalloc data never written has none); a removed
     directory's own block is never written (ext4_free_blocks with FORGET drops it dirty).
   - inode n lives in table slot n - 1 (inodes 1-16 share the first block).
-  Journal-less ext4 (``journal=false``) writes metadata home at each commit point, nothing
-  else.  Not modelled: ext4's block groups (one bitmap per group, and small files may land
-  in another group than the model's flat layout says: one bitmap block more), atime of
-  symbolic links followed, and a read of 0 bytes (no atime; the model charges one).
+  - block groups (``drivers.ext4alloc``, ``drivers.ext4layer``): the image is laid step by
+    step as the real backend lays it, and each inode goes where the kernel's allocator puts
+    it (Orlov for directories, the parent's flex group for the rest, freed inodes reused);
+    the laid image's inode numbers equal the kernel's on every random image tried (1 GiB and
+    10 GiB devices).  Each group's bitmaps are written where its inodes and blocks change;
+    regular files' data goes to the flex group's second group, directories' to its first.
+  - every directory whose entries change has its inode written (mtime, ctime), a directory
+    moved to another parent its block (``..``); the block holding a file's end is zeroed
+    past it, so written back: the new end's at a truncate that shrinks, the old end's when a
+    truncate grows the file or a write starts beyond it (10,000 B cut to 100 B: 5 blocks).
+  Journal-less ext4 (``journal=false``) writes metadata home at sync and unmount; an fsync
+  writes the file's own inode (and a directory's block), then, while the node is newly
+  named, its directory's block and inode, upwards (``ext4_fsync_nojournal``,
+  ``ext4_sync_parent``): a directory's block dirtied, then the directory removed, is never
+  written.  Not modelled: atime of symbolic links followed (their inode written once a
+  mount), the block allocator's choice of another group than the goal for some data (one
+  bitmap block more), and a read of 0 bytes (no atime; the model charges one).  The 600
+  random cases of ``scripts/fuzz.py thin`` (docs/fidelity.md) measure what is left.
 Simplifications: base_size places the journal/log and bounds nothing: files past it extend
-the address space (the real driver would fail with ENOSPC); one block per directory; the allocator never reuses freed blocks; the
-journal's home writes happen at each commit point, not at checkpoint; a truncate does not
-zero the partial tail block.
+the address space (the real driver would fail with ENOSPC); one block per directory; the
+allocator never reuses freed blocks, and takes them in order from the goal group (mballoc
+aligns large requests and serves small ones from per-CPU preallocations: the same count of
+blocks in other places); the journal's home writes happen at each commit point, not at
+checkpoint.  xfs keeps the flat, single-group picture.
 """
 
 from __future__ import annotations
@@ -76,6 +92,7 @@ from simulator.viewstats import private_inodes
 from .base import BaseDriver, BaseMount
 from .options import Option
 from .fsgeometry import FS_BLOCK, Geometry
+from .ext4layer import Ext4View, build_ext4_layer, view_of
 from .thinfs import FileMap, ThinFs, build_layer, mkfs
 from .thinpool import (DM_THIN_CHUNK_STEP, DM_THIN_MAX_CHUNK, DM_THIN_MIN_CHUNK, DOCKER_DEFAULT_CHUNK,
                        REFERENCE_CHUNK_4K, chunk_physical_bytes)
@@ -85,6 +102,8 @@ MIN_BASE_SIZE = 1 * GiB  # the journal/log and inode region must fit (our limit)
 MAX_BASE_SIZE = 1 << 50  # symbolic anyway; 1 PiB keeps offsets sane
 NAMESPACE_OPS = ("create", "mkdir", "unlink", "rmdir", "rename", "link", "symlink")
 INODE_ALLOC_OPS = ("create", "mkdir", "symlink")  # frees: ``remove`` with the last link
+REMOVING_OPS = ("unlink", "rmdir")
+NAMING_OPS = ("create", "mkdir", "link", "symlink", "rename")  # ext4_add_entry: EXT4_STATE_NEWENTRY
 
 
 class DevicemapperMount(BaseMount):
@@ -99,8 +118,19 @@ class DevicemapperMount(BaseMount):
         self.inodes: dict[object, int] = {}  # container-made dir/symlink -> fs inode
         self._ctx: list = [None, None]  # parents of the last two lookups (rename: src, dst)
         self._created: FileInode | None = None  # the file this operation created
+        # (directory, name) of the last name added and of the last one removed (``entry``)
+        self._added: tuple[object, str] = (None, "")
+        self._dropped: tuple[object, str] = (None, "")
         self._replaced = False  # this operation removed a name (a rename over a target)
         self.alloc_on_close: set[FileInode] = set()  # ext4 EXT4_STATE_DA_ALLOC_CLOSE
+        # blocks a truncate or an extending write zeroed in part, dirty in the page cache:
+        # file -> {file block: device offset}
+        self.zeroed: dict[FileInode, dict[int, int]] = {}
+        # EXT4_STATE_NEWENTRY: a node given a name since it was last fsynced -> the directory
+        # it was named in (journal-less ext4's fsync writes that directory too, ext4_sync_parent);
+        # None where a journal commits everything at fsync
+        self.new_entry: dict[object, object] | None = \
+            {} if self.fs.groups is not None and not self.fs.geometry.log_bytes else None
         self.atime_fresh = BitMap64()  # fs inodes whose atime is past mtime/ctime (relatime)
         self.fs.mount()
 
@@ -129,18 +159,28 @@ class DevicemapperMount(BaseMount):
         if node.__class__ is Dir or node.__class__ is ImageDir:
             return self._dir_location(node)[0]
         ino = self.inodes.get(node)  # a symlink this container made
+        if ino is None and self.fs.groups is not None:  # ext4 laid it step by step: its own inode
+            parent, name = self._dropped  # (a symlink's own name changes only by unlink or rename)
+            base = parent.base if parent.__class__ is Dir else parent
+            if base is not None:
+                ino = self.fs.layout.link(f"{base.path.rstrip('/')}/{name}")
         if ino is None:  # an image symlink: a fast symlink next to its directory's inode
             ino = self._dir_location(self._ctx[-1])[0]
         return ino
+
+    def _new_inode(self, is_dir: bool) -> int:
+        """A new inode in the directory the operation looked up last, for the name it added."""
+        parent, name = self._added
+        return self.fs.new_inode(self._dir_location(parent)[0], name, is_dir)
 
     def _filemap(self, inode: FileInode) -> FileMap:
         fm = inode.drv
         if fm is None:
             if inode.origin is not None:
                 rec = self.fs.layout.file(inode.origin.ino)
-                fm = FileMap(rec.ino, rec)
+                fm = FileMap(rec.ino, rec, inode.origin.size)
             else:
-                fm = FileMap(self.fs.new_inode())
+                fm = FileMap(self._new_inode(False))
             inode.drv = fm
         return fm
 
@@ -150,6 +190,13 @@ class DevicemapperMount(BaseMount):
         self._replaced = False
         return 1  # one btree whatever the depth (thin-provisioning.rst)
 
+    def entry(self, parent, name: str, added: bool) -> None:
+        """ext4 places a new directory by its name; a removed image symlink is found by it."""
+        if added:
+            self._added = (parent, name)
+        else:
+            self._dropped = (parent, name)
+
     def meta_copy_up(self, node) -> None:
         if node.__class__ is Dir:
             self._ctx = [self._ctx[-1], node]  # remove_tree empties it next
@@ -158,9 +205,33 @@ class DevicemapperMount(BaseMount):
         self._filemap(inode)  # block-level: nothing is copied per file
 
     def write(self, inode: FileInode, offset: int, length: int) -> None:
-        ino = self._filemap(inode).ino
-        self.fs.dirty_inode(ino)  # file_update_time: mtime, ctime
-        self.atime_fresh.discard(ino)
+        fm = self._filemap(inode)
+        old = fm.size
+        if offset + length > old:  # past the end: see ``_extend``
+            fm.size = offset + length
+            if old % FS_BLOCK and offset // FS_BLOCK > old // FS_BLOCK:
+                self._zero_tail(inode, fm, old // FS_BLOCK)
+        self.fs.dirty_inode(fm.ino)  # file_update_time: mtime, ctime
+        self.atime_fresh.discard(fm.ino)
+
+    def _extend(self, inode: FileInode, fm: FileMap, start: int, end: int, written: RangeSet) -> None:
+        """The first write of a run, ``[start, ...)``, to take the file past its size, the run
+        ending at ``end``.  A write starting in a later block than the old end zeroes that
+        block's tail (ext4_da_write_begin; xfs_file_write_checks), which is written back
+        unless the run's writes cover it."""
+        old = fm.size
+        fm.size = end
+        block = old // FS_BLOCK
+        if old % FS_BLOCK and start // FS_BLOCK > block and not written.overlap(block * FS_BLOCK, (block + 1) * FS_BLOCK):
+            self._zero_tail(inode, fm, block)
+
+    def _zero_tail(self, inode: FileInode, fm: FileMap, block: int) -> None:
+        """File block ``block`` is partly zeroed in the page cache: written back later, if it
+        has data on the device (a hole stays one)."""
+        mapped = RangeSet()
+        fm.map(block * FS_BLOCK, (block + 1) * FS_BLOCK, mapped)
+        if mapped:
+            self.zeroed.setdefault(inode, {})[block] = next(iter(mapped))[0]
 
     # -- runs of writes (simulator.writeruns) --
     def batchable(self, inode: FileInode) -> bool:
@@ -173,7 +244,13 @@ class DevicemapperMount(BaseMount):
         return self.lookup(parent, name) if count > 1 else 1
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
-        self.write(inode, starts[-1], ends[-1] - starts[-1])  # marks the inode: once is all
+        fm = self._filemap(inode)
+        top = max(ends)
+        if top > fm.size:  # the first write past the old size decides (see _extend)
+            first = next(i for i, e in enumerate(ends) if e > fm.size)
+            self._extend(inode, fm, starts[first], top, union)
+        self.fs.dirty_inode(fm.ino)  # marks the inode: once is all
+        self.atime_fresh.discard(fm.ino)
 
     def lookup_many(self, parents: list, names: list[str], depths) -> None:
         """(simulator.statruns) Only the last two parents outlive the run, as in ``lookup_run``."""
@@ -209,11 +286,28 @@ class DevicemapperMount(BaseMount):
     def writeback(self, inode: FileInode, ranges: RangeSet) -> None:
         fm = self._filemap(inode)
         self.fs.write_file(fm, ranges, inode.size)
+        self._write_zeroed(inode)
+
+    def _write_zeroed(self, inode) -> None:
+        zeroed = self.zeroed.pop(inode, None)
+        if zeroed:
+            self.fs.write(RangeSet((dev, dev + FS_BLOCK) for dev in zeroed.values()))
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
+        """Blocks past the new end go back; the block holding the end that stays, if it has
+        data, gets its tail zeroed (the new end's when shrinking, the old end's when growing:
+        ext4_block_truncate_page, xfs_setattr_size), so it is written back: a 10,000-byte
+        file cut to 100 bytes unshares 5 blocks, to 4,096 bytes 4 (measured here)."""
         fm = self._filemap(inode)
-        if fm.cut(round_up(new_size, FS_BLOCK)):
-            self.fs.dirty_alloc()
+        self.fs.free_extents(fm.cut(round_up(new_size, FS_BLOCK)))
+        pending = self.zeroed.get(inode)
+        if pending:  # pages cut away before they were written are dropped
+            for block in [b for b in pending if b * FS_BLOCK >= new_size]:
+                del pending[block]
+        end = min(old_size, new_size)
+        fm.size = new_size
+        if end % FS_BLOCK:
+            self._zero_tail(inode, fm, end // FS_BLOCK)
         self.fs.dirty_inode(fm.ino)
         self.atime_fresh.discard(fm.ino)
         if new_size == 0:
@@ -221,7 +315,21 @@ class DevicemapperMount(BaseMount):
 
     def fsync(self, node) -> None:
         self.tally.fsyncs += 1
-        self.fs.commit()
+        self._write_zeroed(node)
+        fs = self.fs
+        if fs.groups is None or fs.geometry.log_bytes:  # a journal commits every dirty block
+            fs.commit()
+            return
+        # Journal-less ext4 (ext4_fsync_nojournal): the file's own metadata blocks and inode,
+        # then, while the node is a new entry, its directory's blocks and inode, upwards.
+        blocks = [fs.geometry.inode_block(self._inode_of(node))]
+        if node.__class__ in (Dir, ImageDir):
+            blocks.append(self._dir_location(node)[1])
+        while node in self.new_entry:  # type: ignore[operator]
+            node = self.new_entry.pop(node)  # type: ignore[union-attr]
+            ino, block = self._dir_location(node)
+            blocks += (block, fs.geometry.inode_block(ino))
+        fs.write_home(blocks)
 
     def metadata(self, op: str, node) -> None:
         self.tally.metadata_ops += 1
@@ -232,23 +340,39 @@ class DevicemapperMount(BaseMount):
         elif op == "rename" and self._replaced and node.__class__ is FileInode:
             self._flush(node)  # ext4_rename: a file renamed over any existing name is flushed
         elif op == "mkdir":
-            self.inodes[node] = fs.new_inode()
-            self.dirs[node] = fs.new_dir_block()
-            fs.dirty_block(self.dirs[node])
-            fs.dirty_alloc()
+            ino = self.inodes[node] = self._new_inode(True)
+            block = self.dirs[node] = fs.new_dir_block(ino)
+            fs.dirty_block(block)
+            fs.dirty_alloc([(block * FS_BLOCK, FS_BLOCK)])
         elif op == "symlink":
-            self.inodes[node] = fs.new_inode()
+            self.inodes[node] = self._new_inode(False)
         ino = self._inode_of(node)
         fs.dirty_inode(ino)
         self.atime_fresh.discard(ino)  # ctime moved
-        if op in NAMESPACE_OPS:
-            fs.dirty_block(self._dir_location(self._ctx[-1])[1])
+        if op in NAMESPACE_OPS:  # the directories whose entries changed (``entry``)
             if op == "rename":
-                fs.dirty_block(self._dir_location(self._ctx[-2])[1])
+                src, dst = self._dropped[0], self._added[0]
+                self._entries_changed(src)
+                self._entries_changed(dst)
+                if fs.groups is not None and node.__class__ is Dir and src is not dst:
+                    fs.dirty_block(self._dir_location(node)[1])  # a directory moved: its ".." (ext4_rename)
+            else:
+                self._entries_changed(self._dropped[0] if op in REMOVING_OPS else self._added[0])
+            if self.new_entry is not None and op in NAMING_OPS:
+                self.new_entry[node] = self._added[0]
         if op in INODE_ALLOC_OPS:
-            fs.dirty_ialloc()
+            fs.dirty_ialloc(ino)
         if op == "rmdir":  # its block is freed with ext4_forget: a dirty copy is dropped, not written
             fs.forget_block(self._dir_location(node)[1])
+
+    def _entries_changed(self, parent) -> None:
+        """A name was added to or removed from ``parent``: its block; on ext4 its inode too (the
+        directory's mtime and ctime, ext4_add_entry / ext4_delete_entry), in its own group's
+        table (xfs's flat picture keeps its one inode region)."""
+        ino, block = self._dir_location(parent)
+        self.fs.dirty_block(block)
+        if self.fs.groups is not None:
+            self.fs.dirty_inode(ino)
 
     def remove(self, node, last_link: bool) -> None:
         self._replaced = True
@@ -256,13 +380,18 @@ class DevicemapperMount(BaseMount):
             last_link = self.ns.image_unlinks[node] >= node.nlink
         if node.__class__ is FileInode:
             self.alloc_on_close.discard(node)
-            allocated = bool(self._filemap(node).extents)  # delalloc data never written: no blocks
+            if last_link:
+                self.zeroed.pop(node, None)  # its dirty pages are dropped, never written
+            blocks = [(d, n) for _, d, n in self._filemap(node).extents]  # delalloc never written: none
+        elif node.__class__ is ImageFile:
+            blocks = list(self.fs.layout.file(node.ino).extents)
+        elif node.__class__ in (Dir, ImageDir):
+            blocks = [(self._dir_location(node)[1] * FS_BLOCK, FS_BLOCK)]
         else:
-            allocated = node.__class__ is ImageFile and bool(self.fs.layout.file(node.ino).extents)
-        if last_link:
-            self.fs.dirty_ialloc()
-            if allocated or node.__class__ in (Dir, ImageDir):
-                self.fs.dirty_alloc()  # blocks freed in the fs; the pool keeps them (no discard)
+            blocks = []
+        if last_link:  # the inode and blocks go back to the fs; the pool keeps them (no discard)
+            self.fs.free_inode(self._inode_of(node), node.__class__ in (Dir, ImageDir))
+            self.fs.free_extents(blocks)
 
     def cache_key(self, node) -> object:
         if node.__class__ is FileInode and node.origin is not None:
@@ -271,6 +400,10 @@ class DevicemapperMount(BaseMount):
 
     # -- state at the end --
     def sync(self) -> None:
+        for inode in list(self.zeroed):
+            self._write_zeroed(inode)
+        if self.new_entry:
+            self.new_entry.clear()
         self.fs.commit()
 
     def space(self) -> Space:
@@ -309,6 +442,8 @@ class DevicemapperDriver(BaseDriver):
                                       bool(self.options["journal"]))
         self.chunk = int(self.options["chunk_size"])
         self.base = mkfs(self.geometry, self.chunk)  # the base device, before any layer
+        if self.base.groups is not None:
+            self.base.view = Ext4View.empty(self.base.layout.root[1])
         self.layer_fs: dict[str, ThinFs] = {}
 
     @property
@@ -324,7 +459,14 @@ class DevicemapperDriver(BaseDriver):
         origin = self.layer_fs[parent] if parent is not None else self.base
         on_cost = self._charge_layer if self.counting else None
         fs = origin.snapshot(id, on_cost=on_cost)
-        build_layer(fs, self.images[id].layers[-1])
+        if fs.groups is None:
+            build_layer(fs, self.images[id].layers[-1])
+        else:  # ext4: laid step by step on the view below, which passes to this layer
+            view = origin.view
+            origin.view = None
+            if view is None:  # another layer took it: lay the parent's layers again
+                view = view_of(self.base, list(self.images[parent].layers) if parent else [])
+            fs.view = build_ext4_layer(fs, self.images[id].layers[-1], view)
         self.layer_fs[id] = fs
 
     def _charge_layer(self, cost, chunk: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from pyroaring import BitMap64
 
@@ -20,7 +20,13 @@ from simulator.units import round_up
 
 from .fsgeometry import (EXT4_BLOCKS_PER_GROUP, FIRST_FREE_INODE, FS_BLOCK, ROOT_INODE, XFS_MOUNT_LOG_CLEAR,
                          Geometry)
+from .ext4alloc import Ext4Groups
 from .thinpool import ThinDevice, WriteCost
+
+if TYPE_CHECKING:
+    from .ext4layer import Ext4View
+
+GROUP_BYTES = EXT4_BLOCKS_PER_GROUP * FS_BLOCK
 
 
 @dataclass(frozen=True)
@@ -34,10 +40,11 @@ class FileRec:
 class FileMap:
     """A container's view of one file's blocks: sorted ``(file_off, dev_off, length)``."""
 
-    __slots__ = ("ino", "extents")
+    __slots__ = ("ino", "extents", "size")
 
-    def __init__(self, ino: int, rec: FileRec | None = None):
+    def __init__(self, ino: int, rec: FileRec | None = None, size: int = 0):
         self.ino = ino
+        self.size = size  # as the fs last saw it (a write past it zeroes the old last block's tail)
         self.extents: list[tuple[int, int, int]] = []
         off = 0
         for dev, length in (rec.extents if rec else ()):
@@ -58,12 +65,20 @@ class FileMap:
             i += 1
         return holes
 
-    def cut(self, limit: int) -> bool:
-        """Drop blocks at or past byte ``limit`` (truncate); True when any went."""
-        kept = [(f, d, min(n, limit - f)) for f, d, n in self.extents if f < limit]
-        changed = kept != self.extents
+    def cut(self, limit: int) -> list[tuple[int, int]]:
+        """Drop blocks at or past byte ``limit`` (truncate); return them as (device offset,
+        bytes)."""
+        kept, dropped = [], []
+        for f, d, n in self.extents:
+            if f + n <= limit:
+                kept.append((f, d, n))
+                continue
+            if f < limit:
+                kept.append((f, d, limit - f))
+            cut_from = max(limit - f, 0)
+            dropped.append((d + cut_from, n - cut_from))
         self.extents = kept
-        return changed
+        return dropped
 
 
 @dataclass
@@ -92,6 +107,7 @@ class Layout:
         # directories itself (many image layers hold none: asking on down the chain took
         # 33 calls a lookup on the bench image).
         self._files_below: dict[int, FileRec] = {}
+        self.links: dict[str, int] = {}  # symlink path -> fs inode (ext4 layers: ``drivers.ext4layer``)
         self._dirs_below: dict[str, tuple[int, int]] = {}
         # ``build_layer`` numbers a layer's files on from its parent's (``FsState`` is copied
         # at each snapshot), so along a chain each layout's inos start above the one below:
@@ -126,6 +142,15 @@ class Layout:
             layout = layout.parent
         layouts.reverse()
         return [layout.first_ino for layout in layouts], layouts
+
+    def link(self, path: str) -> int | None:
+        """The inode of the image symlink at ``path``, where its layer recorded one."""
+        layout: Layout | None = self
+        while layout is not None:
+            if path in layout.links:
+                return layout.links[path]
+            layout = layout.parent
+        return None
 
     def dir(self, path: str) -> tuple[int, int]:
         if path == "/":
@@ -162,6 +187,10 @@ class ThinFs:
     layout: Layout
     state: FsState
     on_cost: Callable[[WriteCost, int], None] | None = None
+    # ext4's block groups (``drivers.ext4alloc``; None on xfs, whose one flat group stays),
+    # and, on an image layer, the merged view as laid (``drivers.ext4layer``)
+    groups: Ext4Groups | None = None
+    view: Ext4View | None = None
     # Metadata blocks dirtied since the last commit: a roaring bitmap, since a container that
     # reads thousands of image files dirties their inode blocks (relatime) and keeps them
     # (read-startup: ~4,000 blocks, 512 KiB as a set, 16 KiB here).
@@ -176,8 +205,9 @@ class ThinFs:
         return self.device.chunk
 
     def snapshot(self, id: str, on_cost=None) -> ThinFs:
+        groups = self.groups.snapshot() if self.groups is not None else None
         return ThinFs(self.geometry, ThinDevice(id, self.chunk, self.device), Layout(self.layout),
-                      replace(self.state), on_cost)
+                      replace(self.state), on_cost, groups=groups)
 
     # -- writes --
     def write(self, ranges: RangeSet) -> WriteCost:
@@ -201,6 +231,8 @@ class ThinFs:
         """What mounting and unmounting writes: the superblock; xfs also clears the log
         ahead of its head and leaves an unmount record (REAL_KERNEL 4a)."""
         ranges = RangeSet([(0, FS_BLOCK)])
+        if self.groups is not None:
+            self.groups.mount()
         if self.geometry.fs == "xfs":  # the unmount record at the head, then the cleared blocks
             ranges.update(self.log_ranges(FS_BLOCK + XFS_MOUNT_LOG_CLEAR))
             self.state.log_head += FS_BLOCK
@@ -222,6 +254,17 @@ class ThinFs:
         self._alloc_pending = self._ialloc_pending = False
         self.write(home)
 
+    def write_home(self, blocks: Iterable[int]) -> None:
+        """Write these metadata blocks home now, where dirty (journal-less ext4's fsync:
+        ``sync_mapping_buffers``, ``sync_inode_metadata``); the rest stays dirty."""
+        home = RangeSet()
+        for b in sorted(set(blocks)):
+            if b in self.pending:
+                self.pending.discard(b)
+                home.add(b * FS_BLOCK, (b + 1) * FS_BLOCK)
+        if home:
+            self.write(home)
+
     # -- metadata --
     def dirty_block(self, block: int) -> None:
         self.pending.add(block)
@@ -229,29 +272,69 @@ class ThinFs:
     def dirty_inode(self, ino: int) -> None:
         self.pending.add(self.geometry.inode_block(ino))
 
-    def dirty_alloc(self) -> None:
-        if not self._alloc_pending:
-            self.pending.update(self.geometry.alloc_blocks)
-            self._alloc_pending = True
+    def dirty_alloc(self, extents: Iterable[tuple[int, int]] = ()) -> None:
+        """Blocks ``extents`` (device offset, bytes) were allocated or freed: the headers
+        that count them (ext4: each group's block bitmap and descriptor block)."""
+        groups = self.groups
+        if groups is None:
+            if not self._alloc_pending:
+                self.pending.update(self.geometry.alloc_blocks)
+                self._alloc_pending = True
+            return
+        for dev, n in extents:
+            for g in range(dev // GROUP_BYTES, (dev + n - 1) // GROUP_BYTES + 1):
+                self.pending.add(groups.block_bitmap(g))
+                self.pending.add(groups.descriptor_block(g))
 
-    def dirty_ialloc(self) -> None:
-        if not self._ialloc_pending:
-            self.pending.update(self.geometry.ialloc_blocks)
-            self._ialloc_pending = True
+    def dirty_ialloc(self, ino: int | None = None) -> None:
+        """Inode ``ino`` was allocated or freed (ext4: its group's inode bitmap and descriptor;
+        xfs: its one set of headers, whichever the inode)."""
+        groups = self.groups
+        if groups is None or ino is None:
+            if not self._ialloc_pending:
+                self.pending.update(self.geometry.ialloc_blocks)
+                self._ialloc_pending = True
+            return
+        g = (ino - 1) // groups.ipg
+        self.pending.add(groups.inode_bitmap(g))
+        self.pending.add(groups.descriptor_block(g))
 
     def forget_block(self, block: int) -> None:
         """A dirty block freed before it was written (``ext4_forget``): it is not written."""
         self.pending.discard(block)
         self._alloc_pending = self._ialloc_pending = False  # in case it was one of theirs
 
-    def new_inode(self) -> int:
+    def new_inode(self, parent: int = ROOT_INODE, name: str = "", is_dir: bool = False) -> int:
+        """A new inode for entry ``name`` of directory inode ``parent`` (ext4 places it by
+        group, ``drivers.ext4alloc``; xfs numbers on)."""
+        if self.groups is not None:
+            return self.groups.new_inode(parent, name, is_dir, ROOT_INODE)
         ino = self.state.next_inode
         self.state.next_inode += 1
         return ino
 
+    def free_inode(self, ino: int, is_dir: bool) -> None:
+        if self.groups is not None:
+            self.groups.free_inode(ino, is_dir)
+        self.dirty_ialloc(ino)
+
+    def free_extents(self, extents: Iterable[tuple[int, int]]) -> None:
+        """Blocks (device offset, bytes) go back to the fs (the pool keeps them: no discard)."""
+        extents = list(extents)
+        if self.groups is not None:
+            for dev, n in extents:
+                self.groups.release(dev // FS_BLOCK, n // FS_BLOCK)
+        if extents:
+            self.dirty_alloc(extents)
+
     # -- data --
-    def alloc(self, nbytes: int) -> list[tuple[int, int]]:
-        """Fresh fs blocks for ``nbytes`` (a multiple of FS_BLOCK), skipping the log."""
+    def alloc(self, nbytes: int, regular: bool = True, near: int = ROOT_INODE) -> list[tuple[int, int]]:
+        """Fresh fs blocks for ``nbytes`` (a multiple of FS_BLOCK) for inode ``near``, as
+        (device offset, bytes); ext4 puts a regular file's apart from directories'
+        (``Ext4Groups.alloc``), xfs takes them in order, skipping the log."""
+        if self.groups is not None:
+            near_group = (near - 1) // self.groups.ipg
+            return [(b * FS_BLOCK, n * FS_BLOCK) for b, n in self.groups.alloc(nbytes // FS_BLOCK, regular, near_group)]
         g, s = self.geometry, self.state
         out: list[tuple[int, int]] = []
         log_end = g.log_start + g.log_bytes
@@ -265,8 +348,8 @@ class ThinFs:
             nbytes -= n
         return out
 
-    def new_dir_block(self) -> int:
-        return self.alloc(FS_BLOCK)[0][0] // FS_BLOCK
+    def new_dir_block(self, ino: int = ROOT_INODE) -> int:
+        return self.alloc(FS_BLOCK, regular=False, near=ino)[0][0] // FS_BLOCK
 
     def write_file(self, fm: FileMap, ranges: RangeSet, size: int) -> None:
         """Writeback of a file's dirty ``ranges``: overwrite mapped blocks in place (on the
@@ -276,7 +359,8 @@ class ThinFs:
         for start, end in ranges.units(FS_BLOCK):
             unmapped.update(fm.map(start * FS_BLOCK, end * FS_BLOCK, out))
         if unmapped:
-            pieces = self.alloc(unmapped.total())
+            pieces = self.alloc(unmapped.total(), near=fm.ino)
+            self.dirty_alloc(pieces)
             for f_start, f_end in unmapped:
                 while f_start < f_end:
                     dev, n = pieces[0]
@@ -287,7 +371,6 @@ class ThinFs:
                     pieces[0] = (dev + take, n - take)
                     if pieces[0][1] == 0:
                         pieces.pop(0)
-            self.dirty_alloc()
             self.dirty_inode(fm.ino)
         self.write(out)
 
@@ -297,7 +380,9 @@ def mkfs(geometry: Geometry, chunk: int) -> ThinFs:
     whole journal/log, the root directory's block)."""
     g = geometry
     fs = ThinFs(g, ThinDevice("base", chunk), Layout(), FsState(g.data_start, FIRST_FREE_INODE, 0))
-    root_block = fs.new_dir_block()
+    if g.ext4 is not None:  # mkfs's root block is the first of group 0's data: the flat picture's
+        fs.groups = Ext4Groups(g.ext4, g.base_size // FS_BLOCK, (g.log_start // FS_BLOCK, g.log_bytes // FS_BLOCK))
+    root_block = fs.new_dir_block() if fs.groups is None else g.data_start // FS_BLOCK
     fs.layout.root = (ROOT_INODE, root_block)
     ranges = RangeSet([(0, g.header_blocks * FS_BLOCK), (g.inode_start, g.inode_start + g.mkfs_inode_bytes),
                        (g.log_start, g.log_start + g.log_bytes),

@@ -5,8 +5,11 @@ real 10 GiB mkfs.ext4 here; drivers/fsgeometry.py Ext4Layout): 80 groups, flex g
   block 0 superblock, 1-2 GDT, 3-1026 reserved GDT          -> chunks 0 .. 64
   block bitmaps 1027-1042 (chunk 64), inode bitmaps 1043-1058 (chunk 65)
   inode tables of flex group 0: 1059 .. 9250; inodes 12-16 in block 1059 (chunk 66)
-  root dir block 9251 = 37892096 (chunk 578 + 0); /big (1 MiB) 37896192 .. 38944768
-                                              = chunks 578 .. 594 (starts 16384 into 578)
+  root dir block 9251 = 37892096 (chunk 578 + 0)
+  group 1: backup superblock, GDT and reserved GDT 32768-33794; then /big (1 MiB): ext4 aims
+  a regular file's data at the second group of its flex group (drivers/ext4alloc.py; laid on
+  a real 10 GiB ext4, its blocks were in group 1 too), block 33795 = 138424320 .. 139472896
+                                              = chunks 2112 .. 2128 (starts 12288 into 2112)
   journal      block 1081344 (group 33, e2fsprogs' midpoint rule) = chunk 67584, 64 MiB
 The superblock, the bitmaps and the inode table are three chunks apart: a metadata change
 writes chunks 0, 64/65 and 66, where a flat layout would have put them all in chunk 0.
@@ -24,7 +27,7 @@ from simulator.costmodel import CostModel
 
 K = 1024
 CHUNK = 64 * K
-BIG_DEV = 9252 * 4096  # /big's first byte on the device: the block after the root directory's
+BIG_DEV = 33795 * 4096  # /big's first byte on the device: group 1's first free block
 LOG = 1081344 * 4096  # journal start
 IMG = image([f("/big", 1024 * K)])
 MOUNT_EXT4 = 4096  # superblock written at mount (REAL_KERNEL 4a: 4096 B of mount noise)
@@ -36,7 +39,7 @@ def jbd2(items):
 
 
 def test_layout_of_the_big_file():
-    assert BIG_DEV % CHUNK == 16384 and BIG_DEV // CHUNK == 578 and LOG // CHUNK == 67584
+    assert BIG_DEV % CHUNK == 12288 and BIG_DEV // CHUNK == 2112 and LOG // CHUNK == 67584
     r = Run(make_driver("devicemapper", EXT4), IMG, 1)
     rec = r.driver.layer_fs["l0"].layout.file(1)
     assert rec.extents == ((BIG_DEV, 1024 * K),)
@@ -44,7 +47,7 @@ def test_layout_of_the_big_file():
 
 def test_aligned_4k_write_into_lower_file_copies_one_chunk():
     m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 0, "length": 4096}), **EXT4)
-    # chunks made private: 0 (superblock at mount), 578 (the data block), 67584 (journal:
+    # chunks made private: 0 (superblock at mount), 2112 (the data block), 67584 (journal:
     # descriptor + inode block + commit), 66 (the inode block's home write).  Each was
     # shared and written partly, so each is copied: the data write alone costs one 64 KiB copy.
     assert m["cow_blocks"] == 4
@@ -67,10 +70,10 @@ def test_4k_reference_chunks_never_copy():
 
 
 def test_write_covering_a_whole_chunk_is_not_copied():
-    # file offset 49152 is device offset 579 * 65536: chunk 579 is overwritten whole
-    assert BIG_DEV + 49152 == 579 * CHUNK
-    m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 49152, "length": CHUNK}), **EXT4)
-    assert m["cow_blocks"] == 4  # 0, 579, 67584, 66
+    # file offset 53248 is device offset 2113 * 65536: chunk 2113 is overwritten whole
+    assert BIG_DEV + 53248 == 2113 * CHUNK
+    m = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 53248, "length": CHUNK}), **EXT4)
+    assert m["cow_blocks"] == 4  # 0, 2113, 67584, 66
     assert m["copyup_bytes"] == 3 * CHUNK  # superblock's, journal's and inode table's chunks only
 
 
@@ -88,13 +91,13 @@ def test_sharing_is_broken_once_and_blocks_written_twice_cost_once():
 
 
 def test_new_small_file_lands_in_the_chunk_the_image_shares():
-    # delalloc puts /new right after /big: 38944768, inside chunk 594, which /big's tail
+    # /new's data follows /big's in group 1: 139472896, inside chunk 2128, which /big's tail
     # already maps - a small new file still copies a chunk, as "several small files share a chunk"
     m = run("devicemapper", IMG, ops({"op": "create", "path": "/new", "size": 10000}), **EXT4)
-    # chunks: 0 (sb, GDT), 594 (data), 67584 (journal), 578 (root directory block), 64 (block
-    # bitmap 1027), 65 (inode bitmap 1043), 66 (inode 13 in block 1059)
+    # chunks: 0 (sb, GDT), 2128 (data), 67584 (journal), 578 (root directory block), 64 (group
+    # 1's block bitmap 1028), 65 (inode bitmap 1043), 66 (inodes 2 and 13 in block 1059)
     assert m["cow_blocks"] == 7 and m["copyup_bytes"] == 7 * CHUNK
-    items = 5  # inode block 1059, root dir block, inode bitmap 1043, GDT 1, block bitmap 1027
+    items = 5  # inode block 1059, root dir block, inode bitmap 1043, GDT 1, block bitmap 1028
     assert m["device_write_bytes"] == MOUNT_EXT4 + 3 * 4096 + jbd2(items) + items * 4096 + 7 * CHUNK
 
 
@@ -114,9 +117,9 @@ def test_image_physical_bytes_base_device_and_layer():
     # block = blocks 0..9251 = chunks 0..578 (579); journal 64 MiB = 1024 chunks; backup
     # superblock + GDT + reserved GDT (1027 blocks = 65 chunks) in groups 1 3 5 7 9 25 27 49;
     # flex groups 1-4's bitmaps and tables (16 + 16 + 16 * 512 blocks = 514 chunks) at groups
-    # 16 32 48 64.  Layer l0: chunks 0 (sb, GDT), 64, 65 (bitmaps), 66 (inode 12),
-    # 578..594 (/big and the root dir block), 67584 (journal).
-    assert m["image_physical_bytes"] == (579 + 1024 + 8 * 65 + 4 * 514 + 4 + 17 + 1) * (CHUNK + 48)
+    # 16 32 48 64.  Layer l0: chunks 0 (sb, GDT), 64, 65 (bitmaps), 66 (inode 12), 578 (the
+    # root dir block), 2112..2128 (/big), 67584 (journal).
+    assert m["image_physical_bytes"] == (579 + 1024 + 8 * 65 + 4 * 514 + 4 + 1 + 17 + 1) * (CHUNK + 48)
 
 
 def test_mount_noise_matches_the_measured_figures():
@@ -181,13 +184,13 @@ def test_bad_options(opts):
 
 
 def test_est_seconds_prices_chunk_copies():
-    cheap = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 49152, "length": CHUNK}), **EXT4)
-    # the fs writes whole 4 KiB blocks: 49153 + 65534 bytes still cover chunk 579 exactly
-    same = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 49153, "length": CHUNK - 2}),
+    cheap = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 53248, "length": CHUNK}), **EXT4)
+    # the fs writes whole 4 KiB blocks: 53249 + 65534 bytes still cover chunk 2113 exactly
+    same = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 53249, "length": CHUNK - 2}),
                **EXT4)
     assert same["copyup_bytes"] == cheap["copyup_bytes"]
-    # one block later, the same length straddles chunks 579 and 580: two partial chunks
-    dear = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 49152 + 4096, "length": CHUNK}),
+    # one block later, the same length straddles chunks 2113 and 2114: two partial chunks
+    dear = run("devicemapper", IMG, ops({"op": "write", "path": "/big", "offset": 53248 + 4096, "length": CHUNK}),
                **EXT4)
     assert dear["copyup_bytes"] == cheap["copyup_bytes"] + 2 * CHUNK
     assert dear["est_seconds"] > cheap["est_seconds"]

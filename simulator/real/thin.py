@@ -55,6 +55,7 @@ from typing import Any, Iterator
 
 import psutil
 
+from drivers.ext4alloc import EXT4_HASH_SEED
 from simulator.errors import BackendUnavailable, LayerbenchError
 from simulator.image import Image
 from simulator.metrics import METRIC_KEYS
@@ -176,8 +177,9 @@ class ThinSession:
             f.truncate(int(self.options["base_size"]))
         if self.options["fs"] == "ext4":
             features = "has_journal" if self.options.get("journal", True) else "^has_journal"
-            _run("mkfs.ext4", "-q", "-F", "-O", features, "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard",
-                 "-b", "4096", base)
+            # the model's directory-hash seed: it places top-level directories (drivers/ext4alloc.py)
+            _run("mkfs.ext4", "-q", "-F", "-O", features, "-E",
+                 f"lazy_itable_init=0,lazy_journal_init=0,nodiscard,hash_seed={EXT4_HASH_SEED}", "-b", "4096", base)
         else:
             _run("mkfs.xfs", "-q", "-f", "-K", base)  # -K: no discard, as Docker's -E nodiscard
         sync_fs(self.host)

@@ -1,0 +1,189 @@
+"""An image layer laid down on an ext4 thin device the way ``simulator/real/thin.py`` lays it.
+
+Where the kernel puts an inode depends on what the filesystem held when it was made: the
+lowest free slot of its group, where a slot freed on an earlier mount is taken again
+(``drivers.ext4alloc``).  So the layers are laid as ``simulator.real.btrfs.apply_layer``
+does, step by step: first every whiteout's ``rm -rf`` and every opaque directory emptied,
+then each entry in order, its missing parents made (``os.makedirs``), an existing entry of
+another kind removed first, a file or link replacing whatever was there, an existing
+directory kept (only its attributes change).  Each step allocates and frees what the real
+one does, and dirties the metadata blocks it writes.
+
+The merged view the steps need (``Ext4View``: which inode each path holds) is handed from a
+layer to the one built on it; a second layer on the same parent (two containers committed)
+gets it by laying the parent's layers again (``view_of``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from simulator.image import Layer
+from simulator.ranges import RangeSet
+from simulator.units import round_up
+
+from .fsgeometry import FS_BLOCK, ROOT_INODE
+
+if TYPE_CHECKING:
+    from .thinfs import ThinFs
+
+FAST_SYMLINK_MAX = 59  # ext4_inode_is_fast_symlink: a target shorter than i_block's 60 bytes
+
+
+@dataclass
+class Inode:
+    kind: str  # "dir", "file" or "symlink"
+    names: int
+    blocks: list[tuple[int, int]] = field(default_factory=list)  # (device offset, bytes)
+
+
+@dataclass
+class Ext4View:
+    """Path -> inode of everything laid so far, each directory's names in creation order."""
+
+    inos: dict[str, int]
+    kids: dict[str, dict[str, None]]
+    inodes: dict[int, Inode]
+
+    @classmethod
+    def empty(cls, root_block: int) -> Ext4View:
+        return cls({"/": ROOT_INODE}, {"/": {}}, {ROOT_INODE: Inode("dir", 1, [(root_block * FS_BLOCK, FS_BLOCK)])})
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+class _Laying:
+    """One layer's steps on ``fs``, keeping ``view`` and the layer's ``Layout`` in step."""
+
+    def __init__(self, fs: ThinFs, view: Ext4View):
+        self.fs, self.view, self.layout = fs, view, fs.layout
+
+    def is_dir(self, path: str) -> bool:
+        ino = self.view.inos.get(path)
+        return ino is not None and self.view.inodes[ino].kind == "dir"
+
+    def _link(self, path: str, ino: int) -> None:
+        view = self.view
+        view.inos[path] = ino
+        view.kids[_parent(path)][path.rsplit("/", 1)[1]] = None
+        self.fs.dirty_block(self.dir_block(_parent(path)))
+
+    def dir_block(self, path: str) -> int:
+        return self.view.inodes[self.view.inos[path]].blocks[0][0] // FS_BLOCK
+
+    def remove(self, path: str) -> None:
+        """``_rm_rf``: a directory's contents first (shutil.rmtree), then the name."""
+        view, fs = self.view, self.fs
+        ino = view.inos.get(path)
+        if ino is None:
+            return
+        inode = view.inodes[ino]
+        if inode.kind == "dir":
+            for name in list(view.kids[path]):
+                self.remove(f"{path}/{name}" if path != "/" else f"/{name}")
+            del view.kids[path]
+            self.layout.dirs[path] = None
+            fs.forget_block(inode.blocks[0][0] // FS_BLOCK)  # ext4_free_blocks(FORGET)
+        del view.inos[path]
+        del view.kids[_parent(path)][path.rsplit("/", 1)[1]]
+        fs.dirty_block(self.dir_block(_parent(path)))
+        fs.dirty_inode(ino)  # dtime, or the link count
+        inode.names -= 1
+        if inode.names == 0:
+            del view.inodes[ino]
+            fs.free_inode(ino, inode.kind == "dir")
+            fs.free_extents(inode.blocks)
+
+    def mkdir(self, path: str) -> int:
+        fs = self.fs
+        parent = self.view.inos[_parent(path)]
+        ino = fs.new_inode(parent, path.rsplit("/", 1)[1], True)
+        block = fs.new_dir_block(ino)
+        self.view.inodes[ino] = Inode("dir", 1, [(block * FS_BLOCK, FS_BLOCK)])
+        self.view.kids[path] = {}
+        self._link(path, ino)
+        self.layout.dirs[path] = (ino, block)
+        fs.dirty_block(block)
+        fs.dirty_inode(ino)
+        fs.dirty_ialloc(ino)
+        fs.dirty_alloc([(block * FS_BLOCK, FS_BLOCK)])
+        return ino
+
+    def makedirs(self, path: str) -> None:
+        if path != "/" and not self.is_dir(path):
+            self.makedirs(_parent(path))
+            self.mkdir(path)
+
+    def new_file(self, path: str, size: int, kind: str = "file") -> int:
+        fs = self.fs
+        ino = fs.new_inode(self.view.inos[_parent(path)], path.rsplit("/", 1)[1], False)
+        blocks = fs.alloc(round_up(size, FS_BLOCK), regular=kind == "file", near=ino) if size else []
+        self.view.inodes[ino] = Inode(kind, 1, blocks)
+        self._link(path, ino)
+        fs.dirty_inode(ino)
+        fs.dirty_ialloc(ino)
+        if blocks:
+            fs.dirty_alloc(blocks)
+            fs.write(RangeSet((d, d + n) for d, n in blocks))
+        return ino
+
+
+def build_ext4_layer(fs: ThinFs, layer: Layer, view: Ext4View) -> Ext4View:
+    """Untar ``layer`` into its fresh snapshot ``fs`` (mount, the steps, sync, unmount) and
+    return the merged view after it."""
+    fs.mount()
+    lay = _Laying(fs, view)
+    layout, state = fs.layout, fs.state
+    layout.first_ino = state.next_image_ino
+    for e in layer.entries:
+        if e.type == "whiteout":
+            lay.remove(e.path)
+        elif e.type == "dir" and e.opaque and lay.is_dir(e.path):
+            for name in list(view.kids[e.path]):
+                lay.remove(f"{e.path}/{name}" if e.path != "/" else f"/{name}")
+    for e in layer.entries:
+        lay.makedirs(_parent(e.path))
+        if e.type == "whiteout":
+            continue
+        if e.type == "dir":
+            if not lay.is_dir(e.path):
+                lay.remove(e.path)
+                lay.mkdir(e.path)
+            fs.dirty_inode(view.inos[e.path])  # chown, chmod
+            continue
+        lay.remove(e.path)
+        if e.type == "file":
+            ino = lay.new_file(e.path, e.size)
+            layout.files[state.next_image_ino] = _file_record(ino, view.inodes[ino].blocks)
+            state.next_image_ino += 1
+        elif e.type == "hardlink":
+            ino = view.inos.get(str(e.target))
+            if ino is None or view.inodes[ino].kind != "file":
+                continue  # nothing to link to (an image that never validated)
+            view.inodes[ino].names += 1
+            lay._link(e.path, ino)
+            fs.dirty_inode(ino)
+        else:
+            target = len(str(e.target).encode("utf-8", "surrogateescape"))
+            layout.links[e.path] = lay.new_file(e.path, FS_BLOCK if target > FAST_SYMLINK_MAX else 0, "symlink")
+    fs.commit()
+    return view
+
+
+def _file_record(ino: int, blocks: list[tuple[int, int]]):
+    from .thinfs import FileRec
+
+    return FileRec(ino, tuple(blocks))
+
+
+def view_of(fs_at_mkfs: ThinFs, layers: list[Layer]) -> Ext4View:
+    """The view after ``layers``, laid again on a scratch copy of the base device."""
+    fs = fs_at_mkfs.snapshot("scratch")
+    view = Ext4View.empty(fs.layout.root[1])
+    for layer in layers:
+        fs = fs.snapshot("scratch")
+        view = build_ext4_layer(fs, layer, view)
+    return view
