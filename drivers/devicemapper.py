@@ -8,73 +8,52 @@ Layout modelled (moby ``daemon/graphdriver/devmapper/deviceset.go``; DRIVERS.md 
         └ layer k   snapshot of layer k-1                   (image_physical_bytes)
           └ container c   snapshot of the top layer         (container_physical_bytes)
 
-Each device carries its own filesystem, laid out on its address space as (byte offsets;
-a flattened, single-group picture of mkfs's defaults)::
-
-    block 0..7       superblock and allocation headers (ext4: GDT, bitmaps; xfs: AG0 headers
-                     and btree roots)
-    INODE_START ...  inode i at INODE_START + i * inode_size
-    DATA_START ...   directory blocks and file data, each starting on a 4 KiB fs block, in
-                     image build order (small files share a chunk, as on a real fs)
-    base_size / 2    ext4 journal / xfs log (mkfs puts it in the middle of the device)
-
-File operations become fs block writes (``ThinFs``, drivers/thinfs.py), and those become chunk writes on the
-container's thin device (``drivers.thinpool``): the first write into a chunk still shared
-with the image allocates a chunk, copying it unless the batch covers it whole.  Data is
-allocated at writeback (SPEC section 5; ext4/xfs delalloc); metadata blocks dirtied since
-the last commit point go to the journal/log and then home at the next fsync, commit or at
-the end.  Deleting a file frees nothing in the pool: Docker's loop-lvm mounts without
-``discard`` (DRIVERS.md section 3: "freed blocks may not be returned").
+Each device carries its own filesystem (``drivers.thinfs``; mkfs's placement in
+``drivers.fsgeometry``): superblock and group headers, inode tables, directory blocks and
+file data on 4 KiB fs blocks (small files share a chunk, as on a real fs), the journal or
+log mid-device.  xfs is one flattened group; ext4 places every inode and block by group as
+the kernel does (``drivers.ext4alloc``) and lays image layers as the real backend does
+(``drivers.ext4layer``).  File operations become fs block writes, and those chunk writes
+on the container's thin device (``drivers.thinpool``): the first write into a chunk still
+shared with the image allocates a chunk, copying it unless the batch covers it whole.  Data
+is allocated at writeback (SPEC section 5; delalloc); dirty metadata goes to the journal or
+log and home at the next commit point.  Deleting frees nothing in the pool: Docker's
+loop-lvm mounts without ``discard`` (DRIVERS.md section 3).
 
 Findings and sources:
 * REAL_KERNEL.md 4a (reflinked guest images, the dm-thin emulation measured here): mount +
   umount of an ext4 device unshares 4096 B (the superblock); of xfs 2105344 B = 2 MiB of
   log blocks cleared ahead of the head (fs/xfs/xfs_log_recover.c xlog_clear_stale_blocks
-  clears up to XLOG_MAX_ICLOGS * XLOG_MAX_RECORD_BSIZE = 8 * 256 KiB) + 8 KiB.  A 1-byte
-  overwrite on ext4 without journal unshares 12288 B: data block + inode block + superblock.
+  clears up to XLOG_MAX_ICLOGS * XLOG_MAX_RECORD_BSIZE = 8 * 256 KiB) + 8 KiB.
 * REAL_KERNEL.md 4b: qcow2 chains allocate one 64 KiB cluster per sub-cluster write, as
   dm-thin does; ``tests/test_qcow2_chain.py`` checks our chunk counts against qemu-img.
 * Lookups cost one btree walk at any depth (thin-provisioning.rst), page cache is per
   container (Docker docs: "each launched container loads one or more copies of its files
   into memory"), commit uses the naive diff (moby ``NewNaiveDiffDriver``).
-* Reflinked journal-less ext4 images (``simulator/real/thin.py``, kernel 6.18 here, checked
-  by ``tests/test_real_thin.py`` at ``chunk_size=4096``): every figure is a count of 4 KiB
-  blocks the guest wrote, identified with dumpe2fs.  What the model does because of it:
-  - ext4 ``auto_da_alloc``: a file renamed over any existing name (even an empty one) has its
-    delayed data written at once (``ext4_rename``); after ``open(O_TRUNC)`` of an existing
-    file or a truncate to 0, the data is written at the next close of the file - any close,
-    a read's too, which consumes the flag (``EXT4_STATE_DA_ALLOC_CLOSE``, ext4_release_file).
-    Measured: create 200000 B, rename over an empty file, unlink: 55 blocks, not 5.
-  - relatime: the first read of a file writes its inode (atime not past mtime/ctime; image
-    files were built moments before), even a read at EOF; again after a write or chmod.
-  - removing a name frees the inode (inode bitmap) only with the last link; blocks (block
-    bitmap) only when some were allocated (delalloc data never written has none); a removed
-    directory's own block is never written (ext4_free_blocks with FORGET drops it dirty).
-  - inode n lives in table slot n - 1 (inodes 1-16 share the first block).
-  - block groups (``drivers.ext4alloc``, ``drivers.ext4layer``): the image is laid step by
-    step as the real backend lays it, and each inode goes where the kernel's allocator puts
-    it (Orlov for directories, the parent's flex group for the rest, freed inodes reused);
-    the laid image's inode numbers equal the kernel's on every random image tried (1 GiB and
-    10 GiB devices).  Each group's bitmaps are written where its inodes and blocks change;
-    regular files' data goes to the flex group's second group, directories' to its first.
-  - every directory whose entries change has its inode written (mtime, ctime), a directory
-    moved to another parent its block (``..``); the block holding a file's end is zeroed
-    past it, so written back: the new end's at a truncate that shrinks, the old end's when a
-    truncate grows the file or a write starts beyond it (10,000 B cut to 100 B: 5 blocks).
-  Journal-less ext4 (``journal=false``) writes metadata home at sync and unmount; an fsync
-  writes the file's own inode (and a directory's block), then, while the node is newly
-  named, its directory's block and inode, upwards (``ext4_fsync_nojournal``,
-  ``ext4_sync_parent``): a directory's block dirtied, then the directory removed, is never
-  written.  Not modelled: atime of symbolic links followed (their inode written once a
-  mount), the block allocator's choice of another group than the goal for some data (one
-  bitmap block more), and a read of 0 bytes (no atime; the model charges one).  The 600
-  random cases of ``scripts/fuzz.py thin`` (docs/fidelity.md) measure what is left.
-Simplifications: base_size places the journal/log and bounds nothing: files past it extend
-the address space (the real driver would fail with ENOSPC); one block per directory; the
-allocator never reuses freed blocks, and takes them in order from the goal group (mballoc
-aligns large requests and serves small ones from per-CPU preallocations: the same count of
-blocks in other places); the journal's home writes happen at each commit point, not at
-checkpoint.  xfs keeps the flat, single-group picture.
+* Reflinked journal-less ext4 images (``simulator/real/thin.py``, kernel 6.18, checked by
+  ``tests/test_real_thin.py`` at ``chunk_size=4096``; every block named with dumpe2fs):
+  - ``auto_da_alloc``: a file renamed over any existing name has its delayed data written
+    at once (``ext4_rename``); after ``open(O_TRUNC)`` or a truncate to 0, at the next close
+    of the file, any close (``EXT4_STATE_DA_ALLOC_CLOSE``): create 200000 B, rename over an
+    empty file, unlink: 55 blocks, not 5.
+  - relatime: the first read of a file writes its inode (image files were built moments
+    before), even a read at EOF; again after a write or chmod.
+  - the last link frees the inode (inode bitmap), and blocks (block bitmap) if some were
+    allocated; a removed directory's block is never written (ext4_free_blocks, FORGET).
+  - a directory whose entries change has its inode written; one moved to another parent its
+    block (``..``); the block holding a file's end is zeroed past it and written back when a
+    truncate moves the end or a write starts beyond it (10,000 B cut to 100 B: 5 blocks).
+  - without a journal, metadata goes home at sync and unmount; an fsync writes the file's
+    inode, then, while the node is newly named, its directory's block and inode, upwards
+    (``ext4_fsync_nojournal``, ``ext4_sync_parent``).
+  Not modelled: atime of symbolic links followed; the block allocator's choice of another
+  group for some data (one bitmap block); a read of 0 bytes (no atime; the model charges
+  one).  ``scripts/fuzz.py thin`` measures what is left (docs/fidelity.md).
+Simplifications: base_size places the journal/log and bounds nothing (files past it extend
+the address space; the real driver would fail with ENOSPC); one block per directory; freed
+blocks are never reused, and blocks are taken in order from the goal group (mballoc aligns
+large requests and serves small ones from per-CPU preallocations: as many blocks, elsewhere);
+the journal's home writes happen at each commit point, not at checkpoint.
 """
 
 from __future__ import annotations
@@ -86,14 +65,15 @@ from simulator.imagetree import ImageDir, ImageFile
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode
 from simulator.ranges import RangeSet
-from simulator.units import GiB, round_up
+from simulator.units import GiB
 from simulator.viewstats import private_inodes
 
 from .base import BaseDriver, BaseMount
 from .options import Option
 from .fsgeometry import FS_BLOCK, Geometry
 from .ext4layer import Ext4View, build_ext4_layer, view_of
-from .thinfs import FileMap, ThinFs, build_layer, mkfs
+from .thinfs import ThinFs, build_layer, mkfs
+from .thinlayout import FileMap
 from .thinpool import (DM_THIN_CHUNK_STEP, DM_THIN_MAX_CHUNK, DM_THIN_MIN_CHUNK, DOCKER_DEFAULT_CHUNK,
                        REFERENCE_CHUNK_4K, chunk_physical_bytes)
 
@@ -116,16 +96,12 @@ class DevicemapperMount(BaseMount):
         self.fs = top.snapshot(id, on_cost=self._charge)
         self.dirs: dict[Dir, int] = {}  # container-made directory -> its dir block
         self.inodes: dict[object, int] = {}  # container-made dir/symlink -> fs inode
-        self._ctx: list = [None, None]  # parents of the last two lookups (rename: src, dst)
         self._created: FileInode | None = None  # the file this operation created
         # (directory, name) of the last name added and of the last one removed (``entry``)
         self._added: tuple[object, str] = (None, "")
         self._dropped: tuple[object, str] = (None, "")
         self._replaced = False  # this operation removed a name (a rename over a target)
         self.alloc_on_close: set[FileInode] = set()  # ext4 EXT4_STATE_DA_ALLOC_CLOSE
-        # blocks a truncate or an extending write zeroed in part, dirty in the page cache:
-        # file -> {file block: device offset}
-        self.zeroed: dict[FileInode, dict[int, int]] = {}
         # EXT4_STATE_NEWENTRY: a node given a name since it was last fsynced -> the directory
         # it was named in (journal-less ext4's fsync writes that directory too, ext4_sync_parent);
         # None where a journal commits everything at fsync
@@ -164,8 +140,8 @@ class DevicemapperMount(BaseMount):
             base = parent.base if parent.__class__ is Dir else parent
             if base is not None:
                 ino = self.fs.layout.link(f"{base.path.rstrip('/')}/{name}")
-        if ino is None:  # an image symlink: a fast symlink next to its directory's inode
-            ino = self._dir_location(self._ctx[-1])[0]
+        if ino is None:  # an image symlink (xfs): a fast symlink next to its directory's inode
+            ino = self._dir_location(self._dropped[0])[0]
         return ino
 
     def _new_inode(self, is_dir: bool) -> int:
@@ -186,8 +162,7 @@ class DevicemapperMount(BaseMount):
 
     # -- hooks --
     def lookup(self, parent, name: str) -> int:
-        self._ctx = [self._ctx[-1], parent]
-        self._replaced = False
+        self._replaced = False  # a new operation
         return 1  # one btree whatever the depth (thin-provisioning.rst)
 
     def entry(self, parent, name: str, added: bool) -> None:
@@ -197,41 +172,15 @@ class DevicemapperMount(BaseMount):
         else:
             self._dropped = (parent, name)
 
-    def meta_copy_up(self, node) -> None:
-        if node.__class__ is Dir:
-            self._ctx = [self._ctx[-1], node]  # remove_tree empties it next
-
     def copy_up(self, inode: FileInode, need: str) -> None:
         self._filemap(inode)  # block-level: nothing is copied per file
 
     def write(self, inode: FileInode, offset: int, length: int) -> None:
         fm = self._filemap(inode)
-        old = fm.size
-        if offset + length > old:  # past the end: see ``_extend``
-            fm.size = offset + length
-            if old % FS_BLOCK and offset // FS_BLOCK > old // FS_BLOCK:
-                self._zero_tail(inode, fm, old // FS_BLOCK)
+        if offset + length > fm.size:
+            self.fs.extend(fm, offset, offset + length)
         self.fs.dirty_inode(fm.ino)  # file_update_time: mtime, ctime
         self.atime_fresh.discard(fm.ino)
-
-    def _extend(self, inode: FileInode, fm: FileMap, start: int, end: int, written: RangeSet) -> None:
-        """The first write of a run, ``[start, ...)``, to take the file past its size, the run
-        ending at ``end``.  A write starting in a later block than the old end zeroes that
-        block's tail (ext4_da_write_begin; xfs_file_write_checks), which is written back
-        unless the run's writes cover it."""
-        old = fm.size
-        fm.size = end
-        block = old // FS_BLOCK
-        if old % FS_BLOCK and start // FS_BLOCK > block and not written.overlap(block * FS_BLOCK, (block + 1) * FS_BLOCK):
-            self._zero_tail(inode, fm, block)
-
-    def _zero_tail(self, inode: FileInode, fm: FileMap, block: int) -> None:
-        """File block ``block`` is partly zeroed in the page cache: written back later, if it
-        has data on the device (a hole stays one)."""
-        mapped = RangeSet()
-        fm.map(block * FS_BLOCK, (block + 1) * FS_BLOCK, mapped)
-        if mapped:
-            self.zeroed.setdefault(inode, {})[block] = next(iter(mapped))[0]
 
     # -- runs of writes (simulator.writeruns) --
     def batchable(self, inode: FileInode) -> bool:
@@ -239,23 +188,19 @@ class DevicemapperMount(BaseMount):
         return inode.drv is not None and inode not in self.alloc_on_close
 
     def lookup_run(self, parent, name: str, count: int) -> int:
-        """Only the last parent outlives an operation (a rename reads both of its own)."""
-        self.lookup(parent, name)
-        return self.lookup(parent, name) if count > 1 else 1
+        return self.lookup(parent, name)  # the same each time
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         fm = self._filemap(inode)
         top = max(ends)
-        if top > fm.size:  # the first write past the old size decides (see _extend)
+        if top > fm.size:  # the first write past the old size decides (ThinFs.extend)
             first = next(i for i, e in enumerate(ends) if e > fm.size)
-            self._extend(inode, fm, starts[first], top, union)
+            self.fs.extend(fm, starts[first], top, union)
         self.fs.dirty_inode(fm.ino)  # marks the inode: once is all
         self.atime_fresh.discard(fm.ino)
 
     def lookup_many(self, parents: list, names: list[str], depths) -> None:
-        """(simulator.statruns) Only the last two parents outlive the run, as in ``lookup_run``."""
-        for parent, name in zip(parents[-2:], names[-2:]):
-            self.lookup(parent, name)
+        self._replaced = False  # (simulator.statruns) as ``lookup`` each time
         depths[1] += len(parents)
 
     def _accessed(self, node) -> None:
@@ -286,28 +231,11 @@ class DevicemapperMount(BaseMount):
     def writeback(self, inode: FileInode, ranges: RangeSet) -> None:
         fm = self._filemap(inode)
         self.fs.write_file(fm, ranges, inode.size)
-        self._write_zeroed(inode)
-
-    def _write_zeroed(self, inode) -> None:
-        zeroed = self.zeroed.pop(inode, None)
-        if zeroed:
-            self.fs.write(RangeSet((dev, dev + FS_BLOCK) for dev in zeroed.values()))
+        self.fs.write_zeroed(fm)
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
-        """Blocks past the new end go back; the block holding the end that stays, if it has
-        data, gets its tail zeroed (the new end's when shrinking, the old end's when growing:
-        ext4_block_truncate_page, xfs_setattr_size), so it is written back: a 10,000-byte
-        file cut to 100 bytes unshares 5 blocks, to 4,096 bytes 4 (measured here)."""
         fm = self._filemap(inode)
-        self.fs.free_extents(fm.cut(round_up(new_size, FS_BLOCK)))
-        pending = self.zeroed.get(inode)
-        if pending:  # pages cut away before they were written are dropped
-            for block in [b for b in pending if b * FS_BLOCK >= new_size]:
-                del pending[block]
-        end = min(old_size, new_size)
-        fm.size = new_size
-        if end % FS_BLOCK:
-            self._zero_tail(inode, fm, end // FS_BLOCK)
+        self.fs.resize(fm, old_size, new_size)
         self.fs.dirty_inode(fm.ino)
         self.atime_fresh.discard(fm.ino)
         if new_size == 0:
@@ -315,8 +243,9 @@ class DevicemapperMount(BaseMount):
 
     def fsync(self, node) -> None:
         self.tally.fsyncs += 1
-        self._write_zeroed(node)
         fs = self.fs
+        if node.__class__ is FileInode:
+            fs.write_zeroed(self._filemap(node))
         if fs.groups is None or fs.geometry.log_bytes:  # a journal commits every dirty block
             fs.commit()
             return
@@ -380,9 +309,10 @@ class DevicemapperMount(BaseMount):
             last_link = self.ns.image_unlinks[node] >= node.nlink
         if node.__class__ is FileInode:
             self.alloc_on_close.discard(node)
+            fm = self._filemap(node)
             if last_link:
-                self.zeroed.pop(node, None)  # its dirty pages are dropped, never written
-            blocks = [(d, n) for _, d, n in self._filemap(node).extents]  # delalloc never written: none
+                self.fs.zeroed.pop(fm, None)  # its dirty pages are dropped, never written
+            blocks = [(d, n) for _, d, n in fm.extents]  # delalloc never written: none
         elif node.__class__ is ImageFile:
             blocks = list(self.fs.layout.file(node.ino).extents)
         elif node.__class__ in (Dir, ImageDir):
@@ -400,8 +330,7 @@ class DevicemapperMount(BaseMount):
 
     # -- state at the end --
     def sync(self) -> None:
-        for inode in list(self.zeroed):
-            self._write_zeroed(inode)
+        self.fs.write_zeroed()
         if self.new_entry:
             self.new_entry.clear()
         self.fs.commit()

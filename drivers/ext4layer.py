@@ -24,6 +24,7 @@ from simulator.ranges import RangeSet
 from simulator.units import round_up
 
 from .fsgeometry import FS_BLOCK, ROOT_INODE
+from .thinlayout import FileRec
 
 if TYPE_CHECKING:
     from .thinfs import ThinFs
@@ -157,7 +158,7 @@ def build_ext4_layer(fs: ThinFs, layer: Layer, view: Ext4View) -> Ext4View:
         lay.remove(e.path)
         if e.type == "file":
             ino = lay.new_file(e.path, e.size)
-            layout.files[state.next_image_ino] = _file_record(ino, view.inodes[ino].blocks)
+            layout.files[state.next_image_ino] = FileRec(ino, tuple(view.inodes[ino].blocks))
             state.next_image_ino += 1
         elif e.type == "hardlink":
             ino = view.inos.get(str(e.target))
@@ -171,12 +172,6 @@ def build_ext4_layer(fs: ThinFs, layer: Layer, view: Ext4View) -> Ext4View:
             layout.links[e.path] = lay.new_file(e.path, FS_BLOCK if target > FAST_SYMLINK_MAX else 0, "symlink")
     fs.commit()
     return view
-
-
-def _file_record(ino: int, blocks: list[tuple[int, int]]):
-    from .thinfs import FileRec
-
-    return FileRec(ino, tuple(blocks))
 
 
 def view_of(fs_at_mkfs: ThinFs, layers: list[Layer]) -> Ext4View:
