@@ -93,6 +93,7 @@ class BaseMount:
     indexes_hardlinks: bool = False
     notes_close: bool = False  # set per subclass: True where it overrides ``closed``
     notes_entries: bool = False  # likewise for ``entry``
+    notes_links: bool = False  # and for ``followed``
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every create, write, read and fsync ends with a ``closed`` call; most drivers do
@@ -100,6 +101,7 @@ class BaseMount:
         super().__init_subclass__(**kwargs)
         cls.notes_close = cls.closed is not BaseMount.closed
         cls.notes_entries = cls.entry is not BaseMount.entry
+        cls.notes_links = cls.followed is not BaseMount.followed
         cls.lookup_is_one = cls.lookup is BaseMount.lookup
 
     def __init__(self, driver: BaseDriver, id: str, tree: ImageTree):
@@ -177,6 +179,9 @@ class BaseMount:
         self.tally.device_write_bytes += METADATA_WRITE_BYTES
 
     def entry(self, parent: Dir, name: str, added: bool) -> None:
+        pass
+
+    def followed(self, parent, name: str, link) -> None:
         pass
 
     def remove(self, node, last_link: bool) -> None:

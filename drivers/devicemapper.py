@@ -9,24 +9,20 @@ Layout modelled (moby ``daemon/graphdriver/devmapper/deviceset.go``; DRIVERS.md 
           └ container c   snapshot of the top layer         (container_physical_bytes)
 
 Each device carries its own filesystem (``drivers.thinfs``; mkfs's placement in
-``drivers.fsgeometry``): superblock and group headers, inode tables, directory blocks and
-file data on 4 KiB fs blocks (small files share a chunk, as on a real fs), the journal or
-log mid-device.  xfs is one flattened group; ext4 places every inode and block by group as
-the kernel does (``drivers.ext4alloc``) and lays image layers as the real backend does
-(``drivers.ext4layer``).  File operations become fs block writes, and those chunk writes
-on the container's thin device (``drivers.thinpool``): the first write into a chunk still
-shared with the image allocates a chunk, copying it unless the batch covers it whole.  Data
-is allocated at writeback (SPEC section 5; delalloc); dirty metadata goes to the journal or
-log and home at the next commit point.  Deleting frees nothing in the pool: Docker's
-loop-lvm mounts without ``discard`` (DRIVERS.md section 3).
+``drivers.fsgeometry``) on 4 KiB fs blocks, small files sharing a chunk as on a real fs: xfs
+as one flattened group, ext4 by group as the kernel allocates (``drivers.ext4alloc``), its
+layers laid as the real backend lays them (``drivers.ext4layer``).  File operations become
+fs block writes, and those chunk writes on the container's thin device (``drivers.thinpool``):
+the first write into a chunk still shared with the image allocates a chunk, copying it
+unless the batch covers it whole.  Data is allocated at writeback (SPEC section 5;
+delalloc); dirty metadata goes to the journal or log, and home at the next commit point.
+Deleting frees nothing in the pool: loop-lvm mounts without ``discard`` (DRIVERS.md 3).
 
 Findings and sources:
-* REAL_KERNEL.md 4a (reflinked guest images, the dm-thin emulation measured here): mount +
-  umount of an ext4 device unshares 4096 B (the superblock); of xfs 2105344 B = 2 MiB of
-  log blocks cleared ahead of the head (fs/xfs/xfs_log_recover.c xlog_clear_stale_blocks
-  clears up to XLOG_MAX_ICLOGS * XLOG_MAX_RECORD_BSIZE = 8 * 256 KiB) + 8 KiB.
-* REAL_KERNEL.md 4b: qcow2 chains allocate one 64 KiB cluster per sub-cluster write, as
-  dm-thin does; ``tests/test_qcow2_chain.py`` checks our chunk counts against qemu-img.
+* REAL_KERNEL.md 4a (reflinked guest images): mount + umount unshares the superblock on
+  ext4, 2 MiB of log cleared ahead of the head + 8 KiB on xfs (``ThinFs.mount``).
+* REAL_KERNEL.md 4b: qcow2 chains allocate a 64 KiB cluster per sub-cluster write, as dm-thin
+  does (``tests/test_qcow2_chain.py``: our chunk counts against qemu-img).
 * Lookups cost one btree walk at any depth (thin-provisioning.rst), page cache is per
   container (Docker docs: "each launched container loads one or more copies of its files
   into memory"), commit uses the naive diff (moby ``NewNaiveDiffDriver``).
@@ -46,14 +42,14 @@ Findings and sources:
   - without a journal, metadata goes home at sync and unmount; an fsync writes the file's
     inode, then, while the node is newly named, its directory's block and inode, upwards
     (``ext4_fsync_nojournal``, ``ext4_sync_parent``).
-  Not modelled: atime of symbolic links followed; the block allocator's choice of another
-  group for some data (one bitmap block); a read of 0 bytes (no atime; the model charges
-  one).  ``scripts/fuzz.py thin`` measures what is left (docs/fidelity.md).
-Simplifications: base_size places the journal/log and bounds nothing (files past it extend
-the address space; the real driver would fail with ENOSPC); one block per directory; freed
-blocks are never reused, and blocks are taken in order from the goal group (mballoc aligns
-large requests and serves small ones from per-CPU preallocations: as many blocks, elsewhere);
-the journal's home writes happen at each commit point, not at checkpoint.
+  - relatime on a symbolic link followed: its inode written once a mount (``followed``).
+  Not modelled: the block allocator's choice of another group for some data (per-CPU
+  preallocations: one bitmap block); a read of 0 bytes (no atime; the model charges one).
+  ``scripts/fuzz.py thin`` measures what is left (docs/fidelity.md).
+Simplifications: base_size bounds nothing (the real driver would fail with ENOSPC); one block
+per directory; freed blocks are never reused, new ones taken in order from the goal group
+(mballoc aligns and preallocates: as many blocks, elsewhere); a journal's home writes happen at
+each commit point, not at checkpoint.
 """
 
 from __future__ import annotations
@@ -71,9 +67,9 @@ from simulator.viewstats import private_inodes
 from .base import BaseDriver, BaseMount
 from .options import Option
 from .fsgeometry import FS_BLOCK, Geometry
-from .ext4layer import Ext4View, build_ext4_layer, view_of
+from .ext4layer import Ext4View, lay_ext4_layer
 from .thinfs import ThinFs, build_layer, mkfs
-from .thinlayout import FileMap
+from .thinlayout import ThinPlaces
 from .thinpool import (DM_THIN_CHUNK_STEP, DM_THIN_MAX_CHUNK, DM_THIN_MIN_CHUNK, DOCKER_DEFAULT_CHUNK,
                        REFERENCE_CHUNK_4K, chunk_physical_bytes)
 
@@ -86,8 +82,10 @@ REMOVING_OPS = ("unlink", "rmdir")
 NAMING_OPS = ("create", "mkdir", "link", "symlink", "rename")  # ext4_add_entry: EXT4_STATE_NEWENTRY
 
 
-class DevicemapperMount(BaseMount):
+class DevicemapperMount(ThinPlaces, BaseMount):
     """A container: a thin snapshot of the image's top device with its own filesystem."""
+
+    idempotent_lookup = True  # a lookup only marks a new operation (``_replaced``)
 
     def __init__(self, driver: DevicemapperDriver, id: str, tree) -> None:
         super().__init__(driver, id, tree)
@@ -102,11 +100,9 @@ class DevicemapperMount(BaseMount):
         self._dropped: tuple[object, str] = (None, "")
         self._replaced = False  # this operation removed a name (a rename over a target)
         self.alloc_on_close: set[FileInode] = set()  # ext4 EXT4_STATE_DA_ALLOC_CLOSE
-        # EXT4_STATE_NEWENTRY: a node given a name since it was last fsynced -> the directory
-        # it was named in (journal-less ext4's fsync writes that directory too, ext4_sync_parent);
-        # None where a journal commits everything at fsync
-        self.new_entry: dict[object, object] | None = \
-            {} if self.fs.groups is not None and not self.fs.geometry.log_bytes else None
+        # EXT4_STATE_NEWENTRY: node named since its last fsync -> the directory named in (journal-
+        # less ext4's fsync writes it too, ext4_sync_parent); None where a journal commits all
+        self.new_entry: dict | None = {} if self.fs.groups is not None and not self.fs.geometry.log_bytes else None
         self.atime_fresh = BitMap64()  # fs inodes whose atime is past mtime/ctime (relatime)
         self.fs.mount()
 
@@ -117,53 +113,18 @@ class DevicemapperMount(BaseMount):
         self.tally.copyup_bytes += copied
         self.tally.cow_copy_bytes += copied
 
-    # -- where things are --
-    def _dir_location(self, d) -> tuple[int, int]:
-        """(fs inode, dir block) of a directory of this container's view."""
-        if d is None:
-            return self.fs.layout.root
-        if d.__class__ is Dir and d.base is None:
-            return self.inodes[d], self.dirs[d]
-        base = d.base if d.__class__ is Dir else d
-        return self.fs.layout.dir(base.path)
-
-    def _inode_of(self, node) -> int:
-        if node.__class__ is FileInode:
-            return self._filemap(node).ino
-        if node.__class__ is ImageFile:
-            return self.fs.layout.file(node.ino).ino
-        if node.__class__ is Dir or node.__class__ is ImageDir:
-            return self._dir_location(node)[0]
-        ino = self.inodes.get(node)  # a symlink this container made
-        if ino is None and self.fs.groups is not None:  # ext4 laid it step by step: its own inode
-            parent, name = self._dropped  # (a symlink's own name changes only by unlink or rename)
-            base = parent.base if parent.__class__ is Dir else parent
-            if base is not None:
-                ino = self.fs.layout.link(f"{base.path.rstrip('/')}/{name}")
-        if ino is None:  # an image symlink (xfs): a fast symlink next to its directory's inode
-            ino = self._dir_location(self._dropped[0])[0]
-        return ino
-
-    def _new_inode(self, is_dir: bool) -> int:
-        """A new inode in the directory the operation looked up last, for the name it added."""
-        parent, name = self._added
-        return self.fs.new_inode(self._dir_location(parent)[0], name, is_dir)
-
-    def _filemap(self, inode: FileInode) -> FileMap:
-        fm = inode.drv
-        if fm is None:
-            if inode.origin is not None:
-                rec = self.fs.layout.file(inode.origin.ino)
-                fm = FileMap(rec.ino, rec, inode.origin.size)
-            else:
-                fm = FileMap(self._new_inode(False))
-            inode.drv = fm
-        return fm
-
     # -- hooks --
     def lookup(self, parent, name: str) -> int:
         self._replaced = False  # a new operation
         return 1  # one btree whatever the depth (thin-provisioning.rst)
+
+    def followed(self, parent, name: str, link) -> None:
+        """relatime on a symbolic link followed (pick_link: touch_atime): its inode is written
+        once, as a file's first read; ext4 only (xfs keeps no symlink inodes in this model)."""
+        ino = self._symlink_ino(link, parent, name) if self.fs.groups is not None else None
+        if ino is not None and ino not in self.atime_fresh:
+            self.atime_fresh.add(ino)
+            self.fs.dirty_inode(ino)
 
     def entry(self, parent, name: str, added: bool) -> None:
         """ext4 places a new directory by its name; a removed image symlink is found by it."""
@@ -186,9 +147,6 @@ class DevicemapperMount(BaseMount):
     def batchable(self, inode: FileInode) -> bool:
         """Not flushed at close: writes then only dirty the inode (ext4 delalloc)."""
         return inode.drv is not None and inode not in self.alloc_on_close
-
-    def lookup_run(self, parent, name: str, count: int) -> int:
-        return self.lookup(parent, name)  # the same each time
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         fm = self._filemap(inode)
@@ -281,27 +239,18 @@ class DevicemapperMount(BaseMount):
         if op in NAMESPACE_OPS:  # the directories whose entries changed (``entry``)
             if op == "rename":
                 src, dst = self._dropped[0], self._added[0]
-                self._entries_changed(src)
-                self._entries_changed(dst)
+                fs.entries_changed(*self._dir_location(src))
+                fs.entries_changed(*self._dir_location(dst))
                 if fs.groups is not None and node.__class__ is Dir and src is not dst:
                     fs.dirty_block(self._dir_location(node)[1])  # a directory moved: its ".." (ext4_rename)
             else:
-                self._entries_changed(self._dropped[0] if op in REMOVING_OPS else self._added[0])
+                fs.entries_changed(*self._dir_location(self._dropped[0] if op in REMOVING_OPS else self._added[0]))
             if self.new_entry is not None and op in NAMING_OPS:
                 self.new_entry[node] = self._added[0]
         if op in INODE_ALLOC_OPS:
             fs.dirty_ialloc(ino)
         if op == "rmdir":  # its block is freed with ext4_forget: a dirty copy is dropped, not written
             fs.forget_block(self._dir_location(node)[1])
-
-    def _entries_changed(self, parent) -> None:
-        """A name was added to or removed from ``parent``: its block; on ext4 its inode too (the
-        directory's mtime and ctime, ext4_add_entry / ext4_delete_entry), in its own group's
-        table (xfs's flat picture keeps its one inode region)."""
-        ino, block = self._dir_location(parent)
-        self.fs.dirty_block(block)
-        if self.fs.groups is not None:
-            self.fs.dirty_inode(ino)
 
     def remove(self, node, last_link: bool) -> None:
         self._replaced = True
@@ -390,12 +339,8 @@ class DevicemapperDriver(BaseDriver):
         fs = origin.snapshot(id, on_cost=on_cost)
         if fs.groups is None:
             build_layer(fs, self.images[id].layers[-1])
-        else:  # ext4: laid step by step on the view below, which passes to this layer
-            view = origin.view
-            origin.view = None
-            if view is None:  # another layer took it: lay the parent's layers again
-                view = view_of(self.base, list(self.images[parent].layers) if parent else [])
-            fs.view = build_ext4_layer(fs, self.images[id].layers[-1], view)
+        else:
+            lay_ext4_layer(origin, fs, self.images[id].layers, self.base)
         self.layer_fs[id] = fs
 
     def _charge_layer(self, cost, chunk: int) -> None:

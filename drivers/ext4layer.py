@@ -17,7 +17,7 @@ gets it by laying the parent's layers again (``view_of``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from simulator.image import Layer
 from simulator.ranges import RangeSet
@@ -172,6 +172,16 @@ def build_ext4_layer(fs: ThinFs, layer: Layer, view: Ext4View) -> Ext4View:
             layout.links[e.path] = lay.new_file(e.path, FS_BLOCK if target > FAST_SYMLINK_MAX else 0, "symlink")
     fs.commit()
     return view
+
+
+def lay_ext4_layer(origin: ThinFs, fs: ThinFs, layers: Sequence[Layer], base: ThinFs) -> None:
+    """Lay the last of ``layers`` on ``fs``, a fresh snapshot of ``origin`` (which holds the
+    others), on the view below, which passes to ``fs``; where another layer took it already,
+    the layers below are laid again from ``base`` to find it (``view_of``)."""
+    view, origin.view = origin.view, None
+    if view is None:
+        view = view_of(base, list(layers[:-1]))
+    fs.view = build_ext4_layer(fs, layers[-1], view)
 
 
 def view_of(fs_at_mkfs: ThinFs, layers: list[Layer]) -> Ext4View:

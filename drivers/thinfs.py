@@ -134,6 +134,14 @@ class ThinFs:
     def dirty_block(self, block: int) -> None:
         self.pending.add(block)
 
+    def entries_changed(self, ino: int, block: int) -> None:
+        """A name was added to or removed from directory ``ino``: its block; on ext4 its inode
+        too (mtime and ctime, ext4_add_entry / ext4_delete_entry), in its own group's table
+        (xfs's flat picture keeps its one inode region)."""
+        self.pending.add(block)
+        if self.groups is not None:
+            self.dirty_inode(ino)
+
     def dirty_inode(self, ino: int) -> None:
         self.pending.add(self.geometry.inode_block(ino))
 

@@ -1,15 +1,22 @@
 """Where a thin device's filesystem keeps each file: an image file's record as its layer
-laid it (``FileRec``), a container's map of one file's blocks (``FileMap``), and the layers'
-files and directories looked up through the snapshot chain (``Layout``).  Pure bookkeeping
-over byte offsets of the device; ``drivers.thinfs`` decides what each operation writes.
+laid it (``FileRec``), a container's map of one file's blocks (``FileMap``), the layers'
+files and directories looked up through the snapshot chain (``Layout``), and a container's
+nodes found on its device (``ThinPlaces``).  Pure bookkeeping over byte offsets of the
+device; ``drivers.thinfs`` decides what each operation writes.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from simulator.imagetree import ImageDir, ImageFile
+from simulator.nodes import Dir, FileInode
 from simulator.ranges import RangeSet
+
+if TYPE_CHECKING:
+    from .thinfs import ThinFs
 
 
 @dataclass(frozen=True)
@@ -160,3 +167,61 @@ def has_dir(layout: Layout, path: str) -> bool:
             return node.dirs[path] is not None
         node = node.parent
     return False
+
+
+class ThinPlaces:
+    """Where a container's nodes are on its device: a directory's inode and block, any
+    node's inode, a file's block map.  Mixed into the devicemapper mount, which keeps the
+    state it reads: ``fs`` (its ``ThinFs``), ``dirs`` and ``inodes`` (what it made), and
+    ``_added`` / ``_dropped`` (the last names added and removed, from the ``entry`` hook)."""
+
+    fs: ThinFs
+    dirs: dict[Dir, int]
+    inodes: dict[object, int]
+    _added: tuple[object, str]
+    _dropped: tuple[object, str]
+
+    def _dir_location(self, d) -> tuple[int, int]:
+        """(fs inode, dir block) of a directory of this container's view."""
+        if d is None:
+            return self.fs.layout.root
+        if d.__class__ is Dir and d.base is None:
+            return self.inodes[d], self.dirs[d]
+        base = d.base if d.__class__ is Dir else d
+        return self.fs.layout.dir(base.path)
+
+    def _inode_of(self, node) -> int:
+        if node.__class__ is FileInode:
+            return self._filemap(node).ino
+        if node.__class__ is ImageFile:
+            return self.fs.layout.file(node.ino).ino
+        if node.__class__ is Dir or node.__class__ is ImageDir:
+            return self._dir_location(node)[0]
+        parent, name = self._dropped  # an image symlink's name changes only by unlink or rename
+        ino = self._symlink_ino(node, parent, name)  # else (xfs): next to its directory's inode
+        return ino if ino is not None else self._dir_location(parent)[0]
+
+    def _symlink_ino(self, link, parent, name: str) -> int | None:
+        """A symbolic link's inode: one this container made, or the image's ``name`` in
+        ``parent`` where its layer recorded it (ext4: ``drivers.ext4layer``)."""
+        ino = self.inodes.get(link)
+        base = parent.base if parent.__class__ is Dir else parent
+        if ino is None and base is not None:
+            ino = self.fs.layout.link(f"{base.path.rstrip('/')}/{name}")
+        return ino
+
+    def _new_inode(self, is_dir: bool) -> int:
+        """A new inode in the directory the operation looked up last, for the name it added."""
+        parent, name = self._added
+        return self.fs.new_inode(self._dir_location(parent)[0], name, is_dir)
+
+    def _filemap(self, inode: FileInode) -> FileMap:
+        fm = inode.drv
+        if fm is None:
+            if inode.origin is not None:
+                rec = self.fs.layout.file(inode.origin.ino)
+                fm = FileMap(rec.ino, rec, inode.origin.size)
+            else:
+                fm = FileMap(self._new_inode(False))
+            inode.drv = fm
+        return fm

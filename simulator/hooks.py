@@ -34,6 +34,7 @@ class StorageHooks(Protocol):
     indexes_hardlinks: bool  # removing one name of an image hard link copies the inode up first
     notes_close: bool  # False when ``closed`` does nothing: the namespace may skip the call
     notes_entries: bool  # True when ``entry`` does something: the namespace skips it otherwise
+    notes_links: bool  # True when ``followed`` does something: the walk skips it otherwise
 
     def rename_refused(self, node: DirNode | Node) -> bool:
         """True when the real driver fails this rename with EXDEV."""
@@ -92,6 +93,10 @@ class StorageHooks(Protocol):
     def entry(self, parent: Dir, name: str, added: bool) -> None:
         """``name`` was added to or removed from ``parent`` (a rename does both, a copy-up
         neither): btrfs rewrites the parent's items even where the name is back by the end."""
+
+    def followed(self, parent: DirNode, name: str, link: Node) -> None:
+        """A walk went through the symbolic link ``name`` of ``parent`` (its target read:
+        relatime may write the link's atime).  Not called for quiet walks (views, tests)."""
 
     def remove(self, node: Node, last_link: bool) -> None:
         """A name of ``node`` was removed; ``last_link``: its storage can be freed."""

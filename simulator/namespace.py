@@ -47,6 +47,7 @@ class Namespace(FileData):
         self.hooks = hooks
         self.notes_close: bool = getattr(hooks, "notes_close", True)  # see StorageHooks
         self.notes_entries: bool = getattr(hooks, "notes_entries", False)
+        self.notes_links: bool = getattr(hooks, "notes_links", False)
         self.root = Dir.from_image(tree.root)  # the upper root always exists: no copy-up
         self.promoted: dict[ImageFile, FileInode] = {}  # image inode -> its private inode
         self.image_unlinks: Counter = Counter()  # names of hard-linked image files removed

@@ -113,6 +113,8 @@ def resolve_links(ns: Namespace, path: str, follow: bool) -> Resolved:
             links += 1
             if links > MAXSYMLINKS:
                 raise FsError("ELOOP")
+            if ns.notes_links and not ns._quiet:
+                ns.hooks.followed(d, name, node)
             target = node.target  # type: ignore[union-attr]
             if target.startswith("/"):
                 chain, names = [ns.root], []

@@ -20,7 +20,7 @@ copies it (copyup_bytes += 65536); a write covering it whole, or a never-mapped 
 import pytest
 
 from drivers import make_driver
-from helpers import f, image, ops, run
+from helpers import d, f, image, ops, run
 from simulator.errors import BadInput
 from simulator.harness import Run
 from simulator.costmodel import CostModel
@@ -195,3 +195,24 @@ def test_est_seconds_prices_chunk_copies():
     assert dear["copyup_bytes"] == cheap["copyup_bytes"] + 2 * CHUNK
     assert dear["est_seconds"] > cheap["est_seconds"]
     assert isinstance(Run(make_driver("devicemapper"), IMG, 1).finish(CostModel())["est_seconds"], float)
+
+
+def test_a_second_layer_on_one_parent_lays_the_view_again():
+    # A layer built on another takes its view of the laid image (drivers/ext4layer.py); a
+    # second layer on the same parent (two containers committed in turn) lays the parent's
+    # layers again to find it, and must place its inodes as it would have first.
+    img = image([d("/a"), f("/a/x", 5000), f("/y", 100)])
+    mine = ops({"op": "create", "path": "/a/n", "size": 10, "container": 1},
+               {"op": "mkdir", "path": "/top", "container": 1}, {"op": "unlink", "path": "/y", "container": 1},
+               {"op": "commit", "layer": "c1", "container": 1})
+    other = ops({"op": "create", "path": "/z", "size": 10}, {"op": "commit", "layer": "c0"})
+    layers = []
+    for trace in (mine, other + mine):
+        r = Run(make_driver("devicemapper", {"fs": "ext4", "chunk_size": 4096}), img, 2)
+        for op in trace:
+            assert r.apply(op)
+        layers.append(r.driver.layer_fs["c1"])
+    first, second = layers
+    assert first.view is not None and second.view is not None
+    assert first.view.inos == second.view.inos and first.view.inos["/top"] > 8192  # group 1 on 10 GiB
+    assert first.device.own == second.device.own

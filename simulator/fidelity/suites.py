@@ -26,6 +26,8 @@ OVERLAY_OPTION_SETS: tuple[dict[str, Any], ...] = (
     {"metacopy": True, "redirect_dir": True, "index": True})
 QCOW2_CHUNK = {"chunk_size": 65536}  # dm-thin's default block = qcow2's cluster
 THIN_CHUNK = {"chunk_size": 4096}  # the reflink host's block: the emulation's granularity
+# tests/test_real_thin.py's reference: journal-less ext4 (REAL_KERNEL.md 4a) on a 1 GiB device
+THIN_EXT4 = {**THIN_CHUNK, "fs": "ext4", "journal": False, "base_size": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -97,4 +99,5 @@ def suite(name: str) -> list[Case]:
     dm_randoms = randoms if full else randoms[:2]
     cases += _driver_cases("devicemapper", QCOW2_CHUNK, builtins[:3], dm_randoms)
     cases += _driver_cases("devicemapper", THIN_CHUNK, builtins[:3] if full else builtins[:2], dm_randoms)
+    cases += _driver_cases("devicemapper", THIN_EXT4, builtins if full else builtins[:2], dm_randoms)
     return cases
