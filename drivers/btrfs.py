@@ -49,12 +49,11 @@ Each finding below was measured on kernel 6.18 here (btrfs-progs 6.2, 4 KiB sect
   CoW'd leaf plus the root; 50 new dirs + 50 new files: 65536 (4 nodes).  Counted once
   although metadata is DUP on disk.  Which leaves a container CoWs follows key order, as
   ``drivers.btrfs_tree`` and ``drivers.btrfs_cow`` say with what was measured there (an
-  inode item rewritten by data, chmod or a first read's relatime update; entries added or
-  removed, even if undone by the end, ``entry``; new objects and orphan items in the last
-  leaf; leaves under a third full pushed into their neighbours).  btrfs does not lay an
-  image into the same leaves twice (9 or 10 leaves for one image, run to run), so the model
-  predicts a mean and ``validate`` compares with the mean of three real runs;
-  docs/fidelity.md gives how close it comes, case by case.
+  inode item rewritten by data, chmod or relatime on a first read or a link walked through;
+  entries added or removed, even if undone by the end, ``entry``; new objects and orphan
+  items in the last leaf; leaves under a third full pushed into their neighbours).  btrfs
+  lays one image into 9 or 10 leaves run to run, so the model predicts a mean and
+  ``validate`` compares with the mean of three real runs (docs/fidelity.md).
 * The real backend reads these figures after a quota rescan (the live counters drift), and
   lists a container only after measuring it (a listing's atime updates CoW leaves):
   ``simulator/real/btrfs.py``.
@@ -65,7 +64,7 @@ from __future__ import annotations
 from pyroaring import BitMap64
 
 from simulator.hooks import NEED_TRUNC_OPEN
-from simulator.imagetree import ImageDir, ImageFile, ImageTree
+from simulator.imagetree import ImageDir, ImageFile, ImageSymlink, ImageTree
 from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode
 from simulator.ranges import RangeSet
@@ -153,10 +152,9 @@ class BtrfsMount(BaseMount):
 
     def closed(self, node, op: str) -> None:
         if op == "read" and node.__class__ is ImageFile:
-            # relatime (the mount default): the first read of an image file, laid down
-            # moments before (atime not past mtime), updates its atime: the inode item is
-            # rewritten and its leaf CoWed into the container's tree (measured: import-scan,
-            # 186 reads, max_inline=0: 131072 B of qgroup exclusive metadata, not 16384).
+            # relatime: the first read of an image file, laid down moments before, rewrites its
+            # inode item (atime) and CoWs the leaf (import-scan, 186 reads, max_inline=0:
+            # 131072 B of qgroup exclusive metadata, not 16384)
             self.touched.add(id(node))
             return
         if node.__class__ is not FileInode:
@@ -167,6 +165,10 @@ class BtrfsMount(BaseMount):
         if st.flush_on_close:  # btrfs_release_file: BTRFS_INODE_FLUSH_ON_CLOSE
             st.flush_on_close = False
             self._flush(node)
+
+    def followed(self, parent, name: str, link) -> None:
+        if link.__class__ is ImageSymlink:  # relatime on a link walked through, as on a read:
+            self.touched.add(id(link))  # a stat through one in a 300-file directory, 2 nodes, not 1
 
     def remove(self, node, last_link: bool) -> None:
         if node.__class__ in (FileInode, ImageFile):

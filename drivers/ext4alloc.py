@@ -112,8 +112,8 @@ def dir_hash(name: str, seed: uuid.UUID = EXT4_HASH_SEED) -> int:
 class Ext4Groups:
     """Group by group: inodes used (a high-water mark and the holes below it), directories,
     free blocks and where the next block goes.  Only groups touched since mkfs are stored,
-    so a device of a million groups costs what it uses; a snapshot shares them until it
-    changes one."""
+    so a device of a million groups costs what it uses, and a snapshot copies a few entries
+    (the hole sets are frozen, shared)."""
 
     lay: Ext4Layout
     fs_blocks: int
