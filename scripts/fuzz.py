@@ -5,6 +5,7 @@ fast replay against one operation at a time, on seeded random cases (docs/fideli
     python3 scripts/fuzz.py overlay --first 60000 --count 300 --big
     python3 scripts/fuzz.py btrfs --first 70000 --count 300            # root, btrfs-progs
     python3 scripts/fuzz.py thin --first 90000 --count 600             # root, xfsprogs
+    python3 scripts/fuzz.py thin-xfs --first 95000 --count 200         # the driver's default fs
     python3 scripts/fuzz.py replay --first 0 --count 3
 
 Each case that differs is one line; the last line counts them (for btrfs, the qgroup's
@@ -44,6 +45,7 @@ REPLAY_WORKLOADS = ("mixed:scale=0.2", "package-install", "chmod-tree", "delete-
                     "import-scan:modules=200", "small-files:files=300", "overwrite-random:writes=500",
                     "append-log:appends=500", "read-startup", "random:ops=400")
 THIN_OPTIONS = {"chunk_size": 4096, "fs": "ext4", "journal": False, "base_size": 1 << 30}
+THIN_XFS_OPTIONS = {"chunk_size": 4096}  # devicemapper's default xfs on its default 10 GiB
 NODE, BLOCK = 16384, 4096
 
 
@@ -103,12 +105,12 @@ def fuzz_btrfs(seed: int, big: bool, say) -> tuple[int, Counter]:
     return bad, nodes
 
 
-def fuzz_thin(seed: int, big: bool, say) -> tuple[int, Counter]:
+def fuzz_thin(seed: int, big: bool, say, options: dict = THIN_OPTIONS) -> tuple[int, Counter]:
     from simulator.real.thin import measure_thin
 
     img, trace, n = _random_case(seed, BIG_CASE if big else THIN_CASE)
-    sim, _ = _model("devicemapper", THIN_OPTIONS, img, trace, n)
-    real = measure_thin(img, trace, n, make_driver("devicemapper", THIN_OPTIONS).options)
+    sim, _ = _model("devicemapper", options, img, trace, n)
+    real = measure_thin(img, trace, n, make_driver("devicemapper", options).options)
     exact = ("ops", "failed_ops", "written_bytes", "read_bytes")
     wrong = {k: (sim[k], real[k]) for k in exact if sim[k] != real[k]}
     off = (sim["container_alloc_bytes"] - real["container_physical_bytes"]) // BLOCK
@@ -142,12 +144,13 @@ def fuzz_replay(seed: int, big: bool, say) -> tuple[int, Counter]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", choices=("overlay", "btrfs", "thin", "replay"))
+    parser.add_argument("target", choices=("overlay", "btrfs", "thin", "thin-xfs", "replay"))
     parser.add_argument("--first", type=int, default=0, help="first seed")
     parser.add_argument("--count", type=int, default=10, help="seeds")
     parser.add_argument("--big", action="store_true", help="more layers, entries, operations and containers")
     args = parser.parse_args()
-    fuzz = {"overlay": fuzz_overlay, "btrfs": fuzz_btrfs, "thin": fuzz_thin, "replay": fuzz_replay}[args.target]
+    fuzz = {"overlay": fuzz_overlay, "btrfs": fuzz_btrfs, "thin": fuzz_thin, "replay": fuzz_replay,
+            "thin-xfs": lambda seed, big, say: fuzz_thin(seed, big, say, THIN_XFS_OPTIONS)}[args.target]
     bad, offsets = 0, Counter()
     for seed in range(args.first, args.first + args.count):
         b, off = fuzz(seed, args.big, lambda line: print(line, flush=True))

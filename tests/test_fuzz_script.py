@@ -26,7 +26,7 @@ def test_the_fast_replay_equals_one_operation_at_a_time():
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("target, module, seed", [("overlay", "overlay", "50007"), ("btrfs", "btrfs", "70007"),
-                                                  ("thin", "thin", "90007")])
+                                                  ("thin", "thin", "90007"), ("thin-xfs", "thin", "95007")])
 def test_the_real_backends_agree_on_a_fresh_seed(target, module, seed):
     check = __import__(f"simulator.real.{module}", fromlist=["check_available"]).check_available
     try:
