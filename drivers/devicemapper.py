@@ -43,6 +43,8 @@ Findings and sources:
     inode, then, while the node is newly named, its directory's block and inode, upwards
     (``ext4_fsync_nojournal``, ``ext4_sync_parent``).
   - relatime on a symbolic link followed: its inode written once a mount (``followed``).
+  - with a journal: jbd2's superblock once a mount has logged; the fs superblock logged for
+    the first file opened (``ext4_sample_last_mounted``) and the orphan list; revoke blocks.
   Not modelled: the block allocator's choice of another group for some data (per-CPU
   preallocations: one bitmap block); a read of 0 bytes (no atime; the model charges one).
   ``scripts/fuzz.py thin`` measures what is left (docs/fidelity.md).
@@ -178,6 +180,8 @@ class DevicemapperMount(ThinPlaces, BaseMount):
     def closed(self, node, op: str) -> None:
         if op == "read":  # filemap_read: file_accessed() even at EOF (not for a 0-byte read)
             self._accessed(node)
+        if node.__class__ is ImageFile or node.__class__ is FileInode:
+            self.fs.journal_super(opened=True)
         if node.__class__ is not FileInode:
             return
         if op == "create" and node is not self._created:
@@ -193,6 +197,8 @@ class DevicemapperMount(ThinPlaces, BaseMount):
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         fm = self._filemap(inode)
+        if new_size < old_size:
+            self.fs.journal_super()  # ext4_truncate puts the inode on the orphan list
         self.fs.resize(fm, old_size, new_size)
         self.fs.dirty_inode(fm.ino)
         self.atime_fresh.discard(fm.ino)
@@ -269,6 +275,7 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         else:
             blocks = []
         if last_link:  # the inode and blocks go back to the fs; the pool keeps them (no discard)
+            self.fs.journal_super()  # the orphan list, until the inode is evicted
             self.fs.free_inode(self._inode_of(node), node.__class__ in (Dir, ImageDir))
             self.fs.free_extents(blocks)
 

@@ -64,6 +64,9 @@ class ThinFs:
     # them every time, and adding three numbers to a bitmap costs twice a set's (0.2 us).
     _alloc_pending: bool = False
     _ialloc_pending: bool = False
+    _revoked: bool = False  # a metadata block freed since the last commit (ext4)
+    _mount_logged: bool = False  # a transaction committed on this mount (ext4)
+    _sampled: bool = False  # a regular file opened on this mount (ext4_sample_last_mounted)
 
     @property
     def chunk(self) -> int:
@@ -82,14 +85,17 @@ class ThinFs:
         return cost
 
     def log_ranges(self, nbytes: int) -> RangeSet:
+        """Where the next ``nbytes`` of the log go: on from the head, wrapping; an ext4
+        journal's first block is its superblock (jbd2's log starts at s_first = 1)."""
         g = self.geometry
+        first = FS_BLOCK if self.groups is not None else 0
         out = RangeSet()
-        pos = self.state.log_head % g.log_bytes
+        pos = first + self.state.log_head % (g.log_bytes - first)
         while nbytes > 0:
             n = min(nbytes, g.log_bytes - pos)
             out.add(g.log_start + pos, g.log_start + pos + n)
             nbytes -= n
-            pos = 0
+            pos = first
         return out
 
     def mount(self) -> None:
@@ -98,6 +104,7 @@ class ThinFs:
         ranges = RangeSet([(0, FS_BLOCK)])
         if self.groups is not None:
             self.groups.mount()
+            self._mount_logged = self._sampled = False
         if self.geometry.fs == "xfs":  # the unmount record at the head, then the cleared blocks
             ranges.update(self.log_ranges(FS_BLOCK + XFS_MOUNT_LOG_CLEAR))
             self.state.log_head += FS_BLOCK
@@ -108,6 +115,13 @@ class ThinFs:
         if not self.pending:
             return
         nbytes = self.geometry.log_write_bytes(len(self.pending))
+        if nbytes and self._revoked:
+            nbytes += FS_BLOCK  # the transaction's revoke block
+        self._revoked = False
+        if nbytes and self.groups is not None and not self._mount_logged:
+            self._mount_logged = True  # the log's tail moved: jbd2 rewrites its superblock (at
+            g = self.geometry  # unmount, jbd2_mark_journal_empty); a mount that logged nothing does not
+            self.write(RangeSet([(g.log_start, g.log_start + FS_BLOCK)]))
         if nbytes:  # ext4 without a journal writes its metadata home directly
             log = self.log_ranges(nbytes)
             self.state.log_head += nbytes
@@ -172,10 +186,22 @@ class ThinFs:
         self.pending.add(groups.inode_bitmap(g))
         self.pending.add(groups.descriptor_block(g))
 
+    def journal_super(self, opened: bool = False) -> None:
+        """ext4 changes its superblock in a transaction: an inode put on the orphan list
+        (unlink of the last name, rmdir, a truncate that shrinks: ``s_last_orphan``), or the
+        first regular file opened on a mount (``ext4_sample_last_mounted``, ``opened``).
+        With a journal the block is logged (measured: ``logdump`` shows FS block 0 in the
+        container's transaction); without one it is written home, as at every mount."""
+        if self.groups is not None and (not opened or not self._sampled):
+            self._sampled = self._sampled or opened
+            self.pending.add(0)
+
     def forget_block(self, block: int) -> None:
-        """A dirty block freed before it was written (``ext4_forget``): it is not written."""
+        """A dirty block freed before it was written (``ext4_forget``): it is not written; a
+        journal records its revocation (``jbd2_journal_revoke``: a revoke block at commit)."""
         self.pending.discard(block)
         self._alloc_pending = self._ialloc_pending = False  # in case it was one of theirs
+        self._revoked = self.groups is not None
 
     def new_inode(self, parent: int = ROOT_INODE, name: str = "", is_dir: bool = False) -> int:
         """A new inode for entry ``name`` of directory inode ``parent`` (ext4 places it by

@@ -6,6 +6,7 @@ fast replay against one operation at a time, on seeded random cases (docs/fideli
     python3 scripts/fuzz.py btrfs --first 70000 --count 300            # root, btrfs-progs
     python3 scripts/fuzz.py thin --first 90000 --count 600             # root, xfsprogs
     python3 scripts/fuzz.py thin-xfs --first 95000 --count 200         # the driver's default fs
+    python3 scripts/fuzz.py thin-journal --first 95000 --count 200     # ext4 with its journal
     python3 scripts/fuzz.py replay --first 0 --count 3
 
 Each case that differs is one line; the last line counts them (for btrfs, the qgroup's
@@ -46,6 +47,7 @@ REPLAY_WORKLOADS = ("mixed:scale=0.2", "package-install", "chmod-tree", "delete-
                     "append-log:appends=500", "read-startup", "random:ops=400")
 THIN_OPTIONS = {"chunk_size": 4096, "fs": "ext4", "journal": False, "base_size": 1 << 30}
 THIN_XFS_OPTIONS = {"chunk_size": 4096}  # devicemapper's default xfs on its default 10 GiB
+THIN_JOURNAL_OPTIONS = {**THIN_OPTIONS, "journal": True}  # ext4 as Docker's mkfs makes it
 NODE, BLOCK = 16384, 4096
 
 
@@ -144,13 +146,14 @@ def fuzz_replay(seed: int, big: bool, say) -> tuple[int, Counter]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("target", choices=("overlay", "btrfs", "thin", "thin-xfs", "replay"))
+    parser.add_argument("target", choices=("overlay", "btrfs", "thin", "thin-xfs", "thin-journal", "replay"))
     parser.add_argument("--first", type=int, default=0, help="first seed")
     parser.add_argument("--count", type=int, default=10, help="seeds")
     parser.add_argument("--big", action="store_true", help="more layers, entries, operations and containers")
     args = parser.parse_args()
     fuzz = {"overlay": fuzz_overlay, "btrfs": fuzz_btrfs, "thin": fuzz_thin, "replay": fuzz_replay,
-            "thin-xfs": lambda seed, big, say: fuzz_thin(seed, big, say, THIN_XFS_OPTIONS)}[args.target]
+            "thin-xfs": lambda seed, big, say: fuzz_thin(seed, big, say, THIN_XFS_OPTIONS),
+            "thin-journal": lambda seed, big, say: fuzz_thin(seed, big, say, THIN_JOURNAL_OPTIONS)}[args.target]
     bad, offsets = 0, Counter()
     for seed in range(args.first, args.first + args.count):
         b, off = fuzz(seed, args.big, lambda line: print(line, flush=True))
