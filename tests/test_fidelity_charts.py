@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 
-from simulator.fidelity.report import plot_times
+from simulator.fidelity.report import _label, plot_times
 
 
 def test_time_axes_are_labelled_in_plain_milliseconds_without_colliding_minor_labels():
@@ -24,3 +24,12 @@ def test_time_axes_are_labelled_in_plain_milliseconds_without_colliding_minor_la
         assert len(major) >= 4 and all(re.fullmatch(r"\d+(\.\d+)?", label) for label in major), major
         assert not any(t.get_text() for t in axis.get_minorticklabels())  # "3×10⁰4×10⁰" was drawn there
     assert "2" in [t.get_text() for t in ax.xaxis.get_majorticklabels()]
+
+
+def test_row_labels_read_as_options_a_person_set():
+    options = '{"base_size": 1073741824, "chunk_size": 4096, "fs": "ext4", "journal": false}'
+    assert _label("devicemapper", options, "reflink-thin") == \
+        "reflink-thin (devicemapper base_size=1 GiB,chunk_size=4 KiB,fs=ext4,journal=false)"
+    assert _label("overlay", '{"index": true, "metacopy": true}', "kernel-overlay") == \
+        "kernel-overlay (overlay index,metacopy)"
+    assert _label("vfs", "{}", "vfs-copy") == "vfs-copy (vfs)"

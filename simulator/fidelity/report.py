@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from simulator.report.charts import _save, plt
 from simulator.report.html import SCRIPT, STYLE, _cell
+from simulator.units import format_bytes
 
 ERROR_CHART = "fidelity-errors.png"
 TIME_CHART = "fidelity-est-seconds.png"
@@ -26,9 +27,18 @@ TIME_BAND = 0.25  # the calibration's target: est_seconds within 25% of the meas
 
 
 def _label(driver: str, options: str, backend: str) -> str:
-    opts = json.loads(options)
-    flags = ",".join(f"{k}={v}" if not isinstance(v, bool) else k for k, v in opts.items() if v is not False)
+    """A row's name: the backend, the driver and its options as a person reads them (a flag
+    set by its name, one turned off as ``=false``, sizes in binary units)."""
+    flags = ",".join(_option(k, v) for k, v in json.loads(options).items())
     return f"{backend} ({driver}{' ' + flags if flags else ''})"
+
+
+def _option(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return key if value else f"{key}=false"
+    if key.endswith("_size") and isinstance(value, int):
+        return f"{key}={format_bytes(value)}"
+    return f"{key}={value}"
 
 
 def plot_errors(summary) -> Any:
