@@ -41,14 +41,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from .fsgeometry import EXT4_BLOCKS_PER_GROUP, EXT4_DESC_SIZE, EXT4_FLEX_BG, FS_BLOCK, Ext4Layout
+from .fsgeometry import (EXT4_BLOCKS_PER_GROUP, EXT4_DESC_SIZE, EXT4_FLEX_BG, FIRST_FREE_INODE, FS_BLOCK, ROOT_INODE,
+                         Ext4Layout)
 
 # The directory-hash seed of every ext4 the model and ``simulator/real/thin.py`` make.  mkfs
 # picks a random one (Docker's deviceset does not set it), which moves top-level directories
 # between flex groups on devices of more than 16 groups; a fixed one lets the two agree.
 EXT4_HASH_SEED = uuid.UUID("a7c4b0f2-5d3e-4c1a-9b8f-2e6d1f0c3a59")
 PERCPU_BATCH = 32  # lib/percpu_counter.c compute_batch_value on a 2-CPU machine
-FIRST_INO = 11  # EXT4_GOOD_OLD_FIRST_INO: inodes 1-10 are reserved, 11 is lost+found
+FIRST_INO = FIRST_FREE_INODE - 1  # group 0's slots taken by mkfs: inodes 1-11 (11: lost+found)
 MKFS_DIRS = 2  # the root and lost+found, both in group 0
 MKFS_GROUP0_BLOCKS = 1 + 4 + 1  # root's block, lost+found's four, the resize inode's indirect block
 MASK32 = 0xFFFFFFFF
@@ -145,6 +146,9 @@ class Ext4Groups:
         j0, jn = self.journal
         return j0 + jn if j0 <= start < j0 + jn else start
 
+    def group_of(self, ino: int) -> int:
+        return (ino - 1) // self.ipg
+
     def used_inodes(self, g: int) -> int:
         default = FIRST_INO if g == 0 else 0
         return self.hwm.get(g, default) - len(self.holes.get(g, ()))
@@ -190,12 +194,12 @@ class Ext4Groups:
         self.counters[which + 1] = local
 
     # -- inodes --
-    def new_inode(self, parent: int, name: str, is_dir: bool, root: int) -> int:
+    def new_inode(self, parent: int, name: str, is_dir: bool) -> int:
         """The inode number ``__ext4_new_inode`` gives a new entry of directory ``parent``."""
-        parent_group = (parent - 1) // self.ipg
+        parent_group = self.group_of(parent)
         if not is_dir:
             group = self._first_with_free_inode(parent_group - parent_group % EXT4_FLEX_BG)
-        elif parent == root:
+        elif parent == ROOT_INODE:
             group = self._orlov_top(name)
         else:
             start = self.last_group.get(parent, parent_group)

@@ -56,6 +56,10 @@ def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
 
 
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[1]
+
+
 class _Laying:
     """One layer's steps on ``fs``, keeping ``view`` and the layer's ``Layout`` in step."""
 
@@ -69,7 +73,7 @@ class _Laying:
     def _link(self, path: str, ino: int) -> None:
         view = self.view
         view.inos[path] = ino
-        view.kids[_parent(path)][path.rsplit("/", 1)[1]] = None
+        view.kids[_parent(path)][_name(path)] = None
         self.fs.dirty_block(self.dir_block(_parent(path)))
 
     def dir_block(self, path: str) -> int:
@@ -83,13 +87,12 @@ class _Laying:
             return
         inode = view.inodes[ino]
         if inode.kind == "dir":
-            for name in list(view.kids[path]):
-                self.remove(f"{path}/{name}" if path != "/" else f"/{name}")
+            self.empty(path)
             del view.kids[path]
             self.layout.dirs[path] = None
             fs.forget_block(inode.blocks[0][0] // FS_BLOCK)  # ext4_free_blocks(FORGET)
         del view.inos[path]
-        del view.kids[_parent(path)][path.rsplit("/", 1)[1]]
+        del view.kids[_parent(path)][_name(path)]
         fs.dirty_block(self.dir_block(_parent(path)))
         fs.dirty_inode(ino)  # dtime, or the link count
         inode.names -= 1
@@ -98,10 +101,15 @@ class _Laying:
             fs.free_inode(ino, inode.kind == "dir")
             fs.free_extents(inode.blocks)
 
+    def empty(self, path: str) -> None:
+        """Remove everything in directory ``path`` (an opaque directory, ``rm -rf``)."""
+        for name in list(self.view.kids[path]):
+            self.remove(f"{path.rstrip('/')}/{name}")
+
     def mkdir(self, path: str) -> int:
         fs = self.fs
         parent = self.view.inos[_parent(path)]
-        ino = fs.new_inode(parent, path.rsplit("/", 1)[1], True)
+        ino = fs.new_inode(parent, _name(path), True)
         block = fs.new_dir_block(ino)
         self.view.inodes[ino] = Inode("dir", 1, [(block * FS_BLOCK, FS_BLOCK)])
         self.view.kids[path] = {}
@@ -120,7 +128,7 @@ class _Laying:
 
     def new_file(self, path: str, size: int, kind: str = "file") -> int:
         fs = self.fs
-        ino = fs.new_inode(self.view.inos[_parent(path)], path.rsplit("/", 1)[1], False)
+        ino = fs.new_inode(self.view.inos[_parent(path)], _name(path), False)
         blocks = fs.alloc(round_up(size, FS_BLOCK), regular=kind == "file", near=ino) if size else []
         self.view.inodes[ino] = Inode(kind, 1, blocks)
         self._link(path, ino)
@@ -143,8 +151,7 @@ def build_ext4_layer(fs: ThinFs, layer: Layer, view: Ext4View) -> Ext4View:
         if e.type == "whiteout":
             lay.remove(e.path)
         elif e.type == "dir" and e.opaque and lay.is_dir(e.path):
-            for name in list(view.kids[e.path]):
-                lay.remove(f"{e.path}/{name}" if e.path != "/" else f"/{name}")
+            lay.empty(e.path)
     for e in layer.entries:
         lay.makedirs(_parent(e.path))
         if e.type == "whiteout":

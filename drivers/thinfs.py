@@ -182,7 +182,7 @@ class ThinFs:
                 self.pending.update(self.geometry.ialloc_blocks)
                 self._ialloc_pending = True
             return
-        g = (ino - 1) // groups.ipg
+        g = groups.group_of(ino)
         self.pending.add(groups.inode_bitmap(g))
         self.pending.add(groups.descriptor_block(g))
 
@@ -207,7 +207,7 @@ class ThinFs:
         """A new inode for entry ``name`` of directory inode ``parent`` (ext4 places it by
         group, ``drivers.ext4alloc``; xfs numbers on)."""
         if self.groups is not None:
-            return self.groups.new_inode(parent, name, is_dir, ROOT_INODE)
+            return self.groups.new_inode(parent, name, is_dir)
         ino = self.state.next_inode
         self.state.next_inode += 1
         return ino
@@ -274,8 +274,8 @@ class ThinFs:
         (device offset, bytes); ext4 puts a regular file's apart from directories'
         (``Ext4Groups.alloc``), xfs takes them in order, skipping the log."""
         if self.groups is not None:
-            near_group = (near - 1) // self.groups.ipg
-            return [(b * FS_BLOCK, n * FS_BLOCK) for b, n in self.groups.alloc(nbytes // FS_BLOCK, regular, near_group)]
+            blocks = self.groups.alloc(nbytes // FS_BLOCK, regular, self.groups.group_of(near))
+            return [(b * FS_BLOCK, n * FS_BLOCK) for b, n in blocks]
         g, s = self.geometry, self.state
         out: list[tuple[int, int]] = []
         log_end = g.log_start + g.log_bytes

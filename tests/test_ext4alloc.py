@@ -41,27 +41,27 @@ def test_top_level_directories_spread_once_the_mount_has_allocated():
     # A fresh mount's first top-level directory passes Orlov's top-level test (the flex
     # group's exact free counts equal the per-CPU counters' stale global ones): group 0.
     g = fresh()
-    assert g.new_inode(ROOT, "first", is_dir=True, root=ROOT) == 12
+    assert g.new_inode(ROOT, "first", is_dir=True) == 12
     # After an allocation the stale global count is one above the exact one: the test fails
     # and the fallback takes the first group whose free inodes reach 65525 // 8 = 8190.
     g = fresh()
-    assert g.new_inode(ROOT, "lib", is_dir=False, root=ROOT) == 12  # a file: group 0
-    tops = [g.new_inode(ROOT, name, is_dir=True, root=ROOT) for name in ("d", "a", "x", "b")]
+    assert g.new_inode(ROOT, "lib", is_dir=False) == 12  # a file: group 0
+    tops = [g.new_inode(ROOT, name, is_dir=True) for name in ("d", "a", "x", "b")]
     assert tops == [8193, 8194, 8195, 16385]  # group 1 has 8192, 8191, 8190 free; then 8189 < 8190
     # (the kernel laid the same: seed 90002's image, inodes 8193, 8194, 8195, 16385)
     # below the root, directories and files go to the first group of the parent's flex group
-    assert g.new_inode(8193, "etc", is_dir=True, root=ROOT) == 13
-    assert g.new_inode(16385, "f", is_dir=False, root=ROOT) == 14
+    assert g.new_inode(8193, "etc", is_dir=True) == 13
+    assert g.new_inode(16385, "f", is_dir=False) == 14
     assert (g.used_dirs(0), g.used_dirs(1), g.used_dirs(2)) == (2 + 1, 3, 1)
 
 
 def test_freed_inodes_are_taken_again_lowest_first():
     g = fresh()
-    inos = [g.new_inode(ROOT, f"f{i}", is_dir=False, root=ROOT) for i in range(4)]
+    inos = [g.new_inode(ROOT, f"f{i}", is_dir=False) for i in range(4)]
     assert inos == [12, 13, 14, 15]
     g.free_inode(14, is_dir=False)
     g.free_inode(13, is_dir=False)
-    assert [g.new_inode(ROOT, "n", is_dir=False, root=ROOT) for _ in range(3)] == [13, 14, 16]
+    assert [g.new_inode(ROOT, "n", is_dir=False) for _ in range(3)] == [13, 14, 16]
 
 
 def test_per_cpu_counter_flushes_every_32():
@@ -70,24 +70,24 @@ def test_per_cpu_counter_flushes_every_32():
     # top-level directory passes the top-level test (group 0).
     g = fresh()
     for i in range(31):
-        g.new_inode(ROOT, f"f{i}", is_dir=False, root=ROOT)
+        g.new_inode(ROOT, f"f{i}", is_dir=False)
     assert g.counters[:2] == [65525, -31]
-    g.new_inode(ROOT, "f31", is_dir=False, root=ROOT)
+    g.new_inode(ROOT, "f31", is_dir=False)
     assert g.counters[:2] == [65525 - 32, 0]
-    assert g.new_inode(ROOT, "top", is_dir=True, root=ROOT) == 12 + 32
-    assert g.new_inode(ROOT, "next", is_dir=True, root=ROOT) == 8193  # one more: fallback again
+    assert g.new_inode(ROOT, "top", is_dir=True) == 12 + 32
+    assert g.new_inode(ROOT, "next", is_dir=True) == 8193  # one more: fallback again
 
 
 def test_a_snapshot_does_not_change_its_origin():
     g = fresh()
-    g.new_inode(ROOT, "a", is_dir=False, root=ROOT)
+    g.new_inode(ROOT, "a", is_dir=False)
     g.free_inode(12, is_dir=False)
     child = g.snapshot()
     child.mount()
-    assert child.new_inode(ROOT, "b", is_dir=False, root=ROOT) == 12
+    assert child.new_inode(ROOT, "b", is_dir=False) == 12
     child.alloc(3, regular=True, near=0)
     assert g.holes == {0: frozenset({1 + 10})} and g.free == {}
-    assert g.new_inode(ROOT, "c", is_dir=False, root=ROOT) == 12
+    assert g.new_inode(ROOT, "c", is_dir=False) == 12
 
 
 def test_blocks_spill_into_the_next_group_and_skip_the_journal():
