@@ -10,8 +10,8 @@ Layout modelled (moby ``daemon/graphdriver/devmapper/deviceset.go``; DRIVERS.md 
 
 Each device carries its own filesystem (``drivers.thinfs``; mkfs's placement in
 ``drivers.fsgeometry``) on 4 KiB fs blocks, small files sharing a chunk as on a real fs: xfs
-as one flattened group, ext4 by group as the kernel allocates (``drivers.ext4alloc``), its
-layers laid as the real backend lays them (``drivers.ext4layer``).  File operations become
+by allocation group (``drivers.xfsalloc``), ext4 by block group (``drivers.ext4alloc``), as
+the kernel allocates, layers laid as the real backend lays them (``drivers.ext4layer``).  File operations become
 fs block writes, and those chunk writes on the container's thin device (``drivers.thinpool``):
 the first write into a chunk still shared with the image allocates a chunk, copying it
 unless the batch covers it whole.  Data is allocated at writeback (SPEC section 5;
@@ -48,10 +48,16 @@ Findings and sources:
   Not modelled: the block allocator's choice of another group for some data (per-CPU
   preallocations: one bitmap block); a read of 0 bytes (no atime; the model charges one).
   ``scripts/fuzz.py thin`` measures what is left (docs/fidelity.md).
+* Reflinked xfs images, Docker's 10 GiB (``tests/test_real_thin_xfs.py``; every block named
+  with ``xfs_db blockuse``): inodes and blocks by allocation group, written as 16 KiB inode
+  clusters, directories in their inode while they fit (``drivers.xfsalloc``); a truncate
+  down (not of an empty file) flushes at the next close (``XFS_ITRUNCATED``); freed blocks
+  and inodes come back only after the commit (busy extents, background inactivation).
 Simplifications: base_size bounds nothing (the real driver would fail with ENOSPC); one block
-per directory; freed blocks are never reused, new ones taken in order from the goal group
-(mballoc aligns and preallocates: as many blocks, elsewhere); a journal's home writes happen at
-each commit point, not at checkpoint.
+per ext4 directory, and per xfs directory past its inode; ext4's freed blocks are never
+reused, new ones taken in order from the goal group (mballoc aligns and preallocates: as
+many blocks, elsewhere), xfs's taken lowest first; a journal's home writes happen at each
+commit point, not at checkpoint.
 """
 
 from __future__ import annotations
@@ -70,8 +76,9 @@ from .base import BaseDriver, BaseMount
 from .options import Option
 from .fsgeometry import FS_BLOCK, Geometry
 from .ext4layer import Ext4View, lay_ext4_layer
-from .thinfs import ThinFs, build_layer, mkfs
+from .thinfs import ThinFs, mkfs
 from .thinlayout import ThinPlaces
+from .xfsalloc import XFS_DIR_SF_HEADER
 from .thinpool import (DM_THIN_CHUNK_STEP, DM_THIN_MAX_CHUNK, DM_THIN_MIN_CHUNK, DOCKER_DEFAULT_CHUNK,
                        REFERENCE_CHUNK_4K, chunk_physical_bytes)
 
@@ -96,15 +103,17 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         self.fs = top.snapshot(id, on_cost=self._charge)
         self.dirs: dict[Dir, int] = {}  # container-made directory -> its dir block
         self.inodes: dict[object, int] = {}  # container-made dir/symlink -> fs inode
+        self.sf_sizes: dict[int, int] = {}
+        self.dir_blocks: dict[int, int] = {}
         self._created: FileInode | None = None  # the file this operation created
         # (directory, name) of the last name added and of the last one removed (``entry``)
         self._added: tuple[object, str] = (None, "")
         self._dropped: tuple[object, str] = (None, "")
         self._replaced = False  # this operation removed a name (a rename over a target)
-        self.alloc_on_close: set[FileInode] = set()  # ext4 EXT4_STATE_DA_ALLOC_CLOSE
+        self.alloc_on_close: set[FileInode] = set()  # ext4 EXT4_STATE_DA_ALLOC_CLOSE, xfs XFS_ITRUNCATED
         # EXT4_STATE_NEWENTRY: node named since its last fsync -> the directory named in (journal-
         # less ext4's fsync writes it too, ext4_sync_parent); None where a journal commits all
-        self.new_entry: dict | None = {} if self.fs.groups is not None and not self.fs.geometry.log_bytes else None
+        self.new_entry: dict | None = {} if not self.fs.geometry.log_bytes else None
         self.atime_fresh = BitMap64()  # fs inodes whose atime is past mtime/ctime (relatime)
         self.fs.mount()
 
@@ -122,8 +131,8 @@ class DevicemapperMount(ThinPlaces, BaseMount):
 
     def followed(self, parent, name: str, link) -> None:
         """relatime on a symbolic link followed (pick_link: touch_atime): its inode is written
-        once, as a file's first read; ext4 only (xfs keeps no symlink inodes in this model)."""
-        ino = self._symlink_ino(link, parent, name) if self.fs.groups is not None else None
+        once, as a file's first read."""
+        ino = self._symlink_ino(link, parent, name)
         if ino is not None and ino not in self.atime_fresh:
             self.atime_fresh.add(ino)
             self.fs.dirty_inode(ino)
@@ -134,6 +143,8 @@ class DevicemapperMount(ThinPlaces, BaseMount):
             self._added = (parent, name)
         else:
             self._dropped = (parent, name)
+        if self.sf_sizes:
+            self._entry_size(parent, name, added)
 
     def copy_up(self, inode: FileInode, need: str) -> None:
         self._filemap(inode)  # block-level: nothing is copied per file
@@ -184,7 +195,7 @@ class DevicemapperMount(ThinPlaces, BaseMount):
             self.fs.journal_super(opened=True)
         if node.__class__ is not FileInode:
             return
-        if op == "create" and node is not self._created:
+        if op == "create" and node is not self._created and self.fs.ext4:
             self.alloc_on_close.add(node)  # open(O_TRUNC) of an existing file, even an empty one
         self._created = None
         if node in self.alloc_on_close:  # ext4_release_file, on any close (a read's too)
@@ -199,18 +210,21 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         fm = self._filemap(inode)
         if new_size < old_size:
             self.fs.journal_super()  # ext4_truncate puts the inode on the orphan list
+        had_blocks = bool(fm.extents)
         self.fs.resize(fm, old_size, new_size)
         self.fs.dirty_inode(fm.ino)
         self.atime_fresh.discard(fm.ino)
-        if new_size == 0:
-            self.alloc_on_close.add(inode)  # ext4_truncate: EXT4_STATE_DA_ALLOC_CLOSE
+        if new_size == 0 if self.fs.ext4 else new_size <= old_size and (old_size or had_blocks):
+            # ext4_truncate: EXT4_STATE_DA_ALLOC_CLOSE; xfs_setattr_size: XFS_ITRUNCATED on any
+            # truncate down but of an empty file with no blocks (xfs_release flushes it)
+            self.alloc_on_close.add(inode)
 
     def fsync(self, node) -> None:
         self.tally.fsyncs += 1
         fs = self.fs
         if node.__class__ is FileInode:
             fs.write_zeroed(self._filemap(node))
-        if fs.groups is None or fs.geometry.log_bytes:  # a journal commits every dirty block
+        if fs.geometry.log_bytes:  # a journal commits every dirty block
             fs.commit()
             return
         # Journal-less ext4 (ext4_fsync_nojournal): the file's own metadata blocks and inode,
@@ -234,9 +248,9 @@ class DevicemapperMount(ThinPlaces, BaseMount):
             self._flush(node)  # ext4_rename: a file renamed over any existing name is flushed
         elif op == "mkdir":
             ino = self.inodes[node] = self._new_inode(True)
-            block = self.dirs[node] = fs.new_dir_block(ino)
-            fs.dirty_block(block)
-            fs.dirty_alloc([(block * FS_BLOCK, FS_BLOCK)])
+            self.dirs[node] = fs.new_dir_block(ino)
+            if not fs.ext4:
+                self.sf_sizes[ino] = XFS_DIR_SF_HEADER
         elif op == "symlink":
             self.inodes[node] = self._new_inode(False)
         ino = self._inode_of(node)
@@ -245,12 +259,12 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         if op in NAMESPACE_OPS:  # the directories whose entries changed (``entry``)
             if op == "rename":
                 src, dst = self._dropped[0], self._added[0]
-                fs.entries_changed(*self._dir_location(src))
-                fs.entries_changed(*self._dir_location(dst))
-                if fs.groups is not None and node.__class__ is Dir and src is not dst:
+                self._entries_changed(src)
+                self._entries_changed(dst)
+                if node.__class__ is Dir and src is not dst:
                     fs.dirty_block(self._dir_location(node)[1])  # a directory moved: its ".." (ext4_rename)
             else:
-                fs.entries_changed(*self._dir_location(self._dropped[0] if op in REMOVING_OPS else self._added[0]))
+                self._entries_changed(self._dropped[0] if op in REMOVING_OPS else self._added[0])
             if self.new_entry is not None and op in NAMING_OPS:
                 self.new_entry[node] = self._added[0]
         if op in INODE_ALLOC_OPS:
@@ -271,7 +285,8 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         elif node.__class__ is ImageFile:
             blocks = list(self.fs.layout.file(node.ino).extents)
         elif node.__class__ in (Dir, ImageDir):
-            blocks = [(self._dir_location(node)[1] * FS_BLOCK, FS_BLOCK)]
+            block = self._dir_location(node)[1]
+            blocks = [(block * FS_BLOCK, FS_BLOCK)] if block >= 0 else []
         else:
             blocks = []
         if last_link:  # the inode and blocks go back to the fs; the pool keeps them (no discard)
@@ -327,8 +342,7 @@ class DevicemapperDriver(BaseDriver):
                                       bool(self.options["journal"]))
         self.chunk = int(self.options["chunk_size"])
         self.base = mkfs(self.geometry, self.chunk)  # the base device, before any layer
-        if self.base.groups is not None:
-            self.base.view = Ext4View.empty(self.base.layout.root[1])
+        self.base.view = Ext4View.empty(*self.base.layout.root)
         self.layer_fs: dict[str, ThinFs] = {}
 
     @property
@@ -344,10 +358,7 @@ class DevicemapperDriver(BaseDriver):
         origin = self.layer_fs[parent] if parent is not None else self.base
         on_cost = self._charge_layer if self.counting else None
         fs = origin.snapshot(id, on_cost=on_cost)
-        if fs.groups is None:
-            build_layer(fs, self.images[id].layers[-1])
-        else:
-            lay_ext4_layer(origin, fs, self.images[id].layers, self.base)
+        lay_ext4_layer(origin, fs, self.images[id].layers, self.base)
         self.layer_fs[id] = fs
 
     def _charge_layer(self, cost, chunk: int) -> None:

@@ -10,10 +10,12 @@ Names and numbers:
   and journal.  Journal size: e2fsprogs ``ext2fs_default_journal_size``.  jbd2 journals
   whole metadata blocks: per commit a descriptor block per 255 tags, the blocks, a commit
   block.
-* xfs: 512-byte inodes in chunks of 64 (mkfs.xfs v5 defaults); AG headers (SB, AGF, AGI,
-  AGFL) share block 0, btree roots follow (bnobt, cntbt, inobt, finobt).  mkfs zeroes the
-  log.  Delayed logging writes log items, not blocks: a record header plus an item per
-  dirtied buffer or inode [U: XFS_LOG_ITEM_BYTES is not calibrated].
+* xfs: 512-byte inodes in chunks of 64 (mkfs.xfs v5 defaults); 4 allocation groups, each
+  with its headers (SB, AGF, AGI, AGFL share block 0, btree roots follow: bnobt, cntbt,
+  inobt, finobt, refcountbt), the log in the middle one (``drivers.xfsalloc``, measured
+  with xfs_db).  mkfs zeroes the log.  Delayed logging writes log items, not blocks: a
+  record header plus an item per dirtied buffer or inode [U: XFS_LOG_ITEM_BYTES is not
+  calibrated].
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from dataclasses import dataclass
 
 from simulator.units import KiB, MiB, ceil_div, round_up
 
+from .xfsalloc import XFS_AG_COUNT, XFS_CHUNK_BLOCKS, XFS_LOG_AG_START, XFS_LOG_BLOCKS, XFS_ROOT_INO
+
 FS_BLOCK = 4 * KiB  # mkfs.ext4 / mkfs.xfs default block size
 EXT4_INODE_RATIO = 16384  # mke2fs.conf: inode_ratio = 16384 (one inode per 16 KiB)
 EXT4_INODE_SIZE = 256  # mke2fs.conf: inode_size = 256
 XFS_INODE_SIZE = 512  # mkfs.xfs: isize=512 (v5 format default)
-XFS_INODE_CHUNK = 64 * XFS_INODE_SIZE  # XFS_INODES_PER_CHUNK = 64
-XFS_LOG_BYTES = 10 * MiB  # mkfs.xfs internal log for a 1-16 GiB fs [U]
+XFS_ROOT_CHUNK_BLOCK = 16  # AG 0's first chunk, holding the root: measured (inode 128 = block 16)
+XFS_HEADER_BLOCKS = 6  # each AG's block 0 and the roots of its five btrees (xfs_db: bnoroot 1 ... refcntroot 5)
 XFS_MOUNT_LOG_CLEAR = 2 * MiB  # xlog_clear_stale_blocks; REAL_KERNEL 4a: 2105344 = 2 MiB + 8 KiB
 XLOG_HEADER_BYTES = 512  # xlog_rec_header: one basic block
 XFS_LOG_ITEM_BYTES = 512  # one logged inode/buffer item with its format header [U]
@@ -142,38 +146,38 @@ class Geometry:
     log_start: int
     log_bytes: int
     mkfs_inode_bytes: int  # inode table bytes mkfs writes
-    alloc_blocks: tuple[int, ...]  # header blocks a block (de)allocation dirties
-    ialloc_blocks: tuple[int, ...]  # header blocks an inode (de)allocation dirties
-    header_blocks: int
+    header_blocks: int  # blocks mkfs writes at the start (ext4: group 0's; xfs: each AG's)
+    root_ino: int
     ext4: Ext4Layout | None = None
+    xfs_agblocks: int = 0
 
     @classmethod
     def make(cls, fs: str, base_size: int, journal: bool = True) -> Geometry:
-        inodes = base_size // EXT4_INODE_RATIO
-        log_start = base_size // 2 // FS_BLOCK * FS_BLOCK  # mkfs puts the journal/log mid-device
         if fs == "ext4":  # measured layout (Ext4Layout); the flat picture keeps flex group 0's
             blocks = base_size // FS_BLOCK
             lay = Ext4Layout.make(blocks)
             bitmaps = 1 + lay.gdt + lay.reserved_gdt  # group 0's first block bitmap
             members = lay.flex_members(0)
+            inodes = base_size // EXT4_INODE_RATIO
             start = lay.table_block(0) * FS_BLOCK
             data = start + members * lay.table_blocks * FS_BLOCK  # the root directory's block
             return cls(fs, base_size, EXT4_INODE_SIZE, start, inodes * EXT4_INODE_SIZE, data,
                        lay.journal_block(blocks) * FS_BLOCK,
                        ext4_journal_blocks(blocks) * FS_BLOCK if journal else 0, members * lay.table_blocks * FS_BLOCK,
-                       alloc_blocks=(bitmaps, 1), ialloc_blocks=(bitmaps + members, 1),
-                       header_blocks=bitmaps + 2 * members, ext4=lay)
-        # block 0: SB/AGF/AGI/AGFL sectors; 1 bnobt, 2 cntbt, 3 inobt, 4 finobt, ... 7
-        start, size = 8 * FS_BLOCK, inodes * XFS_INODE_SIZE
-        return cls(fs, base_size, XFS_INODE_SIZE, start, size, round_up(start + size, FS_BLOCK),
-                   log_start, XFS_LOG_BYTES, XFS_INODE_CHUNK,
-                   alloc_blocks=(0, 1, 2), ialloc_blocks=(0, 3, 4), header_blocks=8)
+                       header_blocks=bitmaps + 2 * members, root_ino=ROOT_INODE, ext4=lay)
+        agblocks = ceil_div(base_size // FS_BLOCK, XFS_AG_COUNT)
+        start = XFS_ROOT_CHUNK_BLOCK * FS_BLOCK
+        return cls(fs, base_size, XFS_INODE_SIZE, start, XFS_CHUNK_BLOCKS * FS_BLOCK, start + XFS_CHUNK_BLOCKS * FS_BLOCK,
+                   (XFS_AG_COUNT // 2 * agblocks + XFS_LOG_AG_START) * FS_BLOCK, XFS_LOG_BLOCKS * FS_BLOCK,
+                   XFS_CHUNK_BLOCKS * FS_BLOCK, header_blocks=XFS_HEADER_BLOCKS, root_ino=XFS_ROOT_INO,
+                   xfs_agblocks=agblocks)
 
     def inode_block(self, ino: int) -> int:
         if self.ext4 is not None:  # inode n is slot n - 1 of the inode tables, group by group
             group, slot = divmod(ino - 1, self.ext4.inodes_per_group)
             return self.ext4.table_block(group) + slot * self.inode_size // FS_BLOCK
-        return (self.inode_start + ino * self.inode_size) // FS_BLOCK
+        agblklog = (self.xfs_agblocks - 1).bit_length()  # ino = (AG << agblklog | block) << 3 | slot
+        return (ino >> agblklog + 3) * self.xfs_agblocks + (ino >> 3 & (1 << agblklog) - 1)
 
     def log_write_bytes(self, items: int) -> int:
         """Bytes one journal/log commit of ``items`` dirtied metadata blocks writes."""

@@ -2,9 +2,9 @@
 Pure arithmetic over byte offsets of the device.
 
 Where mkfs puts things, and the numbers behind it, are in ``drivers.fsgeometry``; where each
-file is, in ``drivers.thinlayout``.  xfs is mkfs's picture flattened into one allocation
-group (the layout drawn in ``drivers/devicemapper.py``); ext4 places inodes and blocks by
-group as the kernel does (``drivers.ext4alloc``) and lays image layers step by step
+file is, in ``drivers.thinlayout``.  Both filesystems place inodes and blocks by group as
+the kernel does: ext4 by block group (``drivers.ext4alloc``), xfs by allocation group
+(``drivers.xfsalloc``); image layers are laid step by step as the real backend lays them
 (``drivers.ext4layer``).
 """
 
@@ -16,15 +16,14 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from pyroaring import BitMap64
 
-from simulator.image import Layer
 from simulator.ranges import RangeSet
 from simulator.units import round_up
 
-from .fsgeometry import (EXT4_BLOCKS_PER_GROUP, FIRST_FREE_INODE, FS_BLOCK, ROOT_INODE, XFS_MOUNT_LOG_CLEAR,
-                         Geometry)
+from .fsgeometry import EXT4_BLOCKS_PER_GROUP, FS_BLOCK, XFS_MOUNT_LOG_CLEAR, Geometry
 from .ext4alloc import Ext4Groups
-from .thinlayout import FileMap, FileRec, Layout, has_dir
+from .thinlayout import FileMap, FileRec, Layout
 from .thinpool import ThinDevice, WriteCost
+from .xfsalloc import AGF_HEADERS, AGI_HEADERS, NO_BLOCK, XFS_CHUNK_BLOCKS, XFS_CLUSTER_BLOCKS, XfsGroups
 
 if TYPE_CHECKING:
     from .ext4layer import Ext4View
@@ -34,9 +33,7 @@ GROUP_BYTES = EXT4_BLOCKS_PER_GROUP * FS_BLOCK
 
 @dataclass
 class FsState:
-    next_data: int
-    next_inode: int
-    log_head: int  # bytes written to the log so far (the head, modulo its size)
+    log_head: int = 0  # bytes written to the log so far (the head, modulo its size)
     next_image_ino: int = 1  # ImageTree's file numbering, continued layer by layer
 
 
@@ -48,10 +45,10 @@ class ThinFs:
     device: ThinDevice
     layout: Layout
     state: FsState
+    # ext4's block groups or xfs's allocation groups (``drivers.ext4alloc``, ``drivers.xfsalloc``)
+    groups: Ext4Groups | XfsGroups
     on_cost: Callable[[WriteCost, int], None] | None = None
-    # ext4's block groups (``drivers.ext4alloc``; None on xfs, whose one flat group stays),
-    # and, on an image layer, the merged view as laid (``drivers.ext4layer``)
-    groups: Ext4Groups | None = None
+    # on an image layer, the merged view as laid (``drivers.ext4layer``)
     view: Ext4View | None = None
     # blocks a truncate or an extending write zeroed in part, dirty in the page cache until
     # written back: file -> {file block: device offset}; a file removed drops its own
@@ -60,10 +57,8 @@ class ThinFs:
     # reads thousands of image files dirties their inode blocks (relatime) and keeps them
     # (read-startup: ~4,000 blocks, 512 KiB as a set, 16 KiB here).
     pending: BitMap64 = field(default_factory=BitMap64)
-    # Whether the allocation bitmaps' blocks are in ``pending`` already: a create dirties
-    # them every time, and adding three numbers to a bitmap costs twice a set's (0.2 us).
-    _alloc_pending: bool = False
-    _ialloc_pending: bool = False
+    # xfs: the inode clusters in ``pending`` (first blocks), each logged as one item
+    clusters: BitMap64 = field(default_factory=BitMap64)
     _revoked: bool = False  # a metadata block freed since the last commit (ext4)
     _mount_logged: bool = False  # a transaction committed on this mount (ext4)
     _sampled: bool = False  # a regular file opened on this mount (ext4_sample_last_mounted)
@@ -72,10 +67,13 @@ class ThinFs:
     def chunk(self) -> int:
         return self.device.chunk
 
+    @property
+    def ext4(self) -> bool:
+        return self.geometry.ext4 is not None
+
     def snapshot(self, id: str, on_cost=None) -> ThinFs:
-        groups = self.groups.snapshot() if self.groups is not None else None
         return ThinFs(self.geometry, ThinDevice(id, self.chunk, self.device), Layout(self.layout),
-                      replace(self.state), on_cost, groups=groups)
+                      replace(self.state), self.groups.snapshot(), on_cost)
 
     # -- writes --
     def write(self, ranges: RangeSet) -> WriteCost:
@@ -88,7 +86,7 @@ class ThinFs:
         """Where the next ``nbytes`` of the log go: on from the head, wrapping; an ext4
         journal's first block is its superblock (jbd2's log starts at s_first = 1)."""
         g = self.geometry
-        first = FS_BLOCK if self.groups is not None else 0
+        first = FS_BLOCK if self.ext4 else 0
         out = RangeSet()
         pos = first + self.state.log_head % (g.log_bytes - first)
         while nbytes > 0:
@@ -102,9 +100,8 @@ class ThinFs:
         """What mounting and unmounting writes: the superblock; xfs also clears the log
         ahead of its head and leaves an unmount record (REAL_KERNEL 4a)."""
         ranges = RangeSet([(0, FS_BLOCK)])
-        if self.groups is not None:
-            self.groups.mount()
-            self._mount_logged = self._sampled = False
+        self.groups.mount()
+        self._mount_logged = self._sampled = False
         if self.geometry.fs == "xfs":  # the unmount record at the head, then the cleared blocks
             ranges.update(self.log_ranges(FS_BLOCK + XFS_MOUNT_LOG_CLEAR))
             self.state.log_head += FS_BLOCK
@@ -114,11 +111,14 @@ class ThinFs:
         """A journal commit (fsync, sync, umount): the log write, then the home writes."""
         if not self.pending:
             return
-        nbytes = self.geometry.log_write_bytes(len(self.pending))
+        if self.groups.__class__ is XfsGroups:
+            for chunk in self.groups.settle():  # type: ignore[union-attr]
+                self._drop_chunk(chunk)
+        nbytes = self.geometry.log_write_bytes(len(self.pending) - (XFS_CLUSTER_BLOCKS - 1) * len(self.clusters))
         if nbytes and self._revoked:
             nbytes += FS_BLOCK  # the transaction's revoke block
         self._revoked = False
-        if nbytes and self.groups is not None and not self._mount_logged:
+        if nbytes and self.ext4 and not self._mount_logged:
             self._mount_logged = True  # the log's tail moved: jbd2 rewrites its superblock (at
             g = self.geometry  # unmount, jbd2_mark_journal_empty); a mount that logged nothing does not
             self.write(RangeSet([(g.log_start, g.log_start + FS_BLOCK)]))
@@ -130,8 +130,15 @@ class ThinFs:
         for b in self.pending:  # in order
             home.add(b * FS_BLOCK, (b + 1) * FS_BLOCK)
         self.pending.clear()
-        self._alloc_pending = self._ialloc_pending = False
+        self.clusters.clear()
         self.write(home)
+
+    def _drop_chunk(self, chunk: int) -> None:
+        """A freed xfs inode chunk: its clusters are stale, not written; its blocks are freed."""
+        for block in range(chunk, chunk + XFS_CHUNK_BLOCKS):
+            self.pending.discard(block)
+            self.clusters.discard(block)
+        self.dirty_alloc([(chunk * FS_BLOCK, XFS_CHUNK_BLOCKS * FS_BLOCK)])
 
     def write_home(self, blocks: Iterable[int]) -> None:
         """Write these metadata blocks home now, where dirty (journal-less ext4's fsync:
@@ -144,47 +151,52 @@ class ThinFs:
         if home:
             self.write(home)
 
-    # -- metadata --
+    # -- metadata (an xfs shortform directory has no block: NO_BLOCK, negative) --
     def dirty_block(self, block: int) -> None:
-        self.pending.add(block)
+        if block >= 0:
+            self.pending.add(block)
 
     def entries_changed(self, ino: int, block: int) -> None:
-        """A name was added to or removed from directory ``ino``: its block; on ext4 its inode
-        too (mtime and ctime, ext4_add_entry / ext4_delete_entry), in its own group's table
-        (xfs's flat picture keeps its one inode region)."""
-        self.pending.add(block)
-        if self.groups is not None:
-            self.dirty_inode(ino)
+        """A name was added to or removed from directory ``ino``: its block, and its inode
+        (mtime and ctime: ext4_add_entry / ext4_delete_entry, xfs_dir_createname /
+        xfs_dir_removename log it)."""
+        self.dirty_block(block)
+        self.dirty_inode(ino)
 
     def dirty_inode(self, ino: int) -> None:
-        self.pending.add(self.geometry.inode_block(ino))
+        groups = self.groups
+        if groups.__class__ is XfsGroups:  # the inode's whole cluster goes home
+            cluster = groups.cluster(ino)  # type: ignore[union-attr]
+            self.pending.update(cluster)
+            self.clusters.add(cluster.start)
+        else:
+            self.pending.add(self.geometry.inode_block(ino))
 
     def dirty_alloc(self, extents: Iterable[tuple[int, int]] = ()) -> None:
         """Blocks ``extents`` (device offset, bytes) were allocated or freed: the headers
-        that count them (ext4: each group's block bitmap and descriptor block)."""
+        that count them (ext4: each group's block bitmap and descriptor block; xfs: the AG's
+        AGF and free-space btree roots)."""
         groups = self.groups
-        if groups is None:
-            if not self._alloc_pending:
-                self.pending.update(self.geometry.alloc_blocks)
-                self._alloc_pending = True
-            return
         for dev, n in extents:
+            if groups.__class__ is XfsGroups:  # an extent never spans AGs (nor is past the end in one)
+                ag = dev // FS_BLOCK // groups.agblocks  # type: ignore[union-attr]
+                if ag < len(groups.ags):  # type: ignore[union-attr]
+                    self.pending.update(groups.headers(ag, AGF_HEADERS))  # type: ignore[union-attr]
+                continue
             for g in range(dev // GROUP_BYTES, (dev + n - 1) // GROUP_BYTES + 1):
-                self.pending.add(groups.block_bitmap(g))
-                self.pending.add(groups.descriptor_block(g))
+                self.pending.add(groups.block_bitmap(g))  # type: ignore[union-attr]
+                self.pending.add(groups.descriptor_block(g))  # type: ignore[union-attr]
 
-    def dirty_ialloc(self, ino: int | None = None) -> None:
+    def dirty_ialloc(self, ino: int) -> None:
         """Inode ``ino`` was allocated or freed (ext4: its group's inode bitmap and descriptor;
-        xfs: its one set of headers, whichever the inode)."""
+        xfs: its AG's AGI and inode btree roots)."""
         groups = self.groups
-        if groups is None or ino is None:
-            if not self._ialloc_pending:
-                self.pending.update(self.geometry.ialloc_blocks)
-                self._ialloc_pending = True
-            return
         g = groups.group_of(ino)
-        self.pending.add(groups.inode_bitmap(g))
-        self.pending.add(groups.descriptor_block(g))
+        if groups.__class__ is XfsGroups:
+            self.pending.update(groups.headers(g, AGI_HEADERS))  # type: ignore[union-attr]
+            return
+        self.pending.add(groups.inode_bitmap(g))  # type: ignore[union-attr]
+        self.pending.add(groups.descriptor_block(g))  # type: ignore[union-attr]
 
     def journal_super(self, opened: bool = False) -> None:
         """ext4 changes its superblock in a transaction: an inode put on the orphan list
@@ -192,37 +204,38 @@ class ThinFs:
         first regular file opened on a mount (``ext4_sample_last_mounted``, ``opened``).
         With a journal the block is logged (measured: ``logdump`` shows FS block 0 in the
         container's transaction); without one it is written home, as at every mount."""
-        if self.groups is not None and (not opened or not self._sampled):
+        if self.ext4 and (not opened or not self._sampled):
             self._sampled = self._sampled or opened
             self.pending.add(0)
 
     def forget_block(self, block: int) -> None:
         """A dirty block freed before it was written (``ext4_forget``): it is not written; a
         journal records its revocation (``jbd2_journal_revoke``: a revoke block at commit)."""
+        if block < 0:
+            return
         self.pending.discard(block)
-        self._alloc_pending = self._ialloc_pending = False  # in case it was one of theirs
-        self._revoked = self.groups is not None
+        self._revoked = self.ext4
 
-    def new_inode(self, parent: int = ROOT_INODE, name: str = "", is_dir: bool = False) -> int:
-        """A new inode for entry ``name`` of directory inode ``parent`` (ext4 places it by
-        group, ``drivers.ext4alloc``; xfs numbers on)."""
-        if self.groups is not None:
-            return self.groups.new_inode(parent, name, is_dir)
-        ino = self.state.next_inode
-        self.state.next_inode += 1
+    def new_inode(self, parent: int, name: str, is_dir: bool) -> int:
+        """A new inode for entry ``name`` of directory inode ``parent``, placed by group; an
+        xfs chunk allocated for it is initialised, and counted as allocated blocks."""
+        ino = self.groups.new_inode(parent, name, is_dir)
+        if self.groups.__class__ is XfsGroups and self.groups.fresh:  # type: ignore[union-attr]
+            for first in self.groups.fresh:  # type: ignore[union-attr]
+                self.pending.update(range(first, first + XFS_CHUNK_BLOCKS))
+                self.dirty_alloc([(first * FS_BLOCK, XFS_CHUNK_BLOCKS * FS_BLOCK)])
+            self.groups.fresh.clear()  # type: ignore[union-attr]
         return ino
 
     def free_inode(self, ino: int, is_dir: bool) -> None:
-        if self.groups is not None:
-            self.groups.free_inode(ino, is_dir)
+        self.groups.free_inode(ino, is_dir)
         self.dirty_ialloc(ino)
 
     def free_extents(self, extents: Iterable[tuple[int, int]]) -> None:
         """Blocks (device offset, bytes) go back to the fs (the pool keeps them: no discard)."""
         extents = list(extents)
-        if self.groups is not None:
-            for dev, n in extents:
-                self.groups.release(dev // FS_BLOCK, n // FS_BLOCK)
+        for dev, n in extents:
+            self.groups.release(dev // FS_BLOCK, n // FS_BLOCK)
         if extents:
             self.dirty_alloc(extents)
 
@@ -269,28 +282,30 @@ class ThinFs:
                 self.write(RangeSet((dev, dev + FS_BLOCK) for dev in pages.values()))
 
     # -- data --
-    def alloc(self, nbytes: int, regular: bool = True, near: int = ROOT_INODE) -> list[tuple[int, int]]:
+    def alloc(self, nbytes: int, regular: bool, near: int) -> list[tuple[int, int]]:
         """Fresh fs blocks for ``nbytes`` (a multiple of FS_BLOCK) for inode ``near``, as
-        (device offset, bytes); ext4 puts a regular file's apart from directories'
-        (``Ext4Groups.alloc``), xfs takes them in order, skipping the log."""
-        if self.groups is not None:
-            blocks = self.groups.alloc(nbytes // FS_BLOCK, regular, self.groups.group_of(near))
-            return [(b * FS_BLOCK, n * FS_BLOCK) for b, n in blocks]
-        g, s = self.geometry, self.state
-        out: list[tuple[int, int]] = []
-        log_end = g.log_start + g.log_bytes
-        while nbytes > 0:
-            if g.log_start <= s.next_data < log_end:
-                s.next_data = log_end
-            room = g.log_start - s.next_data if s.next_data < g.log_start else nbytes
-            n = min(nbytes, room)
-            out.append((s.next_data, n))
-            s.next_data += n
-            nbytes -= n
-        return out
+        (device offset, bytes), from its group (ext4 puts a regular file's apart from
+        directories': ``Ext4Groups.alloc``)."""
+        blocks = self.groups.alloc(nbytes // FS_BLOCK, regular, self.groups.group_of(near))
+        return [(b * FS_BLOCK, n * FS_BLOCK) for b, n in blocks]
 
-    def new_dir_block(self, ino: int = ROOT_INODE) -> int:
-        return self.alloc(FS_BLOCK, regular=False, near=ino)[0][0] // FS_BLOCK
+    def new_dir_block(self, ino: int) -> int:
+        """A new directory's block (ext4); none on xfs, whose new directories are shortform."""
+        if not self.ext4:
+            return NO_BLOCK
+        return self.dir_block(ino)
+
+    def dir_block(self, ino: int) -> int:
+        """A block for directory ``ino``'s entries, allocated and dirty."""
+        block = self.alloc(FS_BLOCK, regular=False, near=ino)[0][0] // FS_BLOCK
+        self.pending.add(block)
+        self.dirty_alloc([(block * FS_BLOCK, FS_BLOCK)])
+        return block
+
+    def free_dir_block(self, block: int) -> None:
+        """A directory's block given back (xfs: its entries fit in the inode again)."""
+        self.forget_block(block)
+        self.free_extents([(block * FS_BLOCK, FS_BLOCK)])
 
     def write_file(self, fm: FileMap, ranges: RangeSet, size: int) -> None:
         """Writeback of a file's dirty ``ranges``: overwrite mapped blocks in place (on the
@@ -300,7 +315,7 @@ class ThinFs:
         for start, end in ranges.units(FS_BLOCK):
             unmapped.update(fm.map(start * FS_BLOCK, end * FS_BLOCK, out))
         if unmapped:
-            pieces = self.alloc(unmapped.total(), near=fm.ino)
+            pieces = self.alloc(unmapped.total(), True, fm.ino)
             self.dirty_alloc(pieces)
             for f_start, f_end in unmapped:
                 while f_start < f_end:
@@ -317,78 +332,33 @@ class ThinFs:
 
 
 def mkfs(geometry: Geometry, chunk: int) -> ThinFs:
-    """The base device: what mkfs writes (headers, inode table or first inode chunk, the
-    whole journal/log, the root directory's block)."""
+    """The base device: what mkfs writes (headers, inode tables or the root's inode chunk,
+    the whole journal/log, the root directory's block)."""
     g = geometry
-    fs = ThinFs(g, ThinDevice("base", chunk), Layout(), FsState(g.data_start, FIRST_FREE_INODE, 0))
-    if g.ext4 is not None:  # mkfs's root block is the first of group 0's data: the flat picture's
-        fs.groups = Ext4Groups(g.ext4, g.base_size // FS_BLOCK, (g.log_start // FS_BLOCK, g.log_bytes // FS_BLOCK))
-    root_block = fs.new_dir_block() if fs.groups is None else g.data_start // FS_BLOCK
-    fs.layout.root = (ROOT_INODE, root_block)
-    ranges = RangeSet([(0, g.header_blocks * FS_BLOCK), (g.inode_start, g.inode_start + g.mkfs_inode_bytes),
-                       (g.log_start, g.log_start + g.log_bytes),
-                       (root_block * FS_BLOCK, (root_block + 1) * FS_BLOCK)])
-    if g.ext4 is not None:  # later groups: backup superblocks, flex groups' bitmaps and tables
+    fs_blocks = g.base_size // FS_BLOCK
+    if g.ext4 is not None:  # mkfs's root block is the first of group 0's data
+        groups: Ext4Groups | XfsGroups = Ext4Groups(g.ext4, fs_blocks, (g.log_start // FS_BLOCK, g.log_bytes // FS_BLOCK))
+        root_block = g.data_start // FS_BLOCK
+    else:
+        groups = XfsGroups.make(fs_blocks)
+        root_block = NO_BLOCK  # the root is shortform
+    fs = ThinFs(g, ThinDevice("base", chunk), Layout(root=(g.root_ino, root_block)), FsState(), groups)
+    ranges = RangeSet([(g.inode_start, g.inode_start + g.mkfs_inode_bytes), (g.log_start, g.log_start + g.log_bytes)])
+    if root_block >= 0:
+        ranges.add(root_block * FS_BLOCK, (root_block + 1) * FS_BLOCK)
+    if g.ext4 is not None:  # group 0's headers; later groups: backup superblocks, flex groups' tables
+        ranges.add(0, g.header_blocks * FS_BLOCK)
         lay = g.ext4
         for group in range(1, lay.groups):
             if lay.used(group):
                 start = group * EXT4_BLOCKS_PER_GROUP * FS_BLOCK
                 ranges.add(start, start + lay.used(group) * FS_BLOCK)
+    else:  # every AG's headers
+        for ag in range(len(groups.ags)):  # type: ignore[union-attr]
+            start = ag * groups.agblocks * FS_BLOCK  # type: ignore[union-attr]
+            ranges.add(start, start + g.header_blocks * FS_BLOCK)
     fs.write(ranges)
     return fs
 
 
-def build_layer(fs: ThinFs, layer: Layer) -> None:
-    """Untar ``layer`` into its fresh snapshot ``fs`` (Docker's ApplyDiff): mount, write
-    each file's data, update directories and inodes, sync, unmount."""
-    layout, state = fs.layout, fs.state
-    fs.mount()
-    layout.first_ino = state.next_image_ino
-    inodes: dict[str, int] = {}  # path -> fs inode of this layer's files (hard link targets)
-
-    def ensure_dir(path: str, fresh: bool = False) -> tuple[int, int]:
-        if path == "/" or not fresh and has_dir(layout, path):
-            return layout.dir(path)
-        parent = path.rsplit("/", 1)[0] or "/"
-        parent_loc = ensure_dir(parent)
-        loc = (fs.new_inode(), fs.new_dir_block())
-        layout.dirs[path] = loc
-        fs.dirty_block(parent_loc[1])
-        fs.dirty_block(loc[1])
-        fs.dirty_inode(loc[0])
-        fs.dirty_alloc()
-        fs.dirty_ialloc()
-        return loc
-
-    for e in layer.entries:
-        parent = e.path.rsplit("/", 1)[0] or "/"
-        parent_loc = ensure_dir(parent)
-        if e.type == "dir":
-            ino = ensure_dir(e.path, fresh=e.opaque)[0]
-            fs.dirty_inode(ino)
-            continue
-        fs.dirty_block(parent_loc[1])
-        if e.type == "whiteout":
-            if has_dir(layout, e.path):
-                layout.dirs[e.path] = None
-            fs.dirty_alloc()
-            fs.dirty_ialloc()
-        elif e.type == "hardlink":
-            fs.dirty_inode(inodes.get(e.target, parent_loc[0]))
-        elif e.type == "symlink":
-            fs.dirty_inode(fs.new_inode())
-            fs.dirty_ialloc()
-        else:
-            ino = inodes[e.path] = fs.new_inode()
-            extents = tuple(fs.alloc(round_up(e.size, FS_BLOCK))) if e.size else ()
-            layout.files[state.next_image_ino] = FileRec(ino, extents)
-            state.next_image_ino += 1
-            fs.dirty_inode(ino)
-            fs.dirty_ialloc()
-            if extents:
-                fs.dirty_alloc()
-                fs.write(RangeSet((d, d + n) for d, n in extents))
-    fs.commit()
-
-
-__all__ = ["FS_BLOCK", "FileMap", "FileRec", "FsState", "Geometry", "Layout", "ThinFs", "build_layer", "mkfs"]
+__all__ = ["FS_BLOCK", "FileMap", "FileRec", "FsState", "Geometry", "Layout", "ThinFs", "mkfs"]

@@ -1,7 +1,7 @@
 """Where a thin device's filesystem keeps each file: an image file's record as its layer
 laid it (``FileRec``), a container's map of one file's blocks (``FileMap``), the layers'
 files and directories looked up through the snapshot chain (``Layout``), and a container's
-nodes found on its device (``ThinPlaces``).  Pure bookkeeping over byte offsets of the
+nodes found on its device (``ThinPlaces``, with xfs's directory formats).  Pure bookkeeping over byte offsets of the
 device; ``drivers.thinfs`` decides what each operation writes.
 """
 
@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from simulator.imagetree import ImageDir, ImageFile
 from simulator.nodes import Dir, FileInode
 from simulator.ranges import RangeSet
+
+from .xfsalloc import NO_BLOCK, XFS_DIR_SF_HEADER, XFS_DIR_SF_MAX, sf_entry_bytes
 
 if TYPE_CHECKING:
     from .thinfs import ThinFs
@@ -176,19 +178,61 @@ class ThinPlaces:
     ``_added`` / ``_dropped`` (the last names added and removed, from the ``entry`` hook)."""
 
     fs: ThinFs
+    ns: object
     dirs: dict[Dir, int]
     inodes: dict[object, int]
     _added: tuple[object, str]
     _dropped: tuple[object, str]
+    # xfs: bytes of each changed directory's entries in shortform (by fs inode), and the
+    # blocks image directories took or gave back in this container
+    sf_sizes: dict[int, int]
+    dir_blocks: dict[int, int]
 
     def _dir_location(self, d) -> tuple[int, int]:
         """(fs inode, dir block) of a directory of this container's view."""
         if d is None:
-            return self.fs.layout.root
-        if d.__class__ is Dir and d.base is None:
+            loc = self.fs.layout.root
+        elif d.__class__ is Dir and d.base is None:
             return self.inodes[d], self.dirs[d]
-        base = d.base if d.__class__ is Dir else d
-        return self.fs.layout.dir(base.path)
+        else:
+            loc = self.fs.layout.dir((d.base if d.__class__ is Dir else d).path)
+        if self.dir_blocks:
+            block = self.dir_blocks.get(loc[0])
+            if block is not None:
+                return loc[0], block
+        return loc
+
+    def _entries_changed(self, d) -> None:
+        """Names were added to or removed from directory ``d``: what it writes (xfs: in its
+        inode while they fit, else in its block: ``drivers.xfsalloc``)."""
+        ino, block = self._dir_location(d)
+        fs = self.fs
+        if not fs.ext4:
+            size = self.sf_sizes.get(ino)
+            if size is None:
+                node = d if d is not None else self.ns.root  # type: ignore[attr-defined]
+                names = node.names() if node.__class__ is Dir else node.children
+                size = self.sf_sizes[ino] = XFS_DIR_SF_HEADER + sum(map(sf_entry_bytes, names))
+            shortform = size <= XFS_DIR_SF_MAX
+            new_block = None
+            if shortform and block >= 0:
+                fs.free_dir_block(block)
+                new_block = NO_BLOCK
+            elif not shortform and block < 0:
+                new_block = fs.dir_block(ino)
+            if new_block is not None:
+                if d.__class__ is Dir and d.base is None:
+                    self.dirs[d] = new_block
+                else:
+                    self.dir_blocks[ino] = new_block
+                block = new_block
+        fs.entries_changed(ino, block)
+
+    def _entry_size(self, parent, name: str, added: bool) -> None:
+        """xfs: keep a changed directory's shortform size as names come and go."""
+        ino = self._dir_location(parent)[0]
+        if ino in self.sf_sizes:
+            self.sf_sizes[ino] += sf_entry_bytes(name) if added else -sf_entry_bytes(name)
 
     def _inode_of(self, node) -> int:
         if node.__class__ is FileInode:
