@@ -103,7 +103,7 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         self.fs = top.snapshot(id, on_cost=self._charge)
         self.dirs: dict[Dir, int] = {}  # container-made directory -> its dir block
         self.inodes: dict[object, int] = {}  # container-made dir/symlink -> fs inode
-        self.sf_sizes: dict[int, int] = {}
+        self.sf_sizes: dict[object, int] = {}
         self.dir_blocks: dict[int, int] = {}
         self._created: FileInode | None = None  # the file this operation created
         # (directory, name) of the last name added and of the last one removed (``entry``)
@@ -250,7 +250,7 @@ class DevicemapperMount(ThinPlaces, BaseMount):
             ino = self.inodes[node] = self._new_inode(True)
             self.dirs[node] = fs.new_dir_block(ino)
             if not fs.ext4:
-                self.sf_sizes[ino] = XFS_DIR_SF_HEADER
+                self.sf_sizes[node] = XFS_DIR_SF_HEADER
         elif op == "symlink":
             self.inodes[node] = self._new_inode(False)
         ino = self._inode_of(node)

@@ -166,9 +166,10 @@ class ThinFs:
     def dirty_inode(self, ino: int) -> None:
         groups = self.groups
         if groups.__class__ is XfsGroups:  # the inode's whole cluster goes home
-            cluster = groups.cluster(ino)  # type: ignore[union-attr]
-            self.pending.update(cluster)
-            self.clusters.add(cluster.start)
+            first = groups.cluster(ino)  # type: ignore[union-attr]
+            if first not in self.clusters:
+                self.clusters.add(first)
+                self.pending.update(range(first, first + XFS_CLUSTER_BLOCKS))
         else:
             self.pending.add(self.geometry.inode_block(ino))
 

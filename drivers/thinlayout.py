@@ -183,9 +183,10 @@ class ThinPlaces:
     inodes: dict[object, int]
     _added: tuple[object, str]
     _dropped: tuple[object, str]
-    # xfs: bytes of each changed directory's entries in shortform (by fs inode), and the
-    # blocks image directories took or gave back in this container
-    sf_sizes: dict[int, int]
+    # xfs: bytes of each changed directory's entries in shortform (by the namespace's
+    # directory: names change only in private ones), and the blocks image directories took
+    # or gave back in this container (by fs inode)
+    sf_sizes: dict[object, int]
     dir_blocks: dict[int, int]
 
     def _dir_location(self, d) -> tuple[int, int]:
@@ -208,11 +209,11 @@ class ThinPlaces:
         ino, block = self._dir_location(d)
         fs = self.fs
         if not fs.ext4:
-            size = self.sf_sizes.get(ino)
+            node = d if d is not None else self.ns.root  # type: ignore[attr-defined]
+            size = self.sf_sizes.get(node)
             if size is None:
-                node = d if d is not None else self.ns.root  # type: ignore[attr-defined]
                 names = node.names() if node.__class__ is Dir else node.children
-                size = self.sf_sizes[ino] = XFS_DIR_SF_HEADER + sum(map(sf_entry_bytes, names))
+                size = self.sf_sizes[node] = XFS_DIR_SF_HEADER + sum(map(sf_entry_bytes, names))
             shortform = size <= XFS_DIR_SF_MAX
             new_block = None
             if shortform and block >= 0:
@@ -230,9 +231,9 @@ class ThinPlaces:
 
     def _entry_size(self, parent, name: str, added: bool) -> None:
         """xfs: keep a changed directory's shortform size as names come and go."""
-        ino = self._dir_location(parent)[0]
-        if ino in self.sf_sizes:
-            self.sf_sizes[ino] += sf_entry_bytes(name) if added else -sf_entry_bytes(name)
+        size = self.sf_sizes.get(parent)
+        if size is not None:
+            self.sf_sizes[parent] = size + (sf_entry_bytes(name) if added else -sf_entry_bytes(name))
 
     def _inode_of(self, node) -> int:
         if node.__class__ is FileInode:

@@ -109,6 +109,7 @@ class XfsGroups:
     busy: list[tuple[int, int]] = field(default_factory=list)  # freed, not yet committed
     freed_inodes: list[int] = field(default_factory=list)  # unlinked, not yet inactivated
     fresh: list[int] = field(default_factory=list)  # chunks allocated, for ThinFs to write
+    _headers: dict[tuple[int, tuple[int, ...]], tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def make(cls, fs_blocks: int) -> XfsGroups:
@@ -145,11 +146,12 @@ class XfsGroups:
         ag = self.group_of(ino)
         return ag * self.agblocks + ((ino >> XFS_INOPB_LOG) & ((1 << self.agblklog) - 1))
 
-    def cluster(self, ino: int) -> range:
-        """The blocks of the inode cluster holding ``ino`` (written whole)."""
-        block = self.inode_block(ino)
-        first = block - (block - self._chunk_of(ino)) % XFS_CLUSTER_BLOCKS
-        return range(first, first + XFS_CLUSTER_BLOCKS)
+    def cluster(self, ino: int) -> int:
+        """The first block of the inode cluster holding ``ino`` (written whole): chunks
+        start 8-block aligned from their AG's start (or right after an aligned one), so
+        clusters are 4-block aligned in the AG."""
+        agbno = ino >> XFS_INOPB_LOG & (1 << self.agblklog) - 1
+        return self.group_of(ino) * self.agblocks + (agbno & -XFS_CLUSTER_BLOCKS)
 
     def _chunk_of(self, ino: int) -> int:
         """The chunk holding ``ino``: chunks start at multiples of 8 blocks from the AG's
@@ -162,8 +164,12 @@ class XfsGroups:
         ag, agbno = divmod(chunk, self.agblocks)
         return ((ag << self.agblklog | agbno) << XFS_INOPB_LOG) + slot
 
-    def headers(self, ag: int, which: tuple[int, ...]) -> list[int]:
-        return [ag * self.agblocks + b for b in which]
+    def headers(self, ag: int, which: tuple[int, ...]) -> tuple[int, ...]:
+        key = (ag, which)
+        found = self._headers.get(key)
+        if found is None:
+            found = self._headers[key] = tuple(ag * self.agblocks + b for b in which)
+        return found
 
     # -- mounting --
     def mount(self) -> None:
@@ -173,19 +179,24 @@ class XfsGroups:
     # -- inodes --
     def new_inode(self, parent: int, name: str, is_dir: bool) -> int:
         """The inode number ``xfs_dialloc`` gives a new entry of directory ``parent``."""
+        parent_ag = parent >> (self.agblklog + XFS_INOPB_LOG)
         if is_dir:
             ag = self.rotor
             self.rotor = (self.rotor + 1) % XFS_AG_COUNT
         else:
-            ag = self.group_of(parent)
-        st = self._own(ag)
+            ag = parent_ag
+        st = self.ags[ag] if self.owned[ag] else self._own(ag)
         if not st.open:
             chunk = self._new_chunk(ag)
-        elif self.group_of(parent) == ag:  # xfs_dialloc_ag_finobt_near: the nearest record
+        elif parent_ag == ag:  # xfs_dialloc_ag_finobt_near: the record nearest the parent
             near = self.inode_block(parent)
-            i = bisect_left(st.open, near)
-            candidates = st.open[max(i - 1, 0):i + 1]
-            chunk = min(candidates, key=lambda c: (max(c - near, near - c - XFS_CHUNK_BLOCKS + 1, 0), c))
+            opened = st.open
+            i = bisect_left(opened, near)
+            chunk = opened[i] if i < len(opened) else opened[-1]
+            if i and chunk != near:  # the one before may hold it, or be nearer
+                before = opened[i - 1]
+                if max(near - before - XFS_CHUNK_BLOCKS + 1, 0) <= abs(chunk - near):
+                    chunk = before
         elif st.newest is not None and st.newest in st.chunks and _contains(st.open, st.newest):
             chunk = st.newest  # xfs_dialloc_ag_finobt_newino
         else:

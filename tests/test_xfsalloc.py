@@ -25,8 +25,9 @@ def test_mkfs_geometry():
     g = fresh()
     assert (g.agblocks, g.agblklog) == (AGB, 20)
     assert g.inode_block(XFS_ROOT_INO) == 16  # 128 >> 3
-    assert list(g.cluster(XFS_ROOT_INO)) == [16, 17, 18, 19]  # 16 KiB clusters of 32 inodes
-    assert list(g.cluster(XFS_ROOT_INO + 40)) == [20, 21, 22, 23]  # inode 168: the chunk's second
+    assert g.cluster(XFS_ROOT_INO) == 16  # 16 KiB clusters of 32 inodes: blocks 16-19
+    assert g.cluster(XFS_ROOT_INO + 40) == 20  # inode 168: the chunk's second, blocks 20-23
+    assert g.cluster((3 << 20 | 16403) << 3 | 5) == 3 * AGB + 16400  # in AG 3
     geo = Geometry.make("xfs", 10 << 30)
     assert geo.log_start == (2 * AGB + 6) * 4096  # sb_logstart 2097158 = AG 2, block 6
     assert geo.inode_block(25165953) == 3 * AGB + 16  # /a/s/z below: AG 3, block 16
