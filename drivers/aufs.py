@@ -214,30 +214,27 @@ class AufsMount(BaseMount, PermWalks):
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         pass  # batchable: ``write`` has nothing left to copy
 
-    def lookup_many(self, parents: list, names: list[str], depths) -> None:
+    def lookup_many(self, parents: list, groups: list, depths) -> None:
         """(simulator.statruns) ``lookup`` for each: its sums commute, and its walk caches
         only remember.  A parent wholly below takes ``lookup``'s first branch inlined, its
-        probe counts, children and permission walk fetched once for a stretch of names in it
-        (an import probes five names in each directory)."""
+        probe counts, children and permission walk fetched once for its group of names (an
+        import probes five names in each directory)."""
         out: list[int] = []
-        probes = perm_checks = perm = stack = 0
-        last = counts = children = None
-        for parent, name in zip(parents, names):
-            if parent is not last:
-                last = parent
-                if parent.__class__ is ImageDir:
-                    counts, children, stack = loaded(parent.probes), loaded(parent.children), len(parent.stack)
-                    perm = 0 if self.dirperm1 else self._perm_walk(parent)
-                else:
-                    counts = None
-            if counts is None:
-                out.append(self.lookup(parent, name))
+        add = out.append
+        probes = perm_checks = 0
+        for parent, group in zip(parents, groups):
+            if parent.__class__ is not ImageDir:
+                for name in group:
+                    add(self.lookup(parent, name))
                 continue
-            depth = counts.get(name, stack)
-            child = children.get(name)
-            probes += depth + (len(child.stack) if child.__class__ is ImageDir else 0)
-            perm_checks += perm
-            out.append(depth)
+            counts, children, stack = loaded(parent.probes), loaded(parent.children), len(parent.stack)
+            for name in group:
+                depth = counts.get(name, stack)
+                child = children.get(name)
+                probes += depth + (len(child.stack) if child.__class__ is ImageDir else 0)
+                add(depth)
+            if not self.dirperm1:
+                perm_checks += self._perm_walk(parent) * len(group)
         self.tally.probes += probes
         self.tally.perm_checks += perm_checks
         depths.update(out)

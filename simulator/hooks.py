@@ -11,7 +11,7 @@ answers are ``rename_refused`` (overlay's EXDEV) and ``keeps_hardlinks`` (overla
 from __future__ import annotations
 
 from collections import Counter
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from .nodes import Dir, DirNode, FileInode, Node
 from .ranges import RangeSet
@@ -42,10 +42,11 @@ class StorageHooks(Protocol):
     def lookup(self, parent: DirNode, name: str) -> int:
         """A cold lookup of ``name`` in ``parent``: return the layers it probes."""
 
-    def lookup_many(self, parents: list[DirNode], names: list[str], depths: Counter) -> None:
-        """``lookup(parents[i], names[i])`` for each ``i`` in order, with nothing else
-        between them (a run of stats: ``simulator.statruns``); count each one's probes in
-        ``depths``."""
+    def lookup_many(self, parents: list[DirNode], groups: list[Sequence[str]], depths: Counter) -> None:
+        """``lookup(parents[i], name)`` for each ``name`` of ``groups[i]``, for each ``i``,
+        in that order, with nothing else between them (a run of stats:
+        ``simulator.statruns``; a group is a stretch of names in one directory); count each
+        one's probes in ``depths``."""
 
     def meta_copy_up(self, node: Dir | Node) -> None:
         """A directory (or symlink) from the image became private to the container."""

@@ -14,77 +14,138 @@ metric and count on every driver):
 * each path is walked as ``Namespace.resolve`` walks it: from the remembered walks, else
   through ``Namespace._walk`` (``walks.walk_dirs``, ``walks.resolve_links``), refusing what
   it refuses (a refused stat counts no lookup, as ``resolve`` raising counts none);
+* a stretch of paths in one directory that is remembered, was looked up before, and whose
+  children are one dict (an image directory; a private one with no name of its own) takes
+  ``_walk``'s common case for each name, a trailing slash included (the name "", missing,
+  as ``_walk`` finds it);
 * the cold lookups are noted per stat, in order (``CostCounts.note_cold`` depends on it: a
-  directory's layers count when it is first reached as an ancestor);
+  directory's layers count when it is first reached as an ancestor).  In such a stretch
+  ``note_cold`` only adds the path to ``looked_up`` and counts it if new; those keys are
+  held back and added together, counted by how much the set grew, before anything asks
+  the set whether a directory is in it (``looked_up`` only grows: a directory found in it
+  stays; one not found is asked again once they are in) and before any stat goes the slow
+  way (``tests/test_statruns.py``: a directory looked up as a stat's name, then walked);
 * positive walks are remembered as ``resolve`` remembers them;
 * the driver sees the same ``lookup`` calls in the same order, with nothing else between
-  them, as it would one by one (``lookup_many``).
+  them, as it would one by one (``lookup_many``, in groups of names in one directory).
 """
 
 from __future__ import annotations
 
-from .imagetree import ImageFile
+from typing import Callable
+
+from .imagetree import ImageDir, ImageFile
 from .namespace import RESOLVE_CACHE_ENTRIES, Namespace
-from .nodes import Dir
+from .nodes import Dir, DirNode, Node
+from .treestore import loaded
 from .walks import FsError, Resolved
 
 
 def stat_run(ns: Namespace, paths: list[str]) -> int:
     """``op_stat`` for each of ``paths`` in order, in ``ns``; return how many failed."""
-    dirs, seen, promoted = ns._dirs, ns.cost.looked_up, ns.promoted
-    root_known = ([], ns.root, "")
+    dirs, seen, promoted, walked = ns._dirs, ns.cost.looked_up, ns.promoted, ns._walked[False]
     parents: list = []
-    names: list[str] = []
-    add_parent, add_name = parents.append, names.append
-    failed = cold = 0
-    # Consecutive paths mostly share a directory (an import probes a few names in each): its
-    # remembered walk, and whether it was looked up, are fetched once for the stretch.  A run
-    # changes neither, but for note_cold and the slow walk, which refresh them below.
-    last_dir, known, dir_seen = None, None, False
+    groups: list[list[str]] = []
+    add_parent, add_group = parents.append, groups.append
+    # Cold keys in a directory looked up already: note_cold would add each to ``seen`` and
+    # count it if new.  They go in together (``_flush``) before anything asks ``seen`` a
+    # question they could change the answer of: a directory not in it, a stat the slow way.
+    pending: list[str] = []
+    add_pending = pending.append
+    failed = 0
+    root_known = ([], ns.root, "")
+    last_dir = get = add_name = d = known = None
     for path in paths:
         dir_path, _, name = path.rpartition("/")
         if dir_path != last_dir:
+            # A stretch of paths in one directory (an import probes five names in each):
+            # its walk, children and cold state are fetched once, and its names make one
+            # group of lookups, if the directory is remembered, looked up before, and its
+            # children one dict (the image's, or a private one's over the image's with no
+            # name of its own).  Else each of its stats goes the slow way.
             known = dirs.get(dir_path) if dir_path else root_known
-            last_dir, dir_seen = dir_path, not dir_path or dir_path in seen
-        if known is None or not name:
-            failed += _stat_walked(ns, path, parents, names)
-            last_dir = None  # the walk may have remembered the directory, and looked it up
-            continue
-        # Namespace._walk's common case, inlined (a remembered walk of ``path`` leads to the
-        # same node: both are forgotten on the same changes)
-        d = known[1]
-        if d.__class__ is Dir:
-            own = d.own  # type: ignore[union-attr]
-            if name in own:
-                node = own[name]
+            get = _children_get(known[1]) if known is not None else None
+            if get is not None and (not dir_path or dir_path in seen
+                                    or pending and _flush(ns, pending) and dir_path in seen):
+                last_dir, d = dir_path, known[1]
+                group = [name]
+                add_parent(d)
+                add_group(group)
+                add_name = group.append
             else:
-                base = d.base  # type: ignore[union-attr]
-                node = base.children.get(name) if base is not None else None
+                last_dir = None
+                failed += _stat_one(ns, path, dir_path, name, known, parents, groups, pending)
+                continue
         else:
-            node = d.children.get(name)  # type: ignore[union-attr]
-        if node.__class__ is ImageFile and promoted:
-            node = promoted.get(node, node)  # type: ignore[arg-type]
-        if path not in seen:  # note_cold, its common case inlined: the directory is known
-            if dir_seen:
-                seen.add(path)
-                cold += 1
-            else:
-                ns.cost.note_cold(ns, Resolved(known[0], d, name, node, path, dir_path))
-                dir_seen = True  # note_cold looked the directory up too
+            add_name(name)
+        # Namespace._walk's common case and note_cold's (the directory looked up), inlined
+        node = get(name)
+        add_pending(path)
         if node is None:
             failed += 1
-        else:
-            _remember(ns, path, Resolved(known[0], d, name, node, path, dir_path))
-        add_parent(d)
-        add_name(name)
-    ns.cost.cold_lookups += cold
-    ns.lookups += len(parents)
+        elif path not in walked:  # remembered as resolve remembers it
+            if node.__class__ is ImageFile and promoted:
+                node = promoted.get(node, node)  # type: ignore[arg-type]
+            if len(walked) >= RESOLVE_CACHE_ENTRIES:
+                walked.clear()
+            walked[path] = Resolved(known[0], d, name, node, path, dir_path)  # type: ignore[index]
+    if pending:
+        _flush(ns, pending)
     if parents:
-        ns.hooks.lookup_many(parents, names, ns.depth_hist)
+        ns.lookups += sum(map(len, groups))
+        ns.hooks.lookup_many(parents, groups, ns.depth_hist)
     return failed
 
 
-def _stat_walked(ns: Namespace, path: str, parents: list, names: list[str]) -> int:
+def _children_get(d: DirNode) -> Callable[[str], Node | None] | None:
+    """``Namespace.child`` of directory ``d`` as one dict's ``get``, where it is one: an
+    image directory's children, a private directory's image children while it has no name
+    of its own.  (Promotion maps a found image file to its private inode, which changes no
+    lookup and no cold key: ``stat_run`` maps the few it remembers.)"""
+    if d.__class__ is ImageDir:
+        return loaded(d.children).get  # type: ignore[union-attr]
+    if d.__class__ is Dir and not d.own:  # type: ignore[union-attr]
+        base = d.base  # type: ignore[union-attr]
+        return loaded(base.children).get if base is not None else _NOTHING.get
+    return None
+
+
+_NOTHING: dict[str, Node] = {}
+
+
+def _flush(ns: Namespace, pending: list[str]) -> bool:
+    """Add the pending cold keys to ``looked_up``, counting the new ones, as note_cold would
+    one by one (a key twice in the run counts once: the second found the first)."""
+    seen = ns.cost.looked_up
+    before = len(seen)
+    seen.update(pending)
+    ns.cost.cold_lookups += len(seen) - before
+    pending.clear()
+    return True
+
+
+def _stat_one(ns: Namespace, path: str, dir_path: str, name: str, known: tuple | None,
+              parents: list, groups: list, pending: list[str]) -> int:
+    """One stat the way ``op_stat`` does it, its lookup queued; 1 if it fails."""
+    if pending:
+        _flush(ns, pending)
+    if known is None or not name:
+        return _stat_walked(ns, path, parents, groups)
+    d = known[1]
+    node = ns.child(d, name)
+    r = Resolved(known[0], d, name, node, path, dir_path)
+    ns.cost.note_cold(ns, r)
+    if node is not None:
+        _remember(ns, path, r)
+    if parents and parents[-1] is d:
+        groups[-1].append(name)
+    else:
+        parents.append(d)
+        groups.append([name])
+    return node is None
+
+
+def _stat_walked(ns: Namespace, path: str, parents: list, groups: list) -> int:
     """One stat the way ``Namespace.resolve`` walks it (a remembered walk, peek's leftover, a
     directory not walked yet, a symbolic link on the way), its lookup queued; 1 if it fails."""
     r = ns._walked[False].get(path)
@@ -105,7 +166,7 @@ def _stat_walked(ns: Namespace, path: str, parents: list, names: list[str]) -> i
         ns.depth_hist[1] += 1
     else:
         parents.append(r.parent)
-        names.append(r.name)
+        groups.append([r.name])
     return r.node is None
 
 

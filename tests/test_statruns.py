@@ -89,7 +89,7 @@ def test_a_run_of_stats_on_overlay_by_hand() -> None:
 def test_each_drivers_lookup_many_is_its_lookups_in_order(driver: str, options: dict) -> None:
     """A driver's own ``lookup_many`` leaves the depths and every count of the default one
     (``BaseMount.lookup_many``: ``lookup`` for each, in order), on the image names of
-    each directory and a missing one, after random operations made some directories
+    each directory and a missing one (one group per directory), after random operations made some directories
     private and removed some names."""
     from collections import Counter
 
@@ -105,17 +105,37 @@ def test_each_drivers_lookup_many_is_its_lookups_in_order(driver: str, options: 
         run = Run(make_driver(driver, options), image, 1)
         run.replay(setup)
         ns, mount = run.namespace(0), run.driver.get("container-0")
-        parents, names = [], []
+        parents, groups = [], []
         for where in [""] + paths:
             d = ns.root if not where else ns.exists(where)
             if d.__class__ in DIR_TYPES:
-                for name in [p.rpartition("/")[2] for p in paths if p.rpartition("/")[0] == where] + ["missing"]:
-                    parents.append(d)
-                    names.append(name)
+                parents.append(d)
+                groups.append([p.rpartition("/")[2] for p in paths if p.rpartition("/")[0] == where] + ["missing"])
         depths: Counter = Counter()
-        lookup_many(mount, parents, names, depths)
+        lookup_many(mount, parents, groups, depths)
         return depths, run.finish(EVERY_TERM)
 
-    own = lookups(lambda mount, parents, names, depths: mount.lookup_many(parents, names, depths))
+    own = lookups(lambda mount, parents, groups, depths: mount.lookup_many(parents, groups, depths))
     assert own == lookups(BaseMount.lookup_many)
     assert sum(own[0].values()) > 20
+
+
+def test_cold_keys_held_back_go_in_before_a_directory_is_asked_about() -> None:
+    """``stat_run`` adds the cold keys of a stretch in a known directory to ``looked_up``
+    together; a later stat whose directory is one of those keys must find it there.  One
+    layer: /a, /a/b (a directory) and /a/b/x.  Stats of /a/q (missing), /a/b, /a/b/x, /a/b/y
+    (missing), /a/b/ (a trailing slash: the name "" in /a/b, missing) and /a/b again.
+    Cold lookups: /a (its walk, 1 layer), /a/q, /a/b, /a/b/x, /a/b/y, /a/b/ = 6, the directory
+    layers 1: /a/b was looked up by the stat of /a/b, so its first walk as a directory adds
+    no key.  Held back past that walk, /a/b would count twice and add its layer (7 and 2).
+    Failed: /a/q, /a/b/y, /a/b/ = 3; every stat is one lookup of depth 1 (one layer)."""
+    image = Image("hand", (Layer("l0", (Entry("/a", "dir"), Entry("/a/b", "dir"),
+                                        Entry("/a/b/x", "file", size=10))),))
+    ops = [Op("stat", p) for p in ("/a/q", "/a/b", "/a/b/x", "/a/b/y", "/a/b/", "/a/b")]
+    results = [replayed(driver, {}, image, ops, 1, one_by_one)
+               for driver in ("overlay", "aufs") for one_by_one in (False, True)]
+    assert results[0] == results[1] and results[2] == results[3]
+    metrics, depths, colds = results[0]
+    assert (metrics["ops"], metrics["failed_ops"], metrics["lookups"]) == (6, 3, 6)
+    assert depths == {1: 6}
+    assert colds == [(6, 1, ["/a", "/a/b", "/a/b/", "/a/b/x", "/a/b/y", "/a/q"])]
