@@ -239,6 +239,29 @@ class AufsMount(BaseMount, PermWalks):
         self.tally.perm_checks += perm_checks
         depths.update(out)
 
+    def lookup_table(self, parent):
+        """(simulator.statruns) A parent wholly below: ``lookup``'s depth is its probe
+        count; the rest (``tabled_lookups``) is sums, and walk caches that only remember."""
+        if parent.__class__ is ImageDir:
+            return loaded(parent.probes).get, len(parent.stack)
+        return None
+
+    def tabled_lookups(self, parents: list, starts: list[int], depths: list[int], found: list) -> None:
+        """``lookup``'s counts for lookups in parents wholly below: ``.wh.<name>`` in each
+        branch probed, ``.wh..wh..opq`` in each branch of a directory found, and the
+        permission checks of each parent's walk (the same for every name in it)."""
+        tally = self.tally
+        tally.probes += sum(depths) + sum(branch_span(child) for child in found
+                                          if child.__class__ is Dir or child.__class__ is ImageDir)
+        if self.dirperm1:
+            return
+        ends = starts[1:]
+        ends.append(len(depths))
+        names_in: dict = {}  # names looked up in each parent
+        for parent, start, end in zip(parents, starts, ends):
+            names_in[parent] = names_in.get(parent, 0) + end - start
+        tally.perm_checks += sum(self._perm_walk(parent) * count for parent, count in names_in.items())
+
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         if inode.origin is None:
             return

@@ -130,6 +130,12 @@ class BaseMount:
             lookup = self.lookup
             depths.update(lookup(parent, name) for parent, group in zip(parents, groups) for name in group)
 
+    def lookup_table(self, parent) -> tuple | None:
+        return None  # lookups go to ``lookup_many``
+
+    def tabled_lookups(self, parents: list, starts: list[int], depths: list[int], found: list) -> None:
+        pass
+
     def meta_copy_up(self, node) -> None:
         pass
 

@@ -212,6 +212,12 @@ class OverlayMount(BaseMount):
                     add(self.lookup(parent, name))
         depths.update(out)
 
+    def lookup_table(self, parent):
+        """A parent wholly below: ``lookup`` is its probe count, nothing else."""
+        if parent.__class__ is ImageDir:
+            return loaded(parent.probes).get, len(parent.stack)
+        return None
+
     def batchable(self, inode: FileInode) -> bool:
         """Copied up: writes then only add blocks to this file (copy_up returns at once)."""
         return inode.drv is not None and inode.drv.state == _DATA

@@ -11,7 +11,7 @@ answers are ``rename_refused`` (overlay's EXDEV) and ``keeps_hardlinks`` (overla
 from __future__ import annotations
 
 from collections import Counter
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from .nodes import Dir, DirNode, FileInode, Node
 from .ranges import RangeSet
@@ -47,6 +47,19 @@ class StorageHooks(Protocol):
         in that order, with nothing else between them (a run of stats:
         ``simulator.statruns``; a group is a stretch of names in one directory); count each
         one's probes in ``depths``."""
+
+    def lookup_table(self, parent: DirNode) -> tuple[Callable[[str, int], int], int] | None:
+        """(get, default) where ``lookup(parent, name)`` is ``get(name, default)`` for every
+        name and does nothing else but what ``tabled_lookups`` does, as long as neither the
+        view nor the driver changes; None where it is not so (a run of stats answers the
+        lookups in ``parent`` with ``get`` then: ``simulator.statruns``)."""
+
+    def tabled_lookups(self, parents: list[DirNode], starts: list[int], depths: list[int], found: list) -> None:
+        """The rest of what ``lookup`` would do for lookups a run of stats answered from
+        ``lookup_table``: stretch ``i`` of names in ``parents[i]`` had the depths
+        ``depths[starts[i]:starts[i + 1]]``; ``found`` holds the nodes the names of every
+        stretch found (the parent's children, not yet promoted), in order.  Those effects
+        must commute with every other lookup's: they are not in order with ``lookup_many``'s."""
 
     def meta_copy_up(self, node: Dir | Node) -> None:
         """A directory (or symlink) from the image became private to the container."""

@@ -1,12 +1,12 @@
 """Runs of stats answered together: the replay's fast path for import storms (issue 7).
 
 A Python interpreter starting up, a linker, a shell's ``PATH`` search: each stats
-thousands of names, mostly missing, a few per directory (``import-scan``: 125,618 stats in a
-row).  Replayed one by one, every stat is an ``Op`` dispatch, a ``resolve``, a cold-lookup
-note and a driver ``lookup`` call, about 1.5 us.  A stat changes nothing in the view, and
-its only driver hook is ``lookup``; so ``stat_run`` walks a run of consecutive stats of one
-container in one loop and hands the driver their lookups in one call
-(``StorageHooks.lookup_many``), in order.
+thousands of names, mostly missing, a few per directory (``import-scan``: 125,618 stats in
+runs of about 670).  Replayed one by one, every stat is an ``Op`` dispatch, a ``resolve``,
+a cold-lookup note and a driver ``lookup`` call, about 1.5 us.  A stat changes nothing in
+the view, and its only driver hook is ``lookup``; so ``stat_run`` walks a run of
+consecutive stats of one container in one loop and hands the driver their lookups at the
+end (``StorageHooks.lookup_many``, in order, and ``tabled_lookups``).
 
 What keeps it exact, against ``op_stat`` for each (``tests/test_statruns.py`` compares every
 metric and count on every driver):
@@ -27,7 +27,14 @@ metric and count on every driver):
   way (``tests/test_statruns.py``: a directory looked up as a stat's name, then walked);
 * positive walks are remembered as ``resolve`` remembers them;
 * the driver sees the same ``lookup`` calls in the same order, with nothing else between
-  them, as it would one by one (``lookup_many``, in groups of names in one directory).
+  them, as it would one by one (``lookup_many``, in groups of names in one directory),
+  but for those it answers from a table: where ``lookup`` in a directory is a dict's
+  ``get`` and the rest of what it does commutes with every other lookup (overlay and aufs,
+  in a directory wholly below: its probe counts; aufs adds sums and remembered permission
+  walks), the loop takes each depth from the table and the driver does the rest once for
+  the run (``lookup_table``, ``tabled_lookups``; ``tests/test_statruns.py`` holds them
+  equal to ``lookup`` on every driver).  The tables hold for the run: a stat changes
+  neither the view nor the driver's tables.
 """
 
 from __future__ import annotations
@@ -44,9 +51,17 @@ from .walks import FsError, Resolved
 def stat_run(ns: Namespace, paths: list[str]) -> int:
     """``op_stat`` for each of ``paths`` in order, in ``ns``; return how many failed."""
     dirs, seen, promoted, walked = ns._dirs, ns.cost.looked_up, ns.promoted, ns._walked[False]
-    parents: list = []
+    hooks = ns.hooks
+    parents: list = []  # lookups for the driver's ``lookup_many``: a group of names per parent
     groups: list[list[str]] = []
     add_parent, add_group = parents.append, groups.append
+    # Lookups answered from the driver's tables (``lookup_table``): their depths, and for
+    # ``tabled_lookups`` each stretch's directory, where its depths start, the nodes found.
+    table_parents: list = []
+    table_starts: list[int] = []
+    table_depths: list[int] = []
+    found: list = []
+    add_table_parent, add_table_start, add_depth = table_parents.append, table_starts.append, table_depths.append
     # Cold keys in a directory looked up already: note_cold would add each to ``seen`` and
     # count it if new.  They go in together (``_flush``) before anything asks ``seen`` a
     # question they could change the answer of: a directory not in it, a stat the slow way.
@@ -54,46 +69,69 @@ def stat_run(ns: Namespace, paths: list[str]) -> int:
     add_pending = pending.append
     failed = 0
     root_known = ([], ns.root, "")
-    last_dir = get = add_name = d = known = None
+    qualified: dict[str, tuple] = {}  # directories whose stretches take the loop below
+    last_dir = get = table = add_name = d = known = None
+    default = 0
     for path in paths:
         dir_path, _, name = path.rpartition("/")
         if dir_path != last_dir:
             # A stretch of paths in one directory (an import probes five names in each):
-            # its walk, children and cold state are fetched once, and its names make one
-            # group of lookups, if the directory is remembered, looked up before, and its
-            # children one dict (the image's, or a private one's over the image's with no
-            # name of its own).  Else each of its stats goes the slow way.
-            known = dirs.get(dir_path) if dir_path else root_known
-            get = _children_get(known[1]) if known is not None else None
-            if get is not None and (not dir_path or dir_path in seen
-                                    or pending and _flush(ns, pending) and dir_path in seen):
-                last_dir, d = dir_path, known[1]
-                group = [name]
+            # its walk, children, cold state and lookup table are fetched once, if the
+            # directory is remembered, looked up before, and its children one dict (the
+            # image's, or a private one's over the image's with no name of its own).  Else
+            # each of its stats goes the slow way.  Once a directory qualifies it does for
+            # the rest of the run: nothing in it changes a name or the driver's tables, and
+            # ``seen`` only grows (``dirs`` may be emptied by a slow walk, but what it
+            # remembered still leads where it did).
+            fast = qualified.get(dir_path)
+            if fast is None:
+                known = dirs.get(dir_path) if dir_path else root_known
+                get = _children_get(known[1]) if known is not None else None
+                if get is None or not (not dir_path or dir_path in seen
+                                       or pending and _flush(ns, pending) and dir_path in seen):
+                    last_dir = None
+                    failed += _stat_one(ns, path, dir_path, name, known, parents, groups, pending)
+                    continue
+                d = known[1]  # type: ignore[index]
+                tabled = hooks.lookup_table(d)
+                fast = qualified[dir_path] = (known, d, get, *(tabled or (None, 0)))
+            known, d, get, table, default = fast
+            last_dir = dir_path
+            if table is None:
+                group = []
                 add_parent(d)
                 add_group(group)
                 add_name = group.append
             else:
-                last_dir = None
-                failed += _stat_one(ns, path, dir_path, name, known, parents, groups, pending)
-                continue
-        else:
-            add_name(name)
+                add_table_parent(d)
+                add_table_start(len(table_depths))
         # Namespace._walk's common case and note_cold's (the directory looked up), inlined
         node = get(name)
+        if table is None:
+            add_name(name)
+        else:
+            add_depth(table(name, default))
         add_pending(path)
         if node is None:
             failed += 1
-        elif path not in walked:  # remembered as resolve remembers it
-            if node.__class__ is ImageFile and promoted:
-                node = promoted.get(node, node)  # type: ignore[arg-type]
-            if len(walked) >= RESOLVE_CACHE_ENTRIES:
-                walked.clear()
-            walked[path] = Resolved(known[0], d, name, node, path, dir_path)  # type: ignore[index]
+        else:
+            if table is not None:
+                found.append(node)
+            if path not in walked:  # remembered as resolve remembers it
+                if node.__class__ is ImageFile and promoted:
+                    node = promoted.get(node, node)  # type: ignore[arg-type]
+                if len(walked) >= RESOLVE_CACHE_ENTRIES:
+                    walked.clear()
+                walked[path] = Resolved(known[0], d, name, node, path, dir_path)  # type: ignore[index]
     if pending:
         _flush(ns, pending)
     if parents:
         ns.lookups += sum(map(len, groups))
-        ns.hooks.lookup_many(parents, groups, ns.depth_hist)
+        hooks.lookup_many(parents, groups, ns.depth_hist)
+    if table_parents:
+        ns.lookups += len(table_depths)
+        ns.depth_hist.update(table_depths)
+        hooks.tabled_lookups(table_parents, table_starts, table_depths, found)
     return failed
 
 

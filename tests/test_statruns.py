@@ -16,6 +16,10 @@ from workloads.random import random_image, random_trace
 
 from test_writeruns import DRIVERS, EVERY_TERM, IDS
 
+# aufs with dirperm1 too: its lookups count no permission checks (``tabled_lookups``)
+STAT_DRIVERS = DRIVERS + (("aufs", {"dirperm1": True}),)
+STAT_IDS = IDS + ["aufs,dirperm1"]
+
 
 def stat_heavy_trace(rng: np.random.Generator, paths: list[str], ops: int, containers: int) -> list[Op]:
     """Runs of 1-12 stats, each of an image path, a missing name beside one, a name below
@@ -53,7 +57,7 @@ def replayed(driver: str, options: dict, image: Image, ops: list[Op], containers
     return run.finish(EVERY_TERM), dict(run.driver.depth_hist), colds
 
 
-@pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
+@pytest.mark.parametrize("driver,options", STAT_DRIVERS, ids=STAT_IDS)
 @pytest.mark.parametrize("seed", range(10))
 def test_runs_of_stats_cost_what_one_by_one_costs(driver: str, options: dict, seed: int) -> None:
     rng = np.random.default_rng(200 + seed)
@@ -139,3 +143,55 @@ def test_cold_keys_held_back_go_in_before_a_directory_is_asked_about() -> None:
     assert (metrics["ops"], metrics["failed_ops"], metrics["lookups"]) == (6, 3, 6)
     assert depths == {1: 6}
     assert colds == [(6, 1, ["/a", "/a/b", "/a/b/", "/a/b/x", "/a/b/y", "/a/q"])]
+
+
+@pytest.mark.parametrize("driver,options", STAT_DRIVERS, ids=STAT_IDS)
+def test_each_drivers_lookup_table_is_its_lookups(driver: str, options: dict) -> None:
+    """Where a driver answers ``lookup_table`` for a directory, the table's depths and
+    ``tabled_lookups`` leave the depths and every count that ``lookup`` for each name leaves
+    (``BaseMount.lookup_many``): on the image names of each directory (directories among
+    them) and a missing one, twice over in two stretches of the same directory, after random
+    operations made some directories private and removed some names."""
+    from collections import Counter
+
+    from drivers.base import BaseMount
+    from simulator.nodes import DIR_TYPES
+    from simulator.statruns import _children_get
+
+    rng = np.random.default_rng(11)
+    image = random_image(rng, layers=3, entries=25)
+    paths = sorted({e.path for layer in image.layers for e in layer.entries})
+    setup = random_trace(rng, paths, 60, 1)
+
+    def lookups(tabled: bool) -> tuple[Counter, dict, int, int]:
+        run = Run(make_driver(driver, options), image, 1)
+        run.replay(setup)
+        ns, mount = run.namespace(0), run.driver.get("container-0")
+        parents, groups = [], []
+        for where in [""] + paths:
+            d = ns.root if not where else ns.exists(where)
+            if d.__class__ in DIR_TYPES and mount.lookup_table(d) is not None:
+                names = [p.rpartition("/")[2] for p in paths if p.rpartition("/")[0] == where] + ["missing"]
+                parents += [d, d]
+                groups += [names, names[::-1]]
+        depths: Counter = Counter()
+        found: list = []
+        if tabled:
+            starts, answers = [], []
+            for d, group in zip(parents, groups):
+                get, default = mount.lookup_table(d)
+                starts.append(len(answers))
+                answers += [get(name, default) for name in group]
+                found += [node for node in map(_children_get(d), group) if node is not None]
+            depths.update(answers)
+            mount.tabled_lookups(parents, starts, answers, found)
+        else:
+            BaseMount.lookup_many(mount, parents, groups, depths)
+        return depths, run.finish(EVERY_TERM), len(parents), sum(n.__class__ in DIR_TYPES for n in found)
+
+    tabled = lookups(True)
+    assert tabled[:2] == lookups(False)[:2]
+    if driver in ("overlay", "aufs"):  # the drivers with tables: not vacuous
+        assert tabled[2] >= 4 and tabled[3] >= 2 and sum(tabled[0].values()) > 20
+    else:
+        assert tabled[2] == 0
