@@ -63,6 +63,8 @@ nothing.  Whiteouts and opaque markers are hard links of the whiteout base: no i
 
 from __future__ import annotations
 
+from operator import mul
+
 from simulator.diff import DiffResult
 from simulator.hooks import NEED_DATA, NEED_TRUNC_OPEN, NEED_TRUNCATE
 from simulator.image import Layer
@@ -246,21 +248,23 @@ class AufsMount(BaseMount, PermWalks):
             return loaded(parent.probes).get, len(parent.stack)
         return None
 
-    def tabled_lookups(self, parents: list, starts: list[int], depths: list[int], found: list) -> None:
+    def tabled_lookups(self, parents: list, counts: list[int], depths, found: list) -> None:
         """``lookup``'s counts for lookups in parents wholly below: ``.wh.<name>`` in each
         branch probed, ``.wh..wh..opq`` in each branch of a directory found, and the
         permission checks of each parent's walk (the same for every name in it)."""
         tally = self.tally
-        tally.probes += sum(depths) + sum(branch_span(child) for child in found
-                                          if child.__class__ is Dir or child.__class__ is ImageDir)
+        tally.probes += sum(depth * count for depth, count in depths.items()) + sum(
+            branch_span(child) for child in found if child.__class__ is Dir or child.__class__ is ImageDir)
         if self.dirperm1:
             return
-        ends = starts[1:]
-        ends.append(len(depths))
-        names_in: dict = {}  # names looked up in each parent
-        for parent, start, end in zip(parents, starts, ends):
-            names_in[parent] = names_in.get(parent, 0) + end - start
-        tally.perm_checks += sum(self._perm_walk(parent) * count for parent, count in names_in.items())
+        # Each parent's checks (an image directory's: ``_perm_walk`` is ``_perm_at`` of its
+        # path), its remembered answer taken here, else walked.
+        cache = self._image_perm_extra if self.ns.shares_image_walks() else self._perm_extra
+        checks = {}
+        for parent in dict.fromkeys(parents):
+            known = cache.get(parent.path)
+            checks[parent] = known[0] if known is not None else self._perm_walk(parent)
+        tally.perm_checks += sum(map(mul, map(checks.__getitem__, parents), counts))
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         if inode.origin is None:

@@ -133,7 +133,7 @@ class BaseMount:
     def lookup_table(self, parent) -> tuple | None:
         return None  # lookups go to ``lookup_many``
 
-    def tabled_lookups(self, parents: list, starts: list[int], depths: list[int], found: list) -> None:
+    def tabled_lookups(self, parents: list, counts: list[int], depths: Counter, found: list) -> None:
         pass
 
     def meta_copy_up(self, node) -> None:

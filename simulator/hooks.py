@@ -54,12 +54,13 @@ class StorageHooks(Protocol):
         view nor the driver changes; None where it is not so (a run of stats answers the
         lookups in ``parent`` with ``get`` then: ``simulator.statruns``)."""
 
-    def tabled_lookups(self, parents: list[DirNode], starts: list[int], depths: list[int], found: list) -> None:
+    def tabled_lookups(self, parents: list[DirNode], counts: list[int], depths: Counter, found: list) -> None:
         """The rest of what ``lookup`` would do for lookups a run of stats answered from
-        ``lookup_table``: stretch ``i`` of names in ``parents[i]`` had the depths
-        ``depths[starts[i]:starts[i + 1]]``; ``found`` holds the nodes the names of every
-        stretch found (the parent's children, not yet promoted), in order.  Those effects
-        must commute with every other lookup's: they are not in order with ``lookup_many``'s."""
+        ``lookup_table``: ``counts[i]`` names looked up in ``parents[i]`` (a stretch of them;
+        a directory may come back in a later stretch), ``depths`` the count of each depth
+        they had, ``found`` the nodes they found (the parents' children, not yet promoted),
+        in order.  Those effects must commute with every other lookup's: they are not in
+        order with ``lookup_many``'s."""
 
     def meta_copy_up(self, node: Dir | Node) -> None:
         """A directory (or symlink) from the image became private to the container."""

@@ -39,6 +39,8 @@ metric and count on every driver):
 
 from __future__ import annotations
 
+from collections import Counter
+from operator import sub
 from typing import Callable
 
 from .imagetree import ImageDir, ImageFile
@@ -132,8 +134,11 @@ def stat_run(ns: Namespace, paths: list[str]) -> int:
         hooks.lookup_many(parents, groups, ns.depth_hist)
     if table_parents:
         ns.lookups += len(table_depths)
-        ns.depth_hist.update(table_depths)
-        hooks.tabled_lookups(table_parents, table_starts, table_depths, found)
+        ends = table_starts[1:]
+        ends.append(len(table_depths))
+        depths = Counter(table_depths)
+        ns.depth_hist.update(depths)
+        hooks.tabled_lookups(table_parents, list(map(sub, ends, table_starts)), depths, found)
     return failed + len(paths) - slow - found_fast
 
 

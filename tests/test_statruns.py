@@ -177,14 +177,14 @@ def test_each_drivers_lookup_table_is_its_lookups(driver: str, options: dict) ->
         depths: Counter = Counter()
         found: list = []
         if tabled:
-            starts, answers = [], []
+            answers = []
             for d, group in zip(parents, groups):
                 get, default = mount.lookup_table(d)
-                starts.append(len(answers))
                 answers += [get(name, default) for name in group]
                 found += [node for node in map(_children_get(d), group) if node is not None]
             depths.update(answers)
-            mount.tabled_lookups(parents, starts, answers, found)
+            counts = [len(group) for group in groups]
+            mount.tabled_lookups(parents, counts, Counter(answers), found)
         else:
             BaseMount.lookup_many(mount, parents, groups, depths)
         return depths, run.finish(EVERY_TERM), len(parents), sum(n.__class__ in DIR_TYPES for n in found)
