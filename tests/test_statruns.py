@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from drivers import make_driver
+from simulator import statruns
 from simulator.harness import Run
 from simulator.image import Entry, Image, Layer
 from simulator.trace import Op
@@ -19,6 +20,14 @@ from test_writeruns import DRIVERS, EVERY_TERM, IDS
 # aufs with dirperm1 too: its lookups count no permission checks (``tabled_lookups``)
 STAT_DRIVERS = DRIVERS + (("aufs", {"dirperm1": True}),)
 STAT_IDS = IDS + ["aufs,dirperm1"]
+
+
+@pytest.fixture(params=[1, statruns.STRETCH_RUN], ids=["stretches", "few"])
+def stretch_run(request, monkeypatch) -> int:
+    """Runs taken in stretches from 1 stat on (every run here), or from the default length
+    on (none here but the long ones: a run of a few goes one by one, ``statruns._few``)."""
+    monkeypatch.setattr(statruns, "STRETCH_RUN", request.param)
+    return request.param
 
 
 def stat_heavy_trace(rng: np.random.Generator, paths: list[str], ops: int, containers: int) -> list[Op]:
@@ -59,7 +68,7 @@ def replayed(driver: str, options: dict, image: Image, ops: list[Op], containers
 
 @pytest.mark.parametrize("driver,options", STAT_DRIVERS, ids=STAT_IDS)
 @pytest.mark.parametrize("seed", range(10))
-def test_runs_of_stats_cost_what_one_by_one_costs(driver: str, options: dict, seed: int) -> None:
+def test_runs_of_stats_cost_what_one_by_one_costs(driver: str, options: dict, seed: int, stretch_run: int) -> None:
     rng = np.random.default_rng(200 + seed)
     image = random_image(rng, layers=3, entries=25)
     paths = sorted({e.path for layer in image.layers for e in layer.entries})
@@ -71,7 +80,7 @@ def test_runs_of_stats_cost_what_one_by_one_costs(driver: str, options: dict, se
     assert metrics["lookups"] > 200 and 0 < metrics["failed_ops"] < metrics["ops"]  # not vacuous
 
 
-def test_a_run_of_stats_on_overlay_by_hand() -> None:
+def test_a_run_of_stats_on_overlay_by_hand(stretch_run: int) -> None:
     """Two layers, both with /a; /a/x in the lower one.  Stats of /a/x, /a/z (missing),
     /a/x again, /nope/q (ENOENT on the way) and /a/x/q (ENOTDIR on the way): the last two
     fail before any lookup (resolve refuses them), /a/z fails after one; 3 lookups.  Merged
@@ -124,7 +133,7 @@ def test_each_drivers_lookup_many_is_its_lookups_in_order(driver: str, options: 
     assert sum(own[0].values()) > 20
 
 
-def test_cold_keys_held_back_go_in_before_a_directory_is_asked_about() -> None:
+def test_cold_keys_held_back_go_in_before_a_directory_is_asked_about(stretch_run: int) -> None:
     """``stat_run`` adds the cold keys of a stretch in a known directory to ``looked_up``
     together; a later stat whose directory is one of those keys must find it there.  One
     layer: /a, /a/b (a directory) and /a/b/x.  Stats of /a/q (missing), /a/b, /a/b/x, /a/b/y
