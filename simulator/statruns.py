@@ -35,6 +35,9 @@ metric and count on every driver):
   the run (``lookup_table``, ``tabled_lookups``; ``tests/test_statruns.py`` holds them
   equal to ``lookup`` on every driver).  The tables hold for the run: a stat changes
   neither the view nor the driver's tables.
+
+A run shorter than ``STRETCH_RUN`` takes no stretches: its stats go one at a time
+(``_few``), their lookups still in one ``lookup_many`` call.
 """
 
 from __future__ import annotations
@@ -49,10 +52,10 @@ from .nodes import Dir, DirNode, Node
 from .treestore import loaded
 from .walks import FsError, Resolved
 
-
 # Shortest run taken in stretches: below it, qualifying directories, fetching tables and
-# holding keys back cost more than they save (a lone stat, as most are between other
-# operations: 4.1 us in stretches against 1.8 one by one, on overlay, side by side).
+# holding keys back cost more than they save.  Most runs outside import storms are one
+# stat (mixed:scale=4: 4,875 stats in 4,540 runs, 4,229 of them alone); a lone stat costs
+# 4.1 us in stretches, 2.1 one by one (``_few``), on overlay, side by side.
 STRETCH_RUN = 16
 
 
