@@ -63,6 +63,8 @@ nothing.  Whiteouts and opaque markers are hard links of the whiteout base: no i
 
 from __future__ import annotations
 
+from operator import mul
+
 from simulator.diff import DiffResult
 from simulator.hooks import NEED_DATA, NEED_TRUNC_OPEN, NEED_TRUNCATE
 from simulator.image import Layer
@@ -214,33 +216,55 @@ class AufsMount(BaseMount, PermWalks):
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         pass  # batchable: ``write`` has nothing left to copy
 
-    def lookup_many(self, parents: list, names: list[str], depths) -> None:
+    def lookup_many(self, parents: list, groups: list, depths) -> None:
         """(simulator.statruns) ``lookup`` for each: its sums commute, and its walk caches
         only remember.  A parent wholly below takes ``lookup``'s first branch inlined, its
-        probe counts, children and permission walk fetched once for a stretch of names in it
-        (an import probes five names in each directory)."""
+        probe counts, children and permission walk fetched once for its group of names (an
+        import probes five names in each directory)."""
         out: list[int] = []
-        probes = perm_checks = perm = stack = 0
-        last = counts = children = None
-        for parent, name in zip(parents, names):
-            if parent is not last:
-                last = parent
-                if parent.__class__ is ImageDir:
-                    counts, children, stack = loaded(parent.probes), loaded(parent.children), len(parent.stack)
-                    perm = 0 if self.dirperm1 else self._perm_walk(parent)
-                else:
-                    counts = None
-            if counts is None:
-                out.append(self.lookup(parent, name))
+        add = out.append
+        probes = perm_checks = 0
+        for parent, group in zip(parents, groups):
+            if parent.__class__ is not ImageDir:
+                for name in group:
+                    add(self.lookup(parent, name))
                 continue
-            depth = counts.get(name, stack)
-            child = children.get(name)
-            probes += depth + (len(child.stack) if child.__class__ is ImageDir else 0)
-            perm_checks += perm
-            out.append(depth)
+            counts, children, stack = loaded(parent.probes), loaded(parent.children), len(parent.stack)
+            for name in group:
+                depth = counts.get(name, stack)
+                child = children.get(name)
+                probes += depth + (len(child.stack) if child.__class__ is ImageDir else 0)
+                add(depth)
+            if not self.dirperm1:
+                perm_checks += self._perm_walk(parent) * len(group)
         self.tally.probes += probes
         self.tally.perm_checks += perm_checks
         depths.update(out)
+
+    def lookup_table(self, parent):
+        """(simulator.statruns) A parent wholly below: ``lookup``'s depth is its probe
+        count; the rest (``tabled_lookups``) is sums, and walk caches that only remember."""
+        if parent.__class__ is ImageDir:
+            return loaded(parent.probes).get, len(parent.stack)
+        return None
+
+    def tabled_lookups(self, parents: list, counts: list[int], depths, found: list) -> None:
+        """``lookup``'s counts for lookups in parents wholly below: ``.wh.<name>`` in each
+        branch probed, ``.wh..wh..opq`` in each branch of a directory found, and the
+        permission checks of each parent's walk (the same for every name in it)."""
+        tally = self.tally
+        tally.probes += sum(depth * count for depth, count in depths.items()) + sum(
+            branch_span(child) for child in found if child.__class__ is Dir or child.__class__ is ImageDir)
+        if self.dirperm1:
+            return
+        # Each parent's checks (an image directory's: ``_perm_walk`` is ``_perm_at`` of its
+        # path), its remembered answer taken here, else walked.
+        cache = self._image_perm_extra if self.ns.shares_image_walks() else self._perm_extra
+        checks = {}
+        for parent in dict.fromkeys(parents):
+            known = cache.get(parent.path)
+            checks[parent] = known[0] if known is not None else self._perm_walk(parent)
+        tally.perm_checks += sum(map(mul, map(checks.__getitem__, parents), counts))
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:
         if inode.origin is None:

@@ -123,11 +123,18 @@ class BaseMount:
 
     lookup_is_one = True  # ``lookup`` is BaseMount's: one probe, no state (set per subclass)
 
-    def lookup_many(self, parents: list, names: list[str], depths: Counter) -> None:
+    def lookup_many(self, parents: list, groups: list, depths: Counter) -> None:
         if self.lookup_is_one:
-            depths[1] += len(parents)
+            depths[1] += sum(map(len, groups))
         else:
-            depths.update(map(self.lookup, parents, names))
+            lookup = self.lookup
+            depths.update(lookup(parent, name) for parent, group in zip(parents, groups) for name in group)
+
+    def lookup_table(self, parent) -> tuple | None:
+        return None  # lookups go to ``lookup_many``
+
+    def tabled_lookups(self, parents: list, counts: list[int], depths: Counter, found: list) -> None:
+        pass
 
     def meta_copy_up(self, node) -> None:
         pass

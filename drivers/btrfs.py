@@ -205,9 +205,9 @@ class BtrfsMount(BaseMount):
     # -- runs of writes (simulator.writeruns) and of stats (simulator.statruns) --
     idempotent_lookup = True  # resets the operation's state: once is all
 
-    def lookup_many(self, parents: list, names: list[str], depths) -> None:
-        self.lookup(parents[-1], names[-1])  # resets the operation's state: once is all
-        depths[1] += len(parents)
+    def lookup_many(self, parents: list, groups: list, depths) -> None:
+        self.lookup(parents[-1], groups[-1][-1])  # resets the operation's state: once is all
+        depths[1] += sum(map(len, groups))
 
     def write_run(self, inode: FileInode, starts: list[int], ends: list[int], union: RangeSet) -> None:
         """``write`` for each, in order, where order matters: a partial sector is read

@@ -170,9 +170,9 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         self.fs.dirty_inode(fm.ino)  # marks the inode: once is all
         self.atime_fresh.discard(fm.ino)
 
-    def lookup_many(self, parents: list, names: list[str], depths) -> None:
+    def lookup_many(self, parents: list, groups: list, depths) -> None:
         self._replaced = False  # (simulator.statruns) as ``lookup`` each time
-        depths[1] += len(parents)
+        depths[1] += sum(map(len, groups))
 
     def _accessed(self, node) -> None:
         """relatime (the mount default): reading updates atime when it is not past mtime and

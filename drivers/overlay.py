@@ -197,21 +197,26 @@ class OverlayMount(BaseMount):
     # -- runs of writes (simulator.writeruns) and of stats (simulator.statruns) --
     idempotent_lookup = True  # reads the layers' state, changes nothing
 
-    def lookup_many(self, parents: list, names: list[str], depths) -> None:
-        """``lookup`` for each, its first branch (a parent still wholly below) inlined, with
-        the parent's probe counts fetched once for a stretch of names in it."""
+    def lookup_many(self, parents: list, groups: list, depths) -> None:
+        """``lookup`` for each (it changes nothing), its first branch (a parent still wholly
+        below) taken for a whole group of names at once."""
         out: list[int] = []
-        last = probes = None
-        stack = 0
-        for parent, name in zip(parents, names):
-            if parent is not last:
-                last = parent
-                if parent.__class__ is ImageDir:
-                    probes, stack = loaded(parent.probes), len(parent.stack)
-                else:
-                    probes = None
-            out.append(probes.get(name, stack) if probes is not None else self.lookup(parent, name))
+        add = out.append
+        for parent, group in zip(parents, groups):
+            if parent.__class__ is ImageDir:
+                probes, stack = loaded(parent.probes), len(parent.stack)
+                for name in group:
+                    add(probes.get(name, stack))
+            else:
+                for name in group:
+                    add(self.lookup(parent, name))
         depths.update(out)
+
+    def lookup_table(self, parent):
+        """A parent wholly below: ``lookup`` is its probe count, nothing else."""
+        if parent.__class__ is ImageDir:
+            return loaded(parent.probes).get, len(parent.stack)
+        return None
 
     def batchable(self, inode: FileInode) -> bool:
         """Copied up: writes then only add blocks to this file (copy_up returns at once)."""

@@ -11,7 +11,7 @@ answers are ``rename_refused`` (overlay's EXDEV) and ``keeps_hardlinks`` (overla
 from __future__ import annotations
 
 from collections import Counter
-from typing import Protocol
+from typing import Callable, Protocol, Sequence
 
 from .nodes import Dir, DirNode, FileInode, Node
 from .ranges import RangeSet
@@ -42,10 +42,25 @@ class StorageHooks(Protocol):
     def lookup(self, parent: DirNode, name: str) -> int:
         """A cold lookup of ``name`` in ``parent``: return the layers it probes."""
 
-    def lookup_many(self, parents: list[DirNode], names: list[str], depths: Counter) -> None:
-        """``lookup(parents[i], names[i])`` for each ``i`` in order, with nothing else
-        between them (a run of stats: ``simulator.statruns``); count each one's probes in
-        ``depths``."""
+    def lookup_many(self, parents: list[DirNode], groups: list[Sequence[str]], depths: Counter) -> None:
+        """``lookup(parents[i], name)`` for each ``name`` of ``groups[i]``, for each ``i``,
+        in that order, with nothing else between them (a run of stats:
+        ``simulator.statruns``; a group is a stretch of names in one directory); count each
+        one's probes in ``depths``."""
+
+    def lookup_table(self, parent: DirNode) -> tuple[Callable[[str, int], int], int] | None:
+        """(get, default) where ``lookup(parent, name)`` is ``get(name, default)`` for every
+        name and does nothing else but what ``tabled_lookups`` does, as long as neither the
+        view nor the driver changes; None where it is not so (a run of stats answers the
+        lookups in ``parent`` with ``get`` then: ``simulator.statruns``)."""
+
+    def tabled_lookups(self, parents: list[DirNode], counts: list[int], depths: Counter, found: list) -> None:
+        """The rest of what ``lookup`` would do for lookups a run of stats answered from
+        ``lookup_table``: ``counts[i]`` names looked up in ``parents[i]`` (a stretch of them;
+        a directory may come back in a later stretch), ``depths`` the count of each depth
+        they had, ``found`` the nodes they found (the parents' children, not yet promoted),
+        in order.  Those effects must commute with every other lookup's: they are not in
+        order with ``lookup_many``'s."""
 
     def meta_copy_up(self, node: Dir | Node) -> None:
         """A directory (or symlink) from the image became private to the container."""

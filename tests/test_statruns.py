@@ -9,12 +9,25 @@ import numpy as np
 import pytest
 
 from drivers import make_driver
+from simulator import statruns
 from simulator.harness import Run
 from simulator.image import Entry, Image, Layer
 from simulator.trace import Op
 from workloads.random import random_image, random_trace
 
 from test_writeruns import DRIVERS, EVERY_TERM, IDS
+
+# aufs with dirperm1 too: its lookups count no permission checks (``tabled_lookups``)
+STAT_DRIVERS = DRIVERS + (("aufs", {"dirperm1": True}),)
+STAT_IDS = IDS + ["aufs,dirperm1"]
+
+
+@pytest.fixture(params=[1, statruns.STRETCH_RUN], ids=["stretches", "few"])
+def stretch_run(request, monkeypatch) -> int:
+    """Runs taken in stretches from 1 stat on (every run here), or from the default length
+    on (none here but the long ones: a run of a few goes one by one, ``statruns._few``)."""
+    monkeypatch.setattr(statruns, "STRETCH_RUN", request.param)
+    return request.param
 
 
 def stat_heavy_trace(rng: np.random.Generator, paths: list[str], ops: int, containers: int) -> list[Op]:
@@ -53,9 +66,9 @@ def replayed(driver: str, options: dict, image: Image, ops: list[Op], containers
     return run.finish(EVERY_TERM), dict(run.driver.depth_hist), colds
 
 
-@pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
+@pytest.mark.parametrize("driver,options", STAT_DRIVERS, ids=STAT_IDS)
 @pytest.mark.parametrize("seed", range(10))
-def test_runs_of_stats_cost_what_one_by_one_costs(driver: str, options: dict, seed: int) -> None:
+def test_runs_of_stats_cost_what_one_by_one_costs(driver: str, options: dict, seed: int, stretch_run: int) -> None:
     rng = np.random.default_rng(200 + seed)
     image = random_image(rng, layers=3, entries=25)
     paths = sorted({e.path for layer in image.layers for e in layer.entries})
@@ -67,7 +80,7 @@ def test_runs_of_stats_cost_what_one_by_one_costs(driver: str, options: dict, se
     assert metrics["lookups"] > 200 and 0 < metrics["failed_ops"] < metrics["ops"]  # not vacuous
 
 
-def test_a_run_of_stats_on_overlay_by_hand() -> None:
+def test_a_run_of_stats_on_overlay_by_hand(stretch_run: int) -> None:
     """Two layers, both with /a; /a/x in the lower one.  Stats of /a/x, /a/z (missing),
     /a/x again, /nope/q (ENOENT on the way) and /a/x/q (ENOTDIR on the way): the last two
     fail before any lookup (resolve refuses them), /a/z fails after one; 3 lookups.  Merged
@@ -89,7 +102,7 @@ def test_a_run_of_stats_on_overlay_by_hand() -> None:
 def test_each_drivers_lookup_many_is_its_lookups_in_order(driver: str, options: dict) -> None:
     """A driver's own ``lookup_many`` leaves the depths and every count of the default one
     (``BaseMount.lookup_many``: ``lookup`` for each, in order), on the image names of
-    each directory and a missing one, after random operations made some directories
+    each directory and a missing one (one group per directory), after random operations made some directories
     private and removed some names."""
     from collections import Counter
 
@@ -105,17 +118,89 @@ def test_each_drivers_lookup_many_is_its_lookups_in_order(driver: str, options: 
         run = Run(make_driver(driver, options), image, 1)
         run.replay(setup)
         ns, mount = run.namespace(0), run.driver.get("container-0")
-        parents, names = [], []
+        parents, groups = [], []
         for where in [""] + paths:
             d = ns.root if not where else ns.exists(where)
             if d.__class__ in DIR_TYPES:
-                for name in [p.rpartition("/")[2] for p in paths if p.rpartition("/")[0] == where] + ["missing"]:
-                    parents.append(d)
-                    names.append(name)
+                parents.append(d)
+                groups.append([p.rpartition("/")[2] for p in paths if p.rpartition("/")[0] == where] + ["missing"])
         depths: Counter = Counter()
-        lookup_many(mount, parents, names, depths)
+        lookup_many(mount, parents, groups, depths)
         return depths, run.finish(EVERY_TERM)
 
-    own = lookups(lambda mount, parents, names, depths: mount.lookup_many(parents, names, depths))
+    own = lookups(lambda mount, parents, groups, depths: mount.lookup_many(parents, groups, depths))
     assert own == lookups(BaseMount.lookup_many)
     assert sum(own[0].values()) > 20
+
+
+def test_cold_keys_held_back_go_in_before_a_directory_is_asked_about(stretch_run: int) -> None:
+    """``stat_run`` adds the cold keys of a stretch in a known directory to ``looked_up``
+    together; a later stat whose directory is one of those keys must find it there.  One
+    layer: /a, /a/b (a directory) and /a/b/x.  Stats of /a/q (missing), /a/b, /a/b/x, /a/b/y
+    (missing), /a/b/ (a trailing slash: the name "" in /a/b, missing) and /a/b again.
+    Cold lookups: /a (its walk, 1 layer), /a/q, /a/b, /a/b/x, /a/b/y, /a/b/ = 6, the directory
+    layers 1: /a/b was looked up by the stat of /a/b, so its first walk as a directory adds
+    no key.  Held back past that walk, /a/b would count twice and add its layer (7 and 2).
+    Failed: /a/q, /a/b/y, /a/b/ = 3; every stat is one lookup of depth 1 (one layer)."""
+    image = Image("hand", (Layer("l0", (Entry("/a", "dir"), Entry("/a/b", "dir"),
+                                        Entry("/a/b/x", "file", size=10))),))
+    ops = [Op("stat", p) for p in ("/a/q", "/a/b", "/a/b/x", "/a/b/y", "/a/b/", "/a/b")]
+    results = [replayed(driver, {}, image, ops, 1, one_by_one)
+               for driver in ("overlay", "aufs") for one_by_one in (False, True)]
+    assert results[0] == results[1] and results[2] == results[3]
+    metrics, depths, colds = results[0]
+    assert (metrics["ops"], metrics["failed_ops"], metrics["lookups"]) == (6, 3, 6)
+    assert depths == {1: 6}
+    assert colds == [(6, 1, ["/a", "/a/b", "/a/b/", "/a/b/x", "/a/b/y", "/a/q"])]
+
+
+@pytest.mark.parametrize("driver,options", STAT_DRIVERS, ids=STAT_IDS)
+def test_each_drivers_lookup_table_is_its_lookups(driver: str, options: dict) -> None:
+    """Where a driver answers ``lookup_table`` for a directory, the table's depths and
+    ``tabled_lookups`` leave the depths and every count that ``lookup`` for each name leaves
+    (``BaseMount.lookup_many``): on the image names of each directory (directories among
+    them) and a missing one, twice over in two stretches of the same directory, after random
+    operations made some directories private and removed some names."""
+    from collections import Counter
+
+    from drivers.base import BaseMount
+    from simulator.nodes import DIR_TYPES
+    from simulator.statruns import _children_get
+
+    rng = np.random.default_rng(11)
+    image = random_image(rng, layers=3, entries=25)
+    paths = sorted({e.path for layer in image.layers for e in layer.entries})
+    setup = random_trace(rng, paths, 60, 1)
+
+    def lookups(tabled: bool) -> tuple[Counter, dict, int, int]:
+        run = Run(make_driver(driver, options), image, 1)
+        run.replay(setup)
+        ns, mount = run.namespace(0), run.driver.get("container-0")
+        parents, groups = [], []
+        for where in [""] + paths:
+            d = ns.root if not where else ns.exists(where)
+            if d.__class__ in DIR_TYPES and mount.lookup_table(d) is not None:
+                names = [p.rpartition("/")[2] for p in paths if p.rpartition("/")[0] == where] + ["missing"]
+                parents += [d, d]
+                groups += [names, names[::-1]]
+        depths: Counter = Counter()
+        found: list = []
+        if tabled:
+            answers = []
+            for d, group in zip(parents, groups):
+                get, default = mount.lookup_table(d)
+                answers += [get(name, default) for name in group]
+                found += [node for node in map(_children_get(d), group) if node is not None]
+            depths.update(answers)
+            counts = [len(group) for group in groups]
+            mount.tabled_lookups(parents, counts, Counter(answers), found)
+        else:
+            BaseMount.lookup_many(mount, parents, groups, depths)
+        return depths, run.finish(EVERY_TERM), len(parents), sum(n.__class__ in DIR_TYPES for n in found)
+
+    tabled = lookups(True)
+    assert tabled[:2] == lookups(False)[:2]
+    if driver in ("overlay", "aufs"):  # the drivers with tables: not vacuous
+        assert tabled[2] >= 4 and tabled[3] >= 2 and sum(tabled[0].values()) > 20
+    else:
+        assert tabled[2] == 0
