@@ -44,3 +44,22 @@ def f(path: str, size: int = 0, mode: int = 0o644, **kw: Any) -> dict[str, Any]:
 
 def d(path: str, mode: int = 0o755, **kw: Any) -> dict[str, Any]:
     return {"path": path, "type": "dir", "mode": mode, **kw}
+
+
+def kernel_inode_numbers(img: Image, options: dict[str, Any]) -> dict[str, int]:
+    """Path -> inode number of every entry of ``img`` as the real thin backend lays it
+    (``simulator/real/thin.py``; root), ext4's lost+found left out."""
+    import os
+
+    from simulator.real.thin import thin_session
+
+    found: dict[str, int] = {}
+    with thin_session(img, make_driver("devicemapper", options).options) as s:
+        with s.mounted(s.top) as (root, _):
+            found["/"] = os.lstat(root).st_ino
+            for top, dirs, files in os.walk(root):
+                for name in dirs + files:
+                    path = os.path.join(top, name)
+                    if path != os.path.join(root, "lost+found"):
+                        found[path[len(root):]] = os.lstat(path).st_ino
+    return found

@@ -11,13 +11,12 @@ Every scenario's count includes 513 log blocks: the mount clears 2 MiB ahead of 
 head and writes an unmount record (REAL_KERNEL 4a), and the container's one transaction.
 """
 
-import os
 
 import numpy as np
 import pytest
 
 from drivers import make_driver
-from helpers import d, f, image, ops
+from helpers import d, f, image, kernel_inode_numbers, ops
 from simulator.costmodel import CostModel
 from simulator.errors import BackendUnavailable
 from simulator.harness import Run
@@ -28,7 +27,7 @@ from workloads.random import random_image, random_trace
 pytestmark = pytest.mark.kernel
 
 try:
-    from simulator.real.thin import check_available, measure_thin, thin_session
+    from simulator.real.thin import check_available, measure_thin
 
     check_available()
     UNAVAILABLE = ""
@@ -130,12 +129,5 @@ def test_laid_image_inode_numbers_match_the_kernel(seed):
     rng = np.random.default_rng(seed)
     img = random_image(rng, layers=3, entries=25)
     model = Run(make_driver("devicemapper", OPTS), img, 1).driver.layer_fs[img.layers[-1].id].view.inos
-    real = {}
-    with thin_session(img, make_driver("devicemapper", OPTS).options) as s:
-        with s.mounted(s.top) as (root, _):
-            real["/"] = os.lstat(root).st_ino
-            for top, dirs, files in os.walk(root):
-                for name in dirs + files:
-                    path = os.path.join(top, name)
-                    real[path[len(root):]] = os.lstat(path).st_ino
+    real = kernel_inode_numbers(img, OPTS)
     assert model == real

@@ -98,6 +98,22 @@ def test_a_run_of_stats_on_overlay_by_hand(stretch_run: int) -> None:
         assert colds == [(3, 2, ["/a", "/a/x", "/a/z"])]
 
 
+def _changed_image(seed: int):
+    """A random image, its paths and 60 random operations that make some of its directories
+    private and remove some names."""
+    rng = np.random.default_rng(seed)
+    image = random_image(rng, layers=3, entries=25)
+    paths = sorted({e.path for layer in image.layers for e in layer.entries})
+    return image, paths, random_trace(rng, paths, 60, 1)
+
+
+def _after(driver: str, options: dict, image, setup):
+    """(run, namespace, mount) of a container that replayed ``setup``."""
+    run = Run(make_driver(driver, options), image, 1)
+    run.replay(setup)
+    return run, run.namespace(0), run.driver.get("container-0")
+
+
 @pytest.mark.parametrize("driver,options", DRIVERS, ids=IDS)
 def test_each_drivers_lookup_many_is_its_lookups_in_order(driver: str, options: dict) -> None:
     """A driver's own ``lookup_many`` leaves the depths and every count of the default one
@@ -109,15 +125,10 @@ def test_each_drivers_lookup_many_is_its_lookups_in_order(driver: str, options: 
     from drivers.base import BaseMount
     from simulator.nodes import DIR_TYPES
 
-    rng = np.random.default_rng(7)
-    image = random_image(rng, layers=3, entries=25)
-    paths = sorted({e.path for layer in image.layers for e in layer.entries})
-    setup = random_trace(rng, paths, 60, 1)
+    image, paths, setup = _changed_image(7)
 
     def lookups(lookup_many) -> tuple[Counter, dict]:
-        run = Run(make_driver(driver, options), image, 1)
-        run.replay(setup)
-        ns, mount = run.namespace(0), run.driver.get("container-0")
+        run, ns, mount = _after(driver, options, image, setup)
         parents, groups = [], []
         for where in [""] + paths:
             d = ns.root if not where else ns.exists(where)
@@ -167,15 +178,10 @@ def test_each_drivers_lookup_table_is_its_lookups(driver: str, options: dict) ->
     from simulator.nodes import DIR_TYPES
     from simulator.statruns import _children_get
 
-    rng = np.random.default_rng(11)
-    image = random_image(rng, layers=3, entries=25)
-    paths = sorted({e.path for layer in image.layers for e in layer.entries})
-    setup = random_trace(rng, paths, 60, 1)
+    image, paths, setup = _changed_image(11)
 
     def lookups(tabled: bool) -> tuple[Counter, dict, int, int]:
-        run = Run(make_driver(driver, options), image, 1)
-        run.replay(setup)
-        ns, mount = run.namespace(0), run.driver.get("container-0")
+        run, ns, mount = _after(driver, options, image, setup)
         parents, groups = [], []
         for where in [""] + paths:
             d = ns.root if not where else ns.exists(where)
