@@ -2,7 +2,8 @@
 inode chunks and data blocks go, and which headers each change dirties.
 
 Measured here (mkfs.xfs 6.1.0 defaults, kernel 6.18, ``xfs_db`` and inode numbers of laid
-images; docs/fidelity.md), and read in fs/xfs/libxfs/xfs_ialloc.c:
+images; docs/fidelity.md).  The kernel functions named are where fs/xfs does each thing, as
+recalled, not read line by line: the measurements, not the names, are the evidence.
 
 * mkfs makes 4 allocation groups of equal size (1, 3, 10, 20 and 100 GiB alike); each AG
   starts with its headers (block 0: superblock, AGF, AGI and AGFL sectors; then the roots
@@ -27,7 +28,7 @@ images; docs/fidelity.md), and read in fs/xfs/libxfs/xfs_ialloc.c:
   10-14 then 32 on; a 25-block file in AG 1, block 24, past the chunk at 16.  [U: the
   kernel's near-the-inode search; the unshared count depends only on the AG.]
 * An unlinked inode is freed by background inactivation (``xfs_inodegc``, flushed by
-  sync), so within a transaction its number is not taken again.  A chunk whose last inode
+  sync), so its number is not taken again before the next commit (``settle``).  A chunk whose last inode
   is freed is freed itself (``xfs_ifree_cluster``): its cluster buffers go stale and are
   never written.  Measured: ``rm -rf`` of an image tree whose inodes filled chunks of
   their own in AGs 1-3 wrote none of those clusters.
