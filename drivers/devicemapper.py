@@ -11,7 +11,7 @@ Layout modelled (moby ``daemon/graphdriver/devmapper/deviceset.go``; DRIVERS.md 
 Each device carries its own filesystem (``drivers.thinfs``; mkfs's placement in
 ``drivers.fsgeometry``) on 4 KiB fs blocks, small files sharing a chunk as on a real fs: xfs
 by allocation group (``drivers.xfsalloc``), ext4 by block group (``drivers.ext4alloc``), as
-the kernel allocates, layers laid as the real backend lays them (``drivers.ext4layer``).  File operations become
+the kernel allocates, layers laid as the real backend lays them (``drivers.thinlaying``).  File operations become
 fs block writes, and those chunk writes on the container's thin device (``drivers.thinpool``):
 the first write into a chunk still shared with the image allocates a chunk, copying it
 unless the batch covers it whole.  Data is allocated at writeback (SPEC section 5;
@@ -75,7 +75,7 @@ from simulator.viewstats import private_inodes
 from .base import BaseDriver, BaseMount
 from .options import Option
 from .fsgeometry import FS_BLOCK, Geometry
-from .ext4layer import Ext4View, lay_ext4_layer
+from .thinlaying import LaidView, lay_image_layer
 from .thinfs import ThinFs, mkfs
 from .thinlayout import ThinPlaces
 from .xfsalloc import XFS_DIR_SF_HEADER
@@ -342,7 +342,7 @@ class DevicemapperDriver(BaseDriver):
                                       bool(self.options["journal"]))
         self.chunk = int(self.options["chunk_size"])
         self.base = mkfs(self.geometry, self.chunk)  # the base device, before any layer
-        self.base.view = Ext4View.empty(*self.base.layout.root)
+        self.base.view = LaidView.empty(*self.base.layout.root)
         self.layer_fs: dict[str, ThinFs] = {}
 
     @property
@@ -358,7 +358,7 @@ class DevicemapperDriver(BaseDriver):
         origin = self.layer_fs[parent] if parent is not None else self.base
         on_cost = self._charge_layer if self.counting else None
         fs = origin.snapshot(id, on_cost=on_cost)
-        lay_ext4_layer(origin, fs, self.images[id].layers, self.base)
+        lay_image_layer(origin, fs, self.images[id].layers, self.base)
         self.layer_fs[id] = fs
 
     def _charge_layer(self, cost, chunk: int) -> None:

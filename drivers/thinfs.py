@@ -5,7 +5,7 @@ Where mkfs puts things, and the numbers behind it, are in ``drivers.fsgeometry``
 file is, in ``drivers.thinlayout``.  Both filesystems place inodes and blocks by group as
 the kernel does: ext4 by block group (``drivers.ext4alloc``), xfs by allocation group
 (``drivers.xfsalloc``); image layers are laid step by step as the real backend lays them
-(``drivers.ext4layer``).
+(``drivers.thinlaying``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .thinpool import ThinDevice, WriteCost
 from .xfsalloc import AGF_HEADERS, AGI_HEADERS, NO_BLOCK, XFS_CHUNK_BLOCKS, XFS_CLUSTER_BLOCKS, XfsGroups
 
 if TYPE_CHECKING:
-    from .ext4layer import Ext4View
+    from .thinlaying import LaidView
 
 GROUP_BYTES = EXT4_BLOCKS_PER_GROUP * FS_BLOCK
 
@@ -48,8 +48,8 @@ class ThinFs:
     # ext4's block groups or xfs's allocation groups (``drivers.ext4alloc``, ``drivers.xfsalloc``)
     groups: Ext4Groups | XfsGroups
     on_cost: Callable[[WriteCost, int], None] | None = None
-    # on an image layer, the merged view as laid (``drivers.ext4layer``)
-    view: Ext4View | None = None
+    # on an image layer, the merged view as laid (``drivers.thinlaying``)
+    view: LaidView | None = None
     # blocks a truncate or an extending write zeroed in part, dirty in the page cache until
     # written back: file -> {file block: device offset}; a file removed drops its own
     zeroed: dict[FileMap, dict[int, int]] = field(default_factory=dict)

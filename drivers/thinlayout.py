@@ -91,7 +91,7 @@ class Layout:
         # directories itself (many image layers hold none: asking on down the chain took
         # 33 calls a lookup on the bench image).
         self._files_below: dict[int, FileRec] = {}
-        self.links: dict[str, int] = {}  # symlink path -> fs inode (ext4 layers: ``drivers.ext4layer``)
+        self.links: dict[str, int] = {}  # symlink path -> fs inode (ext4 layers: ``drivers.thinlaying``)
         self._dirs_below: dict[str, tuple[int, int]] = {}
         # ``build_layer`` numbers a layer's files on from its parent's (``FsState`` is copied
         # at each snapshot), so along a chain each layout's inos start above the one below:
@@ -248,7 +248,7 @@ class ThinPlaces:
 
     def _symlink_ino(self, link, parent, name: str) -> int | None:
         """A symbolic link's inode: one this container made, or the image's ``name`` in
-        ``parent`` where its layer recorded it (ext4: ``drivers.ext4layer``)."""
+        ``parent`` where its layer recorded it (ext4: ``drivers.thinlaying``)."""
         ino = self.inodes.get(link)
         base = parent.base if parent.__class__ is Dir else parent
         if ino is None and base is not None:

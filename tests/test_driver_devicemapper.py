@@ -205,7 +205,7 @@ def test_est_seconds_prices_chunk_copies():
 
 
 def test_a_second_layer_on_one_parent_lays_the_view_again():
-    # A layer built on another takes its view of the laid image (drivers/ext4layer.py); a
+    # A layer built on another takes its view of the laid image (drivers/thinlaying.py); a
     # second layer on the same parent (two containers committed in turn) lays the parent's
     # layers again to find it, and must place its inodes as it would have first.
     img = image([d("/a"), f("/a/x", 5000), f("/y", 100)])

@@ -10,7 +10,7 @@ another kind removed first, a file or link replacing whatever was there, an exis
 directory kept (only its attributes change).  Each step allocates and frees what the real
 one does, and dirties the metadata blocks it writes.
 
-The merged view the steps need (``Ext4View``: which inode each path holds) is handed from a
+The merged view the steps need (``LaidView``: which inode each path holds) is handed from a
 layer to the one built on it; a second layer on the same parent (two containers committed)
 gets it by laying the parent's layers again (``view_of``).
 """
@@ -43,7 +43,7 @@ class Inode:
 
 
 @dataclass
-class Ext4View:
+class LaidView:
     """Path -> inode of everything laid so far, each directory's names in creation order and
     the bytes they would take in an xfs shortform directory."""
 
@@ -53,7 +53,7 @@ class Ext4View:
     sizes: dict[str, int]
 
     @classmethod
-    def empty(cls, root_ino: int, root_block: int) -> Ext4View:
+    def empty(cls, root_ino: int, root_block: int) -> LaidView:
         blocks = [(root_block * FS_BLOCK, FS_BLOCK)] if root_block >= 0 else []
         return cls({"/": root_ino}, {"/": {}}, {root_ino: Inode("dir", 1, blocks)}, {"/": XFS_DIR_SF_HEADER})
 
@@ -69,7 +69,7 @@ def _name(path: str) -> str:
 class _Laying:
     """One layer's steps on ``fs``, keeping ``view`` and the layer's ``Layout`` in step."""
 
-    def __init__(self, fs: ThinFs, view: Ext4View):
+    def __init__(self, fs: ThinFs, view: LaidView):
         self.fs, self.view, self.layout = fs, view, fs.layout
         # the files' data, written at the end of the layer in one device write (the union
         # is what the device sees either way; one write per file cost 2 s on 100,000 files)
@@ -177,7 +177,7 @@ class _Laying:
         return ino
 
 
-def build_ext4_layer(fs: ThinFs, layer: Layer, view: Ext4View) -> Ext4View:
+def build_laid_layer(fs: ThinFs, layer: Layer, view: LaidView) -> LaidView:
     """Untar ``layer`` into its fresh snapshot ``fs`` (mount, the steps, sync, unmount) and
     return the merged view after it."""
     fs.mount()
@@ -220,21 +220,21 @@ def build_ext4_layer(fs: ThinFs, layer: Layer, view: Ext4View) -> Ext4View:
     return view
 
 
-def lay_ext4_layer(origin: ThinFs, fs: ThinFs, layers: Sequence[Layer], base: ThinFs) -> None:
+def lay_image_layer(origin: ThinFs, fs: ThinFs, layers: Sequence[Layer], base: ThinFs) -> None:
     """Lay the last of ``layers`` on ``fs``, a fresh snapshot of ``origin`` (which holds the
     others), on the view below, which passes to ``fs``; where another layer took it already,
     the layers below are laid again from ``base`` to find it (``view_of``)."""
     view, origin.view = origin.view, None
     if view is None:
         view = view_of(base, list(layers[:-1]))
-    fs.view = build_ext4_layer(fs, layers[-1], view)
+    fs.view = build_laid_layer(fs, layers[-1], view)
 
 
-def view_of(fs_at_mkfs: ThinFs, layers: list[Layer]) -> Ext4View:
+def view_of(fs_at_mkfs: ThinFs, layers: list[Layer]) -> LaidView:
     """The view after ``layers``, laid again on a scratch copy of the base device."""
     fs = fs_at_mkfs.snapshot("scratch")
-    view = Ext4View.empty(*fs.layout.root)
+    view = LaidView.empty(*fs.layout.root)
     for layer in layers:
         fs = fs.snapshot("scratch")
-        view = build_ext4_layer(fs, layer, view)
+        view = build_laid_layer(fs, layer, view)
     return view
