@@ -141,7 +141,6 @@ class Geometry:
     base_size: int
     inode_size: int
     inode_start: int
-    inode_region: int
     data_start: int
     log_start: int
     log_bytes: int
@@ -149,7 +148,6 @@ class Geometry:
     header_blocks: int  # blocks mkfs writes at the start (ext4: group 0's; xfs: each AG's)
     root_ino: int
     ext4: Ext4Layout | None = None
-    xfs_agblocks: int = 0
 
     @classmethod
     def make(cls, fs: str, base_size: int, journal: bool = True) -> Geometry:
@@ -158,26 +156,24 @@ class Geometry:
             lay = Ext4Layout.make(blocks)
             bitmaps = 1 + lay.gdt + lay.reserved_gdt  # group 0's first block bitmap
             members = lay.flex_members(0)
-            inodes = base_size // EXT4_INODE_RATIO
             start = lay.table_block(0) * FS_BLOCK
             data = start + members * lay.table_blocks * FS_BLOCK  # the root directory's block
-            return cls(fs, base_size, EXT4_INODE_SIZE, start, inodes * EXT4_INODE_SIZE, data,
+            return cls(fs, base_size, EXT4_INODE_SIZE, start, data,
                        lay.journal_block(blocks) * FS_BLOCK,
                        ext4_journal_blocks(blocks) * FS_BLOCK if journal else 0, members * lay.table_blocks * FS_BLOCK,
                        header_blocks=bitmaps + 2 * members, root_ino=ROOT_INODE, ext4=lay)
         agblocks = ceil_div(base_size // FS_BLOCK, XFS_AG_COUNT)
         start = XFS_ROOT_CHUNK_BLOCK * FS_BLOCK
-        return cls(fs, base_size, XFS_INODE_SIZE, start, XFS_CHUNK_BLOCKS * FS_BLOCK, start + XFS_CHUNK_BLOCKS * FS_BLOCK,
+        return cls(fs, base_size, XFS_INODE_SIZE, start, start + XFS_CHUNK_BLOCKS * FS_BLOCK,
                    (XFS_AG_COUNT // 2 * agblocks + XFS_LOG_AG_START) * FS_BLOCK, XFS_LOG_BLOCKS * FS_BLOCK,
-                   XFS_CHUNK_BLOCKS * FS_BLOCK, header_blocks=XFS_HEADER_BLOCKS, root_ino=XFS_ROOT_INO,
-                   xfs_agblocks=agblocks)
+                   XFS_CHUNK_BLOCKS * FS_BLOCK, header_blocks=XFS_HEADER_BLOCKS, root_ino=XFS_ROOT_INO)
 
     def inode_block(self, ino: int) -> int:
-        if self.ext4 is not None:  # inode n is slot n - 1 of the inode tables, group by group
-            group, slot = divmod(ino - 1, self.ext4.inodes_per_group)
-            return self.ext4.table_block(group) + slot * self.inode_size // FS_BLOCK
-        agblklog = (self.xfs_agblocks - 1).bit_length()  # ino = (AG << agblklog | block) << 3 | slot
-        return (ino >> agblklog + 3) * self.xfs_agblocks + (ino >> 3 & (1 << agblklog) - 1)
+        """The ext4 inode-table block holding inode ``ino``: slot ``ino - 1`` of the tables,
+        group by group (xfs numbers inodes by where they are: ``XfsGroups.inode_block``)."""
+        assert self.ext4 is not None, "xfs inodes: XfsGroups.inode_block"
+        group, slot = divmod(ino - 1, self.ext4.inodes_per_group)
+        return self.ext4.table_block(group) + slot * self.inode_size // FS_BLOCK
 
     def log_write_bytes(self, items: int) -> int:
         """Bytes one journal/log commit of ``items`` dirtied metadata blocks writes."""

@@ -23,7 +23,8 @@ from .fsgeometry import EXT4_BLOCKS_PER_GROUP, FS_BLOCK, XFS_MOUNT_LOG_CLEAR, Ge
 from .ext4alloc import Ext4Groups
 from .thinlayout import FileMap, FileRec, Layout
 from .thinpool import ThinDevice, WriteCost
-from .xfsalloc import AGF_HEADERS, AGI_HEADERS, NO_BLOCK, XFS_CHUNK_BLOCKS, XFS_CLUSTER_BLOCKS, XfsGroups
+from .xfsalloc import (AGF_HEADERS, AGI_HEADERS, NO_BLOCK, XFS_CHUNK_BLOCKS, XFS_CLUSTER_BLOCKS, XFS_DIR_SF_MAX,
+                       XfsGroups)
 
 if TYPE_CHECKING:
     from .thinlaying import LaidView
@@ -303,10 +304,21 @@ class ThinFs:
         self.dirty_alloc([(block * FS_BLOCK, FS_BLOCK)])
         return block
 
-    def free_dir_block(self, block: int) -> None:
-        """A directory's block given back (xfs: its entries fit in the inode again)."""
-        self.forget_block(block)
-        self.free_extents([(block * FS_BLOCK, FS_BLOCK)])
+    def dir_format(self, ino: int, block: int, entry_bytes: int) -> int:
+        """The block directory ``ino`` keeps its entries in, now that they take
+        ``entry_bytes`` in shortform: xfs moves them to a block of their own when they
+        outgrow the inode and back, freeing it, when they fit again (``drivers.xfsalloc``);
+        ext4 keeps ``block``."""
+        if self.ext4:
+            return block
+        shortform = entry_bytes <= XFS_DIR_SF_MAX
+        if shortform and block >= 0:
+            self.forget_block(block)
+            self.free_extents([(block * FS_BLOCK, FS_BLOCK)])
+            return NO_BLOCK
+        if not shortform and block < 0:
+            return self.dir_block(ino)
+        return block
 
     def write_file(self, fm: FileMap, ranges: RangeSet, size: int) -> None:
         """Writeback of a file's dirty ``ranges``: overwrite mapped blocks in place (on the

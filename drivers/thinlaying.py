@@ -26,7 +26,7 @@ from simulator.units import round_up
 
 from .fsgeometry import FS_BLOCK
 from .thinlayout import FileRec
-from .xfsalloc import NO_BLOCK, XFS_DIR_SF_HEADER, XFS_DIR_SF_MAX, sf_entry_bytes
+from .xfsalloc import NO_BLOCK, XFS_DIR_SF_HEADER, sf_entry_bytes
 
 if TYPE_CHECKING:
     from .thinfs import ThinFs
@@ -93,21 +93,14 @@ class _Laying:
 
     def _reformat(self, path: str) -> None:
         """xfs: a directory's entries move to a block of their own when they outgrow the
-        inode, and back when they fit again (``drivers.xfsalloc``)."""
-        fs = self.fs
-        if fs.ext4:
-            return
+        inode, and back when they fit again (``ThinFs.dir_format``)."""
         ino = self.view.inos[path]
-        inode = self.view.inodes[ino]
-        shortform = self.view.sizes[path] <= XFS_DIR_SF_MAX
-        if shortform and inode.blocks:
-            fs.free_dir_block(inode.blocks[0][0] // FS_BLOCK)
-            inode.blocks = []
-        elif not shortform and not inode.blocks:
-            inode.blocks = [(fs.dir_block(ino) * FS_BLOCK, FS_BLOCK)]
-        else:
+        block = self.dir_block(path)
+        new = self.fs.dir_format(ino, block, self.view.sizes[path])
+        if new == block:
             return
-        loc = (ino, self.dir_block(path))
+        self.view.inodes[ino].blocks = [(new * FS_BLOCK, FS_BLOCK)] if new >= 0 else []
+        loc = (ino, new)
         if path == "/":
             self.layout.root = loc
         else:

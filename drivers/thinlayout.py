@@ -15,7 +15,7 @@ from simulator.imagetree import ImageDir, ImageFile
 from simulator.nodes import Dir, FileInode
 from simulator.ranges import RangeSet
 
-from .xfsalloc import NO_BLOCK, XFS_DIR_SF_HEADER, XFS_DIR_SF_MAX, sf_entry_bytes
+from .xfsalloc import XFS_DIR_SF_HEADER, sf_entry_bytes
 
 if TYPE_CHECKING:
     from .thinfs import ThinFs
@@ -214,19 +214,13 @@ class ThinPlaces:
             if size is None:
                 names = node.names() if node.__class__ is Dir else node.children
                 size = self.sf_sizes[node] = XFS_DIR_SF_HEADER + sum(map(sf_entry_bytes, names))
-            shortform = size <= XFS_DIR_SF_MAX
-            new_block = None
-            if shortform and block >= 0:
-                fs.free_dir_block(block)
-                new_block = NO_BLOCK
-            elif not shortform and block < 0:
-                new_block = fs.dir_block(ino)
-            if new_block is not None:
+            new = fs.dir_format(ino, block, size)
+            if new != block:
                 if d.__class__ is Dir and d.base is None:
-                    self.dirs[d] = new_block
+                    self.dirs[d] = new
                 else:
-                    self.dir_blocks[ino] = new_block
-                block = new_block
+                    self.dir_blocks[ino] = new
+                block = new
         fs.entries_changed(ino, block)
 
     def _entry_size(self, parent, name: str, added: bool) -> None:

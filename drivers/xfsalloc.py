@@ -198,7 +198,7 @@ class XfsGroups:
                 before = opened[i - 1]
                 if max(near - before - XFS_CHUNK_BLOCKS + 1, 0) <= abs(chunk - near):
                     chunk = before
-        elif st.newest is not None and st.newest in st.chunks and _contains(st.open, st.newest):
+        elif st.newest is not None and _contains(st.open, st.newest):
             chunk = st.newest  # xfs_dialloc_ag_finobt_newino
         else:
             chunk = st.open[0]

@@ -63,3 +63,15 @@ def kernel_inode_numbers(img: Image, options: dict[str, Any]) -> dict[str, int]:
                     if path != os.path.join(root, "lost+found"):
                         found[path[len(root):]] = os.lstat(path).st_ino
     return found
+
+
+def why_unavailable(check_available) -> str:
+    """Why a real backend cannot run here ("" when it can): its ``check_available`` raising
+    ``BackendUnavailable``, for a kernel test module's skip."""
+    from simulator.errors import BackendUnavailable
+
+    try:
+        check_available()
+    except BackendUnavailable as exc:
+        return str(exc)
+    return ""

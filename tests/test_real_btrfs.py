@@ -18,22 +18,17 @@ import numpy as np
 import pytest
 
 from drivers import make_driver
-from helpers import d, f, image, ops
+from helpers import d, f, image, ops, why_unavailable
 from simulator.costmodel import CostModel
-from simulator.errors import BackendUnavailable
 from simulator.harness import Run
 from simulator.imagetree import ImageTree
 from workloads.random import random_image, random_trace
 
 pytestmark = pytest.mark.kernel
 
-try:
-    from simulator.real.btrfs import btrfs_session, check_available, measure_btrfs
+from simulator.real.btrfs import btrfs_session, check_available, measure_btrfs
 
-    check_available()
-    UNAVAILABLE = ""
-except BackendUnavailable as exc:
-    UNAVAILABLE = str(exc)
+UNAVAILABLE = why_unavailable(check_available)
 
 QGROUP_TOLERANCE = 0.10  # the metadata model is an estimate (leaves CoW'd), the data exact
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from drivers import make_driver
-from helpers import d, f, image, kernel_inode_numbers, ops
+from helpers import d, f, image, kernel_inode_numbers, ops, why_unavailable
 from simulator.costmodel import CostModel
 from simulator.errors import BackendUnavailable
 from simulator.harness import Run
@@ -33,13 +33,9 @@ from workloads.random import random_image, random_trace
 
 pytestmark = pytest.mark.kernel
 
-try:
-    from simulator.real.thin import check_available, measure_thin, thin_session
+from simulator.real.thin import check_available, measure_thin, thin_session
 
-    check_available()
-    UNAVAILABLE = ""
-except BackendUnavailable as exc:
-    UNAVAILABLE = str(exc)
+UNAVAILABLE = why_unavailable(check_available)
 
 K, M = 1024, 1 << 20
 BLOCK = 4096

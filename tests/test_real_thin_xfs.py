@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 
 from drivers import make_driver
-from helpers import d, f, image, kernel_inode_numbers, ops
+from helpers import d, f, image, kernel_inode_numbers, ops, why_unavailable
 from simulator.costmodel import CostModel
-from simulator.errors import BackendUnavailable
 from simulator.harness import Run
 from simulator.imagetree import ImageTree
 from simulator.runner import Cell, prepare
@@ -26,13 +25,9 @@ from workloads.random import random_image, random_trace
 
 pytestmark = pytest.mark.kernel
 
-try:
-    from simulator.real.thin import check_available, measure_thin
+from simulator.real.thin import check_available, measure_thin
 
-    check_available()
-    UNAVAILABLE = ""
-except BackendUnavailable as exc:
-    UNAVAILABLE = str(exc)
+UNAVAILABLE = why_unavailable(check_available)
 
 BLOCK = 4096
 OPTS = {"chunk_size": BLOCK}  # fs=xfs and base_size=10 GiB: the driver's defaults

@@ -30,7 +30,7 @@ def test_mkfs_geometry():
     assert g.cluster((3 << 20 | 16403) << 3 | 5) == 3 * AGB + 16400  # in AG 3
     geo = Geometry.make("xfs", 10 << 30)
     assert geo.log_start == (2 * AGB + 6) * 4096  # sb_logstart 2097158 = AG 2, block 6
-    assert geo.inode_block(25165953) == 3 * AGB + 16  # /a/s/z below: AG 3, block 16
+    assert g.inode_block(25165953) == 3 * AGB + 16  # /a/s/z below: AG 3, block 16
     assert g.alloc(5, regular=True, near=0) == [(10, 5)]  # AG 0's first free run
     assert g.alloc(2, regular=True, near=0) == [(24, 2)]  # 15 alone is too short: past the chunk
 
