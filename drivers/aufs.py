@@ -75,6 +75,7 @@ from simulator.ranges import RangeSet
 from simulator.treestore import loaded
 from simulator.units import PAGE_SIZE, ceil_div, round_up
 from simulator.viewstats import walk_private
+from simulator.writeruns import PASSING_KINDS
 
 from .aufs_perm import PermWalks, branch_span
 from .base import METADATA_WRITE_BYTES, BaseDriver, BaseMount
@@ -200,6 +201,11 @@ class AufsMount(BaseMount, PermWalks):
                 self._copy_up(st, inode.origin.size, data=True)
 
     # -- runs of writes (simulator.writeruns) --
+    # A queued file's hooks touch nothing of the branch (``write_run`` passes); its lookups'
+    # probes and permission checks depend on its directories alone, all private already,
+    # which no passing operation moves.
+    runs_pass = PASSING_KINDS
+
     def batchable(self, inode: FileInode) -> bool:
         """In the rw branch: further writes copy nothing."""
         return inode.origin is None or (inode.drv is not None and inode.drv.state == _DATA)

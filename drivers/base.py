@@ -150,6 +150,7 @@ class BaseMount:
     # ``lookup`` only reads the driver's state, or resets the same per-operation state each
     # time: ``count`` lookups of one name then cost what one does.
     idempotent_lookup = False
+    runs_pass: frozenset[str] = frozenset()  # (simulator.hooks) every operation flushes queued runs
 
     def batchable(self, inode) -> bool:
         return False

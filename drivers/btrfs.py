@@ -69,6 +69,7 @@ from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode
 from simulator.ranges import RangeSet
 from simulator.units import ceil_div
+from simulator.writeruns import PASSING_KINDS
 
 from . import btrfs_usage
 from .base import BaseDriver, BaseMount
@@ -204,6 +205,11 @@ class BtrfsMount(BaseMount):
 
     # -- runs of writes (simulator.writeruns) and of stats (simulator.statruns) --
     idempotent_lookup = True  # resets the operation's state: once is all
+    # A queued file's hooks change its own sector state, sums and the open-transaction flag;
+    # its writeback, the order-dependent part, waits for an fsync, a commit or the end,
+    # which flush first.  (A lookup resets per-operation state that each operation sets
+    # after its own lookup.)
+    runs_pass = PASSING_KINDS
 
     def lookup_many(self, parents: list, groups: list, depths) -> None:
         self.lookup(parents[-1], groups[-1][-1])  # resets the operation's state: once is all

@@ -79,6 +79,7 @@ from simulator.metrics import Space
 from simulator.nodes import Dir, FileInode, Symlink
 from simulator.ranges import RangeSet
 from simulator.treestore import loaded
+from simulator.writeruns import PASSING_KINDS
 
 from .base import METADATA_WRITE_BYTES, BaseDriver, BaseMount
 from .options import Option
@@ -196,6 +197,9 @@ class OverlayMount(BaseMount):
 
     # -- runs of writes (simulator.writeruns) and of stats (simulator.statruns) --
     idempotent_lookup = True  # reads the layers' state, changes nothing
+    # A queued file's hooks touch its own copy state only; a first write's copy-up, a read's
+    # shared page cache, a new name's or attribute's tallies are sums and sets.
+    runs_pass = PASSING_KINDS
 
     def lookup_many(self, parents: list, groups: list, depths) -> None:
         """``lookup`` for each (it changes nothing), its first branch (a parent still wholly

@@ -20,6 +20,7 @@ from simulator.nodes import FileInode
 from simulator.ranges import RangeSet
 from simulator.units import PAGE_SIZE
 from simulator.viewstats import private_inodes, view_totals
+from simulator.writeruns import PASSING_KINDS
 
 from .base import DIR_BLOCK_BYTES, INODE_BYTES, BaseDriver, BaseMount, layer_footprint
 from .options import Option
@@ -32,6 +33,7 @@ def _metadata_bytes(entries: int, dirs: int) -> int:
 class VfsMount(BaseMount):
     # -- runs of writes (simulator.writeruns): a plain tree pays nothing per write --
     idempotent_lookup = True
+    runs_pass = PASSING_KINDS  # a queued file's hooks touch nothing: its space is read at the end
 
     def batchable(self, inode: FileInode) -> bool:
         return True

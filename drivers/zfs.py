@@ -53,6 +53,7 @@ from simulator.nodes import Dir, FileInode, Symlink
 from simulator.ranges import RangeSet
 from simulator.units import MiB, ceil_div, round_up
 from simulator.viewstats import walk_private
+from simulator.writeruns import PASSING_KINDS
 
 from .base import BaseDriver, BaseMount, layer_footprint
 from .options import Option
@@ -126,6 +127,9 @@ class ZfsMount(BaseMount):
 
     # -- runs of writes (simulator.writeruns) --
     idempotent_lookup = True  # one dataset: a lookup costs one probe and changes nothing
+    # A queued file's hooks size its own records; other files' writes, reads (the ARC),
+    # names and attributes touch theirs, the shared cache or sums.
+    runs_pass = PASSING_KINDS
 
     def batchable(self, inode: FileInode) -> bool:
         """Always: writes only mark the dnode and size the block; records CoW at writeback."""

@@ -108,7 +108,7 @@ class Run:
                         continue
                     if stats:
                         failed += stat_run(spaces[stat_container], stats)
-                    elif runs.active:
+                    elif runs.active and not runs.passes(spaces[op.container], op):
                         runs.flush()
                     stats = [op.path]
                     stat_container = op.container
@@ -133,7 +133,7 @@ class Run:
                             file.ends.append(end)
                             file.kind = kind
                             continue
-                if runs.active:
+                if runs.active and not runs.passes(spaces[op.container], op):
                     runs.flush()
                 try:
                     if kind == "commit":

@@ -35,6 +35,10 @@ class StorageHooks(Protocol):
     notes_close: bool  # False when ``closed`` does nothing: the namespace may skip the call
     notes_entries: bool  # True when ``entry`` does something: the namespace skips it otherwise
     notes_links: bool  # True when ``followed`` does something: the walk skips it otherwise
+    # Operation kinds (of ``simulator.writeruns.PASSING_KINDS``) that may run while other
+    # files' writes are queued: their hooks touch, besides their own file's state, only what
+    # ``batchable`` files' hooks touch in an order-free way (empty: every operation flushes).
+    runs_pass: frozenset[str]
 
     def rename_refused(self, node: DirNode | Node) -> bool:
         """True when the real driver fails this rename with EXDEV."""

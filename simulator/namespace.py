@@ -187,6 +187,9 @@ class Namespace(FileData):
         r = self._walked[follow].get(path)
         if r is not None:
             return r
+        peeked = self._peeked
+        if peeked is not None and peeked[1] == path and peeked[0] == follow:
+            return peeked[2]  # peeked just now (a run of writes, then whether it may pass)
         try:
             r = self._walk(path, follow)
         except FsError:

@@ -11,9 +11,16 @@ any other operation runs and at the end of the replay.
 
 What keeps it exact:
 
-* a run never crosses another operation: any operation that is not a queued write first
-  flushes every queued run and forgets every remembered path (a truncate, an fsync, a rename
-  may change what a path leads to or whether a file is still batchable);
+* a run crosses no operation that could see it: any other operation first flushes every
+  queued run and forgets every remembered path (a truncate, an fsync, a rename may change
+  what a path leads to or whether a file is still batchable), except the kinds the driver
+  lets pass (``StorageHooks.runs_pass``: a file's first write, which copies it up, a read, a
+  stat, a create, a chmod...) where the operation's path leads to no queued file; a kind
+  that passes touches, besides its own file, only driver state that the queued files'
+  hooks touch in an order-free way, and it adds no name a remembered path goes through;
+* a queued file takes its place among the files awaiting writeback (``Namespace.dirty``,
+  an ordered set: writeback at a commit or the end goes in that order) at its first queued
+  write, as ``write_range`` would, not at the flush;
 * per file the writes keep their order (appends take their offsets from the running size);
 * a path is remembered (``Namespace.peek``, which counts nothing) only while it leads to a
   private regular file, under that very name in a private directory, that the driver calls
@@ -30,8 +37,15 @@ from __future__ import annotations
 from .hooks import NEED_DATA
 from .namespace import Namespace
 from .nodes import Dir, FileInode
+from .trace import Op
 
 WRITE_KINDS = frozenset({"write", "append"})
+PASS_UNLOOKED = frozenset({"stat", "mkdir", "symlink"})  # kinds that pass without a look at the path
+# The kinds a driver may let pass queued runs (``StorageHooks.runs_pass``): each changes at
+# most the node its path leads to (followed), or adds a new name.  Not link (its source's
+# link count), unlink, rename, truncate, fsync, commit: those always flush.
+PASSING_KINDS = frozenset({"write", "append", "read", "open", "create", "stat", "mkdir", "symlink",
+                           "chmod", "chown", "utime", "setxattr"})
 
 
 class FileRun:
@@ -79,10 +93,23 @@ class WriteRuns:
         file = self._files.get(inode)  # type: ignore[arg-type]
         if file is None:
             file = self._files[inode] = FileRun(ns, inode)  # type: ignore[arg-type]
+            ns.dirty[inode] = None  # its place among the dirty files: now, as write_range's
         run = self.hot[container][path] = PathRun(parent, r.name, file)  # type: ignore[arg-type]
         self._paths.append(run)
         self.active = True
         return run
+
+    def passes(self, ns: Namespace, op: Op) -> bool:
+        """True when ``op`` may run with the runs still queued: the driver lets its kind
+        pass (``runs_pass``) and its path leads to no queued file (a stat reads no file's
+        data; a mkdir or symlink only adds a name, or fails)."""
+        kind = op.kind
+        if kind not in ns.hooks.runs_pass:
+            return False
+        if kind in PASS_UNLOOKED:
+            return True
+        r = ns.peek(op.path, True)
+        return r is None or r.node not in self._files
 
     def flush(self) -> None:
         """Answer every queued run, then forget every remembered path."""
