@@ -172,7 +172,9 @@ def bench_trace(sizes: Sizes, driver: str = "overlay") -> Result:
         from drivers import make_driver
 
         parse = []
+        parsed: list | None = None
         for _ in range(sizes.rounds):
+            parsed = None  # the last round's operations go now, not inside this round's parse
             run = Run(make_driver(driver), image, 1, tree)
             with gc_paused():
                 start = time.process_time()
