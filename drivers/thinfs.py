@@ -127,9 +127,7 @@ class ThinFs:
             log = self.log_ranges(nbytes)
             self.state.log_head += nbytes
             self.write(log)
-        home = RangeSet()
-        for b in self.pending:  # in order
-            home.add(b * FS_BLOCK, (b + 1) * FS_BLOCK)
+        home = RangeSet.of_units(self.pending, FS_BLOCK)
         self.pending.clear()
         self.clusters.clear()
         self.write(home)

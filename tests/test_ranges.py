@@ -133,3 +133,17 @@ def test_units_are_the_normalised_set_of_units_met(ops, unit):
     units = r.units(unit)
     assert _members(units) == {i // unit for i in model}
     assert _normalised(units)
+
+
+def test_of_units_by_hand() -> None:
+    """Blocks 3, 1, 2, 7 and 2 again of 4 KiB: bytes [4096, 16384) and [28672, 32768)."""
+    assert list(RangeSet.of_units([3, 1, 2, 7, 2], 4096)) == [(4096, 16384), (28672, 32768)]
+    assert not RangeSet.of_units(set(), 4096)
+
+
+@given(st.sets(st.integers(0, 200)), st.integers(1, 9))
+def test_of_units_matches_adding_each(units, unit):
+    one = RangeSet()
+    for u in units:
+        one.add(u * unit, (u + 1) * unit)
+    assert RangeSet.of_units(units, unit) == one
