@@ -250,6 +250,8 @@ class DevicemapperMount(ThinPlaces, BaseMount):
             self._created = node
         elif op == "rename" and self._replaced and node.__class__ is FileInode:
             self._flush(node)  # ext4_rename: a file renamed over any existing name is flushed
+        elif op == "rename":
+            self._pin_symlink(node)
         elif op == "mkdir":
             ino = self.inodes[node] = self._new_inode(True)
             self.dirs[node] = fs.new_dir_block(ino)
@@ -278,6 +280,7 @@ class DevicemapperMount(ThinPlaces, BaseMount):
 
     def remove(self, node, last_link: bool) -> None:
         self._replaced = True
+        self._pin_symlink(node)
         if node.__class__ is ImageFile:  # the namespace counts an image file's removed names
             last_link = self.ns.image_unlinks[node] >= node.nlink
         if node.__class__ is FileInode:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from simulator.imagetree import ImageDir, ImageFile
-from simulator.nodes import Dir, FileInode
+from simulator.nodes import Dir, FileInode, Symlink
 from simulator.ranges import RangeSet
 
 from .xfsalloc import XFS_DIR_SF_HEADER, sf_entry_bytes
@@ -239,6 +239,16 @@ class ThinPlaces:
         parent, name = self._dropped  # an image symlink's name changes only by unlink or rename
         ino = self._symlink_ino(node, parent, name)  # else (xfs): next to its directory's inode
         return ino if ino is not None else self._dir_location(parent)[0]
+
+    def _pin_symlink(self, link) -> None:
+        """Keep the inode of an image symbolic link's private copy, read by the name it is
+        leaving now (``_dropped``: an unlink or a rename is under way): an image link's inode
+        is found by its name, and a rename gives it another (fuzz seed 95142: ``rename /c /a``,
+        then ``/a`` replaced, freed the inode of the image's own ``/a`` a second time)."""
+        if link.__class__ is Symlink and link not in self.inodes:
+            ino = self._symlink_ino(link, *self._dropped)
+            if ino is not None:
+                self.inodes[link] = ino
 
     def _symlink_ino(self, link, parent, name: str) -> int | None:
         """A symbolic link's inode: one this container made, or the image's ``name`` in

@@ -222,7 +222,8 @@ class XfsGroups:
         st = self._own(self.group_of(ino))
         used = st.chunks.get(chunk, 0)
         if not used >> slot & 1:
-            return None  # freed already: the model frees one symlink's inode twice in fuzz seed 95142 [U]
+            return None  # freed already: a model error, none known (fuzz seed 95142's, a renamed
+            # image symlink's inode looked up by its new name, was fixed in 0.2.9)
         if used == FULL_CHUNK:
             insort(st.open, chunk)
         used &= ~(1 << slot)

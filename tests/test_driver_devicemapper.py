@@ -223,3 +223,21 @@ def test_a_second_layer_on_one_parent_lays_the_view_again():
     assert first.view is not None and second.view is not None
     assert first.view.inos == second.view.inos and first.view.inos["/top"] > 8192  # group 1 on 10 GiB
     assert first.device.own == second.device.own
+
+
+def test_a_renamed_image_symlink_frees_its_own_inode():
+    """Image symlinks /a and /c: the container unlinks /a, renames /c to /a, unlinks /a.
+    The inodes freed are /a's, then /c's.  An image link's inode is found by its name, and
+    before 0.2.9 the moved link was looked up under its new name, /a: /a's inode was freed
+    twice and /c's never (fuzz seed 95142; with it, six random thin-xfs cases off by 1-3
+    blocks became exact against the kernel)."""
+    img = image([{"path": "/a", "type": "symlink", "target": "/x"}, {"path": "/c", "type": "symlink", "target": "/x"},
+                 f("/x", 10)])
+    r = Run(make_driver("devicemapper", {"chunk_size": 4096}), img, 1)
+    fs = r.mounts[0].fs
+    a, c = fs.layout.link("/a"), fs.layout.link("/c")
+    assert None not in (a, c) and a != c
+    for op in ops({"op": "unlink", "path": "/a"}, {"op": "rename", "src": "/c", "dst": "/a"},
+                  {"op": "unlink", "path": "/a"}):
+        assert r.apply(op)
+    assert fs.groups.freed_inodes == [a, c]
