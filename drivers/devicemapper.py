@@ -248,8 +248,11 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         if op == "create" and node.__class__ is FileInode:
             self._filemap(node)
             self._created = node
-        elif op == "rename" and self._replaced and node.__class__ is FileInode:
-            self._flush(node)  # ext4_rename: a file renamed over any existing name is flushed
+        elif op == "rename" and self._replaced and node.__class__ is FileInode and fs.ext4:
+            # ext4_rename: a file renamed over any existing name is flushed (auto_da_alloc);
+            # xfs_rename flushes nothing (measured: a new 200,000-byte file renamed over
+            # another, then removed, allocates no data block on xfs)
+            self._flush(node)
         elif op == "rename":
             self._pin_symlink(node)
         elif op == "mkdir":

