@@ -228,8 +228,8 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         fs = self.fs
         if node.__class__ is FileInode:
             fs.write_zeroed(self._filemap(node))
-        if fs.geometry.log_bytes:  # a journal commits every dirty block
-            fs.commit()
+        if fs.geometry.log_bytes:  # a journal commits every dirty block (xfs: to the log only)
+            fs.commit(home=fs.ext4)
             return
         # Journal-less ext4 (ext4_fsync_nojournal): the file's own metadata blocks and inode,
         # then, while the node is a new entry, its directory's blocks and inode, upwards.
