@@ -193,7 +193,7 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         self.ns.writeback(inode)
 
     def closed(self, node, op: str) -> None:
-        if op == "read":  # filemap_read: file_accessed() even at EOF (not for a 0-byte read)
+        if op == "read":  # filemap_read: file_accessed() even at EOF (a 0-byte read closes as "open")
             self._accessed(node)
         if node.__class__ is ImageFile or node.__class__ is FileInode:
             self.fs.journal_super(opened=True)

@@ -91,6 +91,12 @@ SCENARIOS = {
                                        [{"op": "create", "path": "/t", "size": 200000},
                                         {"op": "rename", "src": "/t", "dst": "/e"},
                                         {"op": "unlink", "path": "/e"}], 1 + 2 + 4),
+    # A read of 0 bytes stops before the filesystem's read and its atime update
+    # (generic_file_read_iter: "skip atime"): the unmount's block 0 only.  A read past the
+    # end reads nothing but does update atime: the inode's cluster too (fuzz seed 95054 was
+    # 4 blocks over, the model took a 0-byte read for a read).
+    "read-of-0-bytes": ([f("/x", 5000)], [{"op": "read", "path": "/x", "offset": 0, "length": 0}], 1),
+    "read-past-the-end": ([f("/x", 5000)], [{"op": "read", "path": "/x", "offset": 10000, "length": 10}], 1 + 4),
     # New directories take AGs 0, 1, 2, 3, 0 in turn, each with a 2-block file: every AG's
     # headers and a new inode chunk (8 blocks) in AGs 1-3.
     "directories-rotate-over-ags": ([f("/x", 10)],
