@@ -45,18 +45,22 @@ Findings and sources:
   - relatime on a symbolic link followed: its inode written once a mount (``followed``).
   - with a journal: jbd2's superblock once a mount has logged; the fs superblock logged for
     the first file opened (``ext4_sample_last_mounted``) and the orphan list; revoke blocks.
+  - a read of 0 bytes updates no atime (``op_read`` closes it as an open); one past the
+    end does.
   Not modelled: the block allocator's choice of another group for some data (per-CPU
-  preallocations: one bitmap block); a read of 0 bytes (no atime; the model charges one).
-  ``scripts/fuzz.py thin`` measures what is left (docs/fidelity.md).
+  preallocations: one bitmap block).  ``scripts/fuzz.py thin`` measures what is left
+  (docs/fidelity.md).
 * Reflinked xfs images, Docker's 10 GiB (``tests/test_real_thin_xfs.py``; every block named
   with ``xfs_db blockuse``): inodes and blocks by allocation group, written as 16 KiB inode
   clusters, directories in their inode while they fit (``drivers.xfsalloc``); a truncate
-  down (not of an empty file) flushes at the next close (``XFS_ITRUNCATED``); freed blocks
-  and inodes come back only after the commit (busy extents, background inactivation).
+  down (not of an empty file) flushes at the next close (``XFS_ITRUNCATED``), a rename over
+  another file flushes nothing; freed blocks and inodes come back only after the commit
+  (busy extents, background inactivation); an fsync forces the log, and what it logged
+  goes home at the unmount, unless freed first (``ThinFs.logged``).
 Simplifications: base_size bounds nothing (the real driver would fail with ENOSPC); one block
 per ext4 directory, and per xfs directory past its inode; ext4's freed blocks are never
 reused, new ones taken in order from the goal group (mballoc aligns and preallocates: as
-many blocks, elsewhere), xfs's taken lowest first; a journal's home writes happen at each
+many blocks, elsewhere), xfs's taken lowest first; ext4's journal writes home at each
 commit point, not at checkpoint.
 """
 
