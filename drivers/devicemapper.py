@@ -257,8 +257,6 @@ class DevicemapperMount(ThinPlaces, BaseMount):
             # xfs_rename flushes nothing (measured: a new 200,000-byte file renamed over
             # another, then removed, allocates no data block on xfs)
             self._flush(node)
-        elif op == "rename":
-            self._pin_symlink(node)
         elif op == "mkdir":
             ino = self.inodes[node] = self._new_inode(True)
             self.dirs[node] = fs.new_dir_block(ino)
@@ -287,7 +285,6 @@ class DevicemapperMount(ThinPlaces, BaseMount):
 
     def remove(self, node, last_link: bool) -> None:
         self._replaced = True
-        self._pin_symlink(node)
         if node.__class__ is ImageFile:  # the namespace counts an image file's removed names
             last_link = self.ns.image_unlinks[node] >= node.nlink
         if node.__class__ is FileInode:

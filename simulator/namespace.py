@@ -279,7 +279,9 @@ class Namespace(FileData):
         if node.__class__ is ImageDir:
             return self.private_dir(r.names + [r.name])
         if node.__class__ is ImageSymlink:
-            link = Symlink(node.target, node.uid, node.gid)  # type: ignore[union-attr]
+            base = parent.base  # the image directory the link was found in (moved or not)
+            link = Symlink(node.target, node.uid, node.gid,  # type: ignore[union-attr]
+                           f"{base.path.rstrip('/')}/{r.name}" if base is not None else None)
             link.nlink = 1
             parent.own[r.name] = link
             self.file_changed()

@@ -51,10 +51,17 @@ class FileInode:
 
 
 class Symlink:
-    __slots__ = ("target", "mode", "uid", "gid", "nlink")
+    """A symbolic link owned by a container.  ``image_path``: where in the image the link it
+    was copied from lies (``Namespace.private_node``), None for a link the container made.
+    A symlink has no inode number in the image model, so a driver that keeps the image's
+    inodes (devicemapper) finds a copied link's inode by that path, whatever names the copy
+    has had since (renamed, hard-linked)."""
 
-    def __init__(self, target: str, uid: int = 0, gid: int = 0):
+    __slots__ = ("target", "mode", "uid", "gid", "nlink", "image_path")
+
+    def __init__(self, target: str, uid: int = 0, gid: int = 0, image_path: str | None = None):
         self.target, self.mode, self.uid, self.gid, self.nlink = target, 0o777, uid, gid, 0
+        self.image_path = image_path
 
 
 class Dir:

@@ -241,3 +241,22 @@ def test_a_renamed_image_symlink_frees_its_own_inode():
                   {"op": "unlink", "path": "/a"}):
         assert r.apply(op)
     assert fs.groups.freed_inodes == [a, c]
+
+
+def test_a_hard_link_to_an_image_symlink_writes_that_links_inode():
+    """link(2) does not follow a symbolic link: it names the link itself again, whose inode
+    (its link count, its ctime) is written.  The private copy finds its inode by where it
+    lies in the image (``Symlink.image_path``); before 0.2.10 the model took the last name
+    removed instead: here /q/u's, whose inode cluster is not /p/s's, so the model wrote no
+    cluster of /p/s, 4 blocks short of the kernel (tests/test_real_thin_xfs.py)."""
+    img = image([d("/p"), d("/q")] + [f(f"/p/f{i}", 10) for i in range(40)] + [f(f"/q/g{i}", 10) for i in range(40)]
+                + [{"path": "/p/s", "type": "symlink", "target": "f1"}, {"path": "/q/u", "type": "symlink", "target": "g1"}])
+    r = Run(make_driver("devicemapper", {"chunk_size": 4096}), img, 1)
+    fs = r.mounts[0].fs
+    cluster = fs.groups.cluster
+    s, u, p = fs.layout.link("/p/s"), fs.layout.link("/q/u"), fs.layout.dir("/p")[0]
+    assert cluster(s) not in (cluster(u), cluster(p))
+    assert r.apply(ops({"op": "unlink", "path": "/q/u"})[0])
+    assert cluster(s) not in fs.clusters
+    assert r.apply(ops({"op": "link", "src": "/p/s", "dst": "/p/s2"})[0])
+    assert cluster(s) in fs.clusters

@@ -141,6 +141,12 @@ SCENARIOS = {  # each checked block by block against dumpe2fs/FIEMAP when it was
     "read-through-a-symlink": ([d("/t")] + [f(f"/t/f{i}", 10) for i in range(20)]
                                + [{"path": "/l", "type": "symlink", "target": "t"}],
                                [{"op": "read", "path": "/l/f0", "offset": 0, "length": 10}]),
+    # link(2) names a symbolic link itself again: its own inode is written (ctime, link
+    # count), two table blocks from its directory's; the model had written the inode of
+    # the last name removed, or with none removed the root's (1 block short before 0.2.10)
+    "hard-link-to-an-image-symlink": ([d("/p")] + [f(f"/p/f{i}", 10) for i in range(40)]
+                                      + [{"path": "/p/s", "type": "symlink", "target": "f1"}],
+                                      [{"op": "link", "src": "/p/s", "dst": "/p/s2"}]),
 }
 
 

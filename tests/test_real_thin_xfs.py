@@ -97,6 +97,14 @@ SCENARIOS = {
     # 4 blocks over, the model took a 0-byte read for a read).
     "read-of-0-bytes": ([f("/x", 5000)], [{"op": "read", "path": "/x", "offset": 0, "length": 0}], 1),
     "read-past-the-end": ([f("/x", 5000)], [{"op": "read", "path": "/x", "offset": 10000, "length": 10}], 1 + 4),
+    # link(2) names a symbolic link itself again: its own inode's cluster is written, not
+    # that of the last name removed, /q/u's (4 blocks short before 0.2.10)
+    "hard-link-to-an-image-symlink": ([d("/p"), d("/q")] + [f(f"/p/f{i}", 10) for i in range(40)]
+                                      + [f(f"/q/g{i}", 10) for i in range(40)]
+                                      + [{"path": "/p/s", "type": "symlink", "target": "f1"},
+                                         {"path": "/q/u", "type": "symlink", "target": "g1"}],
+                                      [{"op": "unlink", "path": "/q/u"},
+                                       {"op": "link", "src": "/p/s", "dst": "/p/s2"}], None),
     # New directories take AGs 0, 1, 2, 3, 0 in turn, each with a 2-block file: every AG's
     # headers and a new inode chunk (8 blocks) in AGs 1-3.
     "directories-rotate-over-ags": ([f("/x", 10)],
