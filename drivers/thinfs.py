@@ -214,7 +214,7 @@ class ThinFs:
 
     def journal_super(self, opened: bool = False) -> None:
         """ext4 changes its superblock in a transaction: an inode put on the orphan list
-        (unlink of the last name, rmdir, a truncate that shrinks: ``s_last_orphan``), or the
+        (unlink of the last name, rmdir, a truncate that does not grow: ``s_last_orphan``), or the
         first regular file opened on a mount (``ext4_sample_last_mounted``, ``opened``).
         With a journal the block is logged (measured: ``logdump`` shows FS block 0 in the
         container's transaction); without one it is written home, as at every mount."""
