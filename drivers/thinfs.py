@@ -266,7 +266,7 @@ class ThinFs:
         if pending:  # pages cut away before they were written are dropped
             for block in [b for b in pending if b * FS_BLOCK >= new]:
                 del pending[block]
-        fm.size = new
+        fm.size = fm.disk_size = new
         end = min(old, new)
         if end % FS_BLOCK:
             self._zero_tail(fm, end // FS_BLOCK)
@@ -295,6 +295,14 @@ class ThinFs:
             pages = self.zeroed.pop(key, None)
             if pages:
                 self.write(RangeSet((dev, dev + FS_BLOCK) for dev in pages.values()))
+
+    def write_zeroed_from(self, fm: FileMap, start: int) -> None:
+        """Write back the zeroed blocks of ``fm`` that hold bytes at ``start`` or after."""
+        pages = self.zeroed.get(fm)
+        if pages:
+            for block in [b for b in pages if (b + 1) * FS_BLOCK > start]:
+                dev = pages.pop(block)
+                self.write(RangeSet([(dev, dev + FS_BLOCK)]))
 
     # -- data --
     def alloc(self, nbytes: int, regular: bool, near: int) -> list[tuple[int, int]]:
@@ -355,6 +363,7 @@ class ThinFs:
                         pieces.pop(0)
             self.dirty_inode(fm.ino)
         self.write(out)
+        fm.disk_size = max(fm.disk_size, min(size, ranges.end()))
 
 
 def mkfs(geometry: Geometry, chunk: int) -> ThinFs:

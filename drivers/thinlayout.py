@@ -32,11 +32,14 @@ class FileRec:
 class FileMap:
     """A container's view of one file's blocks: sorted ``(file_off, dev_off, length)``."""
 
-    __slots__ = ("ino", "extents", "size")
+    __slots__ = ("ino", "extents", "size", "disk_size")
 
     def __init__(self, ino: int, rec: FileRec | None = None, size: int = 0):
         self.ino = ino
         self.size = size  # as the fs last saw it (a write past it zeroes the old last block's tail)
+        # xfs's i_disk_size: the size on disk, which a writeback moves up to the end of what it
+        # wrote (xfs_setfilesize) and a truncate sets; a write past the end leaves it behind
+        self.disk_size = size
         self.extents: list[tuple[int, int, int]] = []
         off = 0
         for dev, length in (rec.extents if rec else ()):

@@ -93,6 +93,25 @@ class FileData:
             inode.dirty = EMPTY_RANGES  # not clear(): it may be ``written`` too
         self.dirty.pop(inode, None)
 
+    def writeback_from(self, inode: FileInode, start: int) -> None:
+        """Write back the dirty bytes of ``inode`` at ``start`` and after, now, and leave those
+        before it dirty (xfs: a truncate that grows a file first writes what lies past its
+        size on disk, ``filemap_write_and_wait_range``)."""
+        dirty = inode.dirty
+        if dirty.end() <= start:
+            return
+        if not dirty.overlap(0, start):
+            self.writeback(inode)
+            return
+        part = RangeSet(dirty.within(start, dirty.end()))
+        rest = RangeSet(dirty.within(0, start))  # a new set: ``dirty`` may be ``written`` too
+        if inode.origin is None:
+            self.cost.new_file_writebacks += 1
+        self.cost.dirty_ranges += len(part)
+        self.cost.synced_bytes += part.total()
+        self.hooks.writeback(inode, part)
+        inode.dirty = rest
+
     def flush(self, timed: bool = True) -> None:
         """Write back everything dirty (commit, end of the workload: ``timed=False``)."""
         for inode in list(self.dirty):

@@ -260,3 +260,22 @@ def test_a_hard_link_to_an_image_symlink_writes_that_links_inode():
     assert cluster(s) not in fs.clusters
     assert r.apply(ops({"op": "link", "src": "/p/s", "dst": "/p/s2"})[0])
     assert cluster(s) in fs.clusters
+
+
+def test_growing_a_file_on_xfs_writes_only_what_lies_past_its_size_on_disk():
+    """A 20,000-byte image file: 100 bytes overwritten at its start, 5,000 appended, then
+    grown to 64 KiB.  xfs writes [20,000, 25,000) now (the appended bytes, past the size on
+    disk), and the overwrite stays dirty; on ext4 nothing is written yet."""
+    img = image([f("/s", 20000)])
+    trace = ops({"op": "write", "path": "/s", "offset": 0, "length": 100},
+                {"op": "append", "path": "/s", "length": 5000},
+                {"op": "truncate", "path": "/s", "size": 65536})
+    dirty = {}
+    for fs in ("xfs", "ext4"):
+        r = Run(make_driver("devicemapper", {"chunk_size": 4096, "fs": fs}), img, 1)
+        for op in trace:
+            assert r.apply(op)
+        inode = r.namespace(0).exists("/s")
+        dirty[fs] = list(inode.dirty)
+        assert inode.written.total() == 5100
+    assert dirty == {"xfs": [(0, 100)], "ext4": [(0, 100), (20000, 25000)]}

@@ -112,6 +112,24 @@ SCENARIOS = {
     "truncate-an-empty-file-to-0": ([f("/x", 0), f("/y", 10)], [{"op": "truncate", "path": "/x", "size": 0}], 1),
     "truncate-a-grown-file-to-0": ([f("/x", 0), f("/y", 10)], [{"op": "truncate", "path": "/x", "size": 5000},
                                                                 {"op": "truncate", "path": "/x", "size": 0}], 1 + 4),
+    # xfs_setattr_size growing a file writes what lies past its size on disk at once
+    # (filemap_write_and_wait_range), where it zeroed the old last block's tail or the file
+    # had grown past that size; so a removal after it frees blocks already written.  Each
+    # unmount writes block 0 and the roots of the free-space and inode btrees (1-4): the
+    # files are freed.  A 100-byte file grown to 64 KiB: its zeroed block (fuzz seed 95015
+    # was 1 short).  A new 10,000-byte file grown to 20,000: its 3 delayed blocks.  An
+    # overwrite at the start of a 20,000-byte file is not written: it lies below the size
+    # on disk; only the zeroed last block is.
+    "grow-a-partial-block-then-remove": ([f("/s", 100), f("/y", 10)],
+                                         [{"op": "truncate", "path": "/s", "size": 65536},
+                                          {"op": "unlink", "path": "/s"}], 5 + 4 + 1),
+    "grow-a-new-file-then-remove": ([f("/y", 10)], [{"op": "create", "path": "/n", "size": 10000},
+                                                    {"op": "truncate", "path": "/n", "size": 20000},
+                                                    {"op": "unlink", "path": "/n"}], 5 + 4 + 3),
+    "overwrite-grow-then-remove": ([f("/s", 20000), f("/y", 10)],
+                                   [{"op": "write", "path": "/s", "offset": 0, "length": 100},
+                                    {"op": "truncate", "path": "/s", "size": 65536},
+                                    {"op": "unlink", "path": "/s"}], 5 + 4 + 1),
     # New directories take AGs 0, 1, 2, 3, 0 in turn, each with a 2-block file: every AG's
     # headers and a new inode chunk (8 blocks) in AGs 1-3.
     "directories-rotate-over-ags": ([f("/x", 10)],
