@@ -93,6 +93,7 @@ NAMESPACE_OPS = ("create", "mkdir", "unlink", "rmdir", "rename", "link", "symlin
 INODE_ALLOC_OPS = ("create", "mkdir", "symlink")  # frees: ``remove`` with the last link
 REMOVING_OPS = ("unlink", "rmdir")
 NAMING_OPS = ("create", "mkdir", "link", "symlink", "rename")  # ext4_add_entry: EXT4_STATE_NEWENTRY
+WRITING_CLOSES = ("create", "write", "append")  # operations whose close ends a writer's open
 
 
 class DevicemapperMount(ThinPlaces, BaseMount):
@@ -119,6 +120,7 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         self._dropped: tuple[object, str] = (None, "")
         self._replaced = False  # this operation removed a name (a rename over a target)
         self.alloc_on_close: set[FileInode] = set()  # ext4 EXT4_STATE_DA_ALLOC_CLOSE, xfs XFS_ITRUNCATED
+        self._writing = False  # a writeback under way is a writer's close-time flush (``_flush``)
         # EXT4_STATE_NEWENTRY: node named since its last fsync -> the directory named in (journal-
         # less ext4's fsync writes it too, ext4_sync_parent); None where a journal commits all
         self.new_entry: dict | None = {} if not self.fs.geometry.log_bytes else None
@@ -191,10 +193,15 @@ class DevicemapperMount(ThinPlaces, BaseMount):
             self.atime_fresh.add(ino)
             self.fs.dirty_inode(ino)
 
-    def _flush(self, inode: FileInode) -> None:
-        """ext4_alloc_da_blocks: ``filemap_flush`` of the file's delayed data, now."""
+    def _flush(self, inode: FileInode, open_for_write: bool = False) -> None:
+        """ext4_alloc_da_blocks: ``filemap_flush`` of the file's delayed data, now; at the
+        close of a writer (``ext4_release_file``) the file is still open for writing."""
         self.alloc_on_close.discard(inode)
-        self.ns.writeback(inode)
+        self._writing = open_for_write
+        try:
+            self.ns.writeback(inode)
+        finally:
+            self._writing = False
 
     def closed(self, node, op: str) -> None:
         if op == "read":  # filemap_read: file_accessed() even at EOF (a 0-byte read closes as "open")
@@ -207,11 +214,11 @@ class DevicemapperMount(ThinPlaces, BaseMount):
             self.alloc_on_close.add(node)  # open(O_TRUNC) of an existing file, even an empty one
         self._created = None
         if node in self.alloc_on_close:  # ext4_release_file, on any close (a read's too)
-            self._flush(node)
+            self._flush(node, open_for_write=op in WRITING_CLOSES)
 
     def writeback(self, inode: FileInode, ranges: RangeSet) -> None:
         fm = self._filemap(inode)
-        self.fs.write_file(fm, ranges, inode.size)
+        self.fs.write_file(fm, ranges, inode.size, self._writing)
         self.fs.write_zeroed(fm)
 
     def truncate(self, inode: FileInode, old_size: int, new_size: int) -> None:

@@ -41,6 +41,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from simulator.ranges import RangeSet
+
 from .fsgeometry import (EXT4_BLOCKS_PER_GROUP, EXT4_DESC_SIZE, EXT4_FLEX_BG, FIRST_FREE_INODE, FS_BLOCK, ROOT_INODE,
                          Ext4Layout)
 
@@ -48,6 +50,7 @@ from .fsgeometry import (EXT4_BLOCKS_PER_GROUP, EXT4_DESC_SIZE, EXT4_FLEX_BG, FI
 # picks a random one (Docker's deviceset does not set it), which moves top-level directories
 # between flex groups on devices of more than 16 groups; a fixed one lets the two agree.
 EXT4_HASH_SEED = uuid.UUID("a7c4b0f2-5d3e-4c1a-9b8f-2e6d1f0c3a59")
+EXT4_MB_STREAM_BLOCKS = 16  # mballoc.c MB_DEFAULT_STREAM_THRESHOLD: a larger file is a stream
 PERCPU_BATCH = 32  # lib/percpu_counter.c compute_batch_value on a 2-CPU machine
 FIRST_INO = FIRST_FREE_INODE - 1  # group 0's slots taken by mkfs: inodes 1-11 (11: lost+found)
 MKFS_DIRS = 2  # the root and lost+found, both in group 0
@@ -124,6 +127,11 @@ class Ext4Groups:
     dirs: dict[int, int] = field(default_factory=dict)
     free: dict[int, int] = field(default_factory=dict)  # free blocks
     cursor: dict[int, int] = field(default_factory=dict)
+    # Blocks of stream allocations (``alloc``) by group, and those of them freed since,
+    # which a stream allocation may take again; only without a journal, which keeps freed
+    # blocks busy until its commit (ext4_free_blocks: ext4_mb_free_metadata)
+    streams: dict[int, RangeSet] = field(default_factory=dict)
+    reusable: dict[int, RangeSet] = field(default_factory=dict)
     # -- per mount: the per-CPU counters' global parts and residues, and each directory's
     # i_last_alloc_group (in-memory inode state) --
     counters: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
@@ -131,7 +139,9 @@ class Ext4Groups:
 
     def snapshot(self) -> Ext4Groups:
         return Ext4Groups(self.lay, self.fs_blocks, self.journal, dict(self.hwm), dict(self.holes),
-                          dict(self.dirs), dict(self.free), dict(self.cursor))
+                          dict(self.dirs), dict(self.free), dict(self.cursor),
+                          {g: r.copy() for g, r in self.streams.items()},
+                          {g: r.copy() for g, r in self.reusable.items()})
 
     # -- what mkfs left --
     @property
@@ -266,12 +276,28 @@ class Ext4Groups:
         raise OSError("ENOSPC")
 
     # -- blocks --
-    def alloc(self, blocks: int, regular: bool, near: int) -> list[tuple[int, int]]:
+    def alloc(self, blocks: int, regular: bool, near: int, stream: bool = False) -> list[tuple[int, int]]:
         """``blocks`` fresh blocks for an inode of group ``near``: a regular file's in the
         second group of its flex group, anything else's in the first, in order from the
-        group's next free block, on into the next groups.  Returns (first block, count)."""
+        group's next free block, on into the next groups.  Returns (first block, count).
+
+        A ``stream`` allocation (mballoc's EXT4_MB_STREAM_ALLOC: a file of more than
+        ``EXT4_MB_STREAM_BLOCKS`` blocks, open for writing) takes the lowest run of the
+        group's freed stream blocks that holds it whole, if there is one: it asks for an
+        extent of the request's normalized, aligned order, which a stream's blocks freed
+        (its preallocation with them) make again.  Measured, journal-less ext4: an image
+        file rewritten with 200,000 bytes twice, flushed at each close, unshares 53 blocks,
+        not 102; a new file written after another is removed, flushed by an fsync (a file
+        no longer open for writing: no preallocation, an exact-length search), 104."""
         group = near - near % EXT4_FLEX_BG + (1 if regular and self.lay.groups > 1 else 0)
         out: list[tuple[int, int]] = []
+        if stream and self.reusable:
+            at = self._reuse(group, blocks)
+            if at is not None:
+                self.free[group] = self.free_blocks(group) - blocks
+                self._count(2, -blocks)
+                self.streams.setdefault(group, RangeSet()).add(at, at + blocks)
+                return [(at, blocks)]
         while blocks:
             if group >= self.lay.groups:
                 group = 0
@@ -288,6 +314,8 @@ class Ext4Groups:
                 group += 1
                 continue
             out.append((at, n))
+            if stream and not self.journal[1]:
+                self.streams.setdefault(group, RangeSet()).add(at, at + n)
             self.cursor[group] = at + n
             self.free[group] = self.free_blocks(group) - n
             self._count(2, -n)
@@ -302,9 +330,24 @@ class Ext4Groups:
             n = min(count, (g + 1) * EXT4_BLOCKS_PER_GROUP - first)
             self.free[g] = self.free_blocks(g) + n
             self._count(2, n)
+            streams = self.streams.get(g)
+            if streams is not None and streams.overlap(first, first + n):
+                for start, end in streams.within(first, first + n):
+                    self.reusable.setdefault(g, RangeSet()).add(start, end)
+                streams.remove(first, first + n)
             groups.append(g)
             first, count = first + n, count - n
         return groups
+
+    def _reuse(self, group: int, blocks: int) -> int | None:
+        """The first block of the lowest freed stream run of ``group`` that holds ``blocks``, taken."""
+        freed = self.reusable.get(group)
+        if freed is not None:
+            for start, end in freed:
+                if end - start >= blocks:
+                    freed.remove(start, start + blocks)
+                    return start
+        return None
 
     # -- where a group's headers are (a flex group keeps its members' bitmaps and tables
     # together at its start: all block bitmaps, all inode bitmaps, all inode tables) --

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from pyroaring import BitMap64
 
 from simulator.ranges import RangeSet
-from simulator.units import round_up
+from simulator.units import ceil_div, round_up
 
 from .fsgeometry import EXT4_BLOCKS_PER_GROUP, FS_BLOCK, XFS_MOUNT_LOG_CLEAR, Geometry
-from .ext4alloc import Ext4Groups
+from .ext4alloc import EXT4_MB_STREAM_BLOCKS, Ext4Groups
 from .thinlayout import FileMap, FileRec, Layout
 from .thinpool import ThinDevice, WriteCost
 from .xfsalloc import (AGF_HEADERS, AGI_HEADERS, NO_BLOCK, XFS_CHUNK_BLOCKS, XFS_CLUSTER_BLOCKS, XFS_DIR_SF_MAX,
@@ -305,11 +305,14 @@ class ThinFs:
                 self.write(RangeSet([(dev, dev + FS_BLOCK)]))
 
     # -- data --
-    def alloc(self, nbytes: int, regular: bool, near: int) -> list[tuple[int, int]]:
+    def alloc(self, nbytes: int, regular: bool, near: int, stream: bool = False) -> list[tuple[int, int]]:
         """Fresh fs blocks for ``nbytes`` (a multiple of FS_BLOCK) for inode ``near``, as
         (device offset, bytes), from its group (ext4 puts a regular file's apart from
-        directories': ``Ext4Groups.alloc``)."""
-        blocks = self.groups.alloc(nbytes // FS_BLOCK, regular, self.groups.group_of(near))
+        directories', and a ``stream`` may take a stream's freed blocks: ``Ext4Groups.alloc``)."""
+        if stream and self.groups.__class__ is Ext4Groups:
+            blocks = self.groups.alloc(nbytes // FS_BLOCK, regular, self.groups.group_of(near), True)
+        else:
+            blocks = self.groups.alloc(nbytes // FS_BLOCK, regular, self.groups.group_of(near))
         return [(b * FS_BLOCK, n * FS_BLOCK) for b, n in blocks]
 
     def new_dir_block(self, ino: int) -> int:
@@ -341,15 +344,17 @@ class ThinFs:
             return self.dir_block(ino)
         return block
 
-    def write_file(self, fm: FileMap, ranges: RangeSet, size: int) -> None:
+    def write_file(self, fm: FileMap, ranges: RangeSet, size: int, open_for_write: bool = False) -> None:
         """Writeback of a file's dirty ``ranges``: overwrite mapped blocks in place (on the
-        fs; the pool decides about chunks), allocate the rest together (delalloc)."""
+        fs; the pool decides about chunks), allocate the rest together (delalloc); a large
+        file still ``open_for_write`` allocates as a stream (``Ext4Groups.alloc``)."""
         out = RangeSet()
         unmapped = RangeSet()
         for start, end in ranges.units(FS_BLOCK):
             unmapped.update(fm.map(start * FS_BLOCK, end * FS_BLOCK, out))
         if unmapped:
-            pieces = self.alloc(unmapped.total(), True, fm.ino)
+            stream = open_for_write and ceil_div(size, FS_BLOCK) > EXT4_MB_STREAM_BLOCKS
+            pieces = self.alloc(unmapped.total(), True, fm.ino, stream)
             self.dirty_alloc(pieces)
             for f_start, f_end in unmapped:
                 while f_start < f_end:

@@ -100,6 +100,28 @@ def test_blocks_spill_into_the_next_group_and_skip_the_journal():
     assert g.release(32896, 4) == [1]  # the groups whose bitmaps change
 
 
+
+def test_a_streams_freed_blocks_are_taken_again_without_a_journal():
+    """Freed blocks of a stream (a large file flushed while open for writing) go to the next
+    stream that fits in them, lowest first; blocks that were not a stream's, and any
+    allocation that is not a stream, keep to the cursor; with a journal nothing freed is
+    taken before its commit."""
+    g = fresh()
+    assert g.alloc(49, regular=True, near=0, stream=True) == [(32897, 49)]
+    assert g.alloc(3, regular=True, near=0) == [(32946, 3)]
+    assert g.release(32897, 49) == [1] and g.release(32946, 3) == [1]
+    assert g.alloc(49, regular=True, near=0) == [(32949, 49)]  # not a stream: the cursor
+    assert g.alloc(50, regular=True, near=0, stream=True) == [(32998, 50)]  # 49 freed: too few
+    assert g.alloc(40, regular=True, near=0, stream=True) == [(32897, 40)]
+    assert g.alloc(9, regular=True, near=0, stream=True) == [(32937, 9)]
+    assert g.alloc(1, regular=True, near=0, stream=True) == [(33048, 1)]  # the 3 freed were no stream's
+    journaled = Ext4Groups(Ext4Layout.make(GIB_BLOCKS), GIB_BLOCKS, journal=(32768 * 2 + 129, 100))
+    journaled.mount()
+    assert journaled.alloc(49, regular=True, near=0, stream=True) == [(32897, 49)]
+    journaled.release(32897, 49)
+    assert journaled.alloc(49, regular=True, near=0, stream=True) == [(32946, 49)]
+
+
 # ext4fs_dirhash (half MD4, signed chars) with the model's seed, as debugfs 1.47.0 computes
 # it: debugfs -R "dx_hash -h half_md4 -s a7c4b0f2-5d3e-4c1a-9b8f-2e6d1f0c3a59 NAME" IMAGE
 DEBUGFS_HASHES = {"lib": 0x7BA71E32, "a": 0x2FE980BA, "abcde": 0xBCCA5B34, "usr": 0xA285DD72,
