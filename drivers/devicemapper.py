@@ -47,6 +47,11 @@ Findings and sources:
     the first file opened (``ext4_sample_last_mounted``) and the orphan list; revoke blocks.
   - a read of 0 bytes updates no atime (``op_read`` closes it as an open); one past the
     end does.
+  - a hard link to an image symlink writes that link's own inode (``Symlink.image_path``).
+  - without a journal, a large file flushed at a writer's close (an mballoc stream) takes
+    the blocks an earlier stream freed: a 200,000-byte file rewritten twice unshares 53
+    blocks, not 102 (``Ext4Groups.alloc``); with one, a truncate that does not grow logs
+    the superblock (``ext4_truncate``: the orphan list).
   Not modelled: the block allocator's choice of another group for some data (per-CPU
   preallocations: one bitmap block).  ``scripts/fuzz.py thin`` measures what is left
   (docs/fidelity.md).
@@ -56,11 +61,13 @@ Findings and sources:
   down (not of an empty file) flushes at the next close (``XFS_ITRUNCATED``), a rename over
   another file flushes nothing; freed blocks and inodes come back only after the commit
   (busy extents, background inactivation); an fsync forces the log, and what it logged
-  goes home at the unmount, unless freed first (``ThinFs.logged``).
+  goes home at the unmount, unless freed first (``ThinFs.logged``); truncate(2) of an empty
+  file with no extents to 0 is no transaction at all, and a truncate that grows a file writes
+  what lies past its size on disk at once (``xfs_setattr_size``; ``FileMap.disk_size``).
 Simplifications: base_size bounds nothing (the real driver would fail with ENOSPC); one block
-per ext4 directory, and per xfs directory past its inode; ext4's freed blocks are never
-reused, new ones taken in order from the goal group (mballoc aligns and preallocates: as
-many blocks, elsewhere), xfs's taken lowest first; ext4's journal writes home at each
+per ext4 directory, and per xfs directory past its inode; ext4's freed blocks are reused
+only by a stream, new ones taken in order from the goal group (mballoc aligns and
+preallocates: as many blocks, elsewhere), xfs's taken lowest first; ext4's journal writes home at each
 commit point, not at checkpoint.
 """
 
