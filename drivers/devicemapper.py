@@ -258,7 +258,7 @@ class DevicemapperMount(ThinPlaces, BaseMount):
         zeroed = self.fs.zeroed.get(fm)
         if old_size != disk_size or zeroed and old_size // FS_BLOCK in zeroed:
             self.ns.writeback_from(inode, disk_size)
-            self.fs.write_zeroed_from(fm, disk_size)
+            self.fs.write_zeroed(fm, disk_size)
 
     def fsync(self, node) -> None:
         self.tally.fsyncs += 1

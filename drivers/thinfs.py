@@ -289,20 +289,18 @@ class ThinFs:
         if mapped:  # a hole stays one
             self.zeroed.setdefault(fm, {})[block] = next(iter(mapped))[0]
 
-    def write_zeroed(self, fm: FileMap | None = None) -> None:
-        """Write back the zeroed blocks of ``fm`` (fsync, writeback), or of every file (sync)."""
+    def write_zeroed(self, fm: FileMap | None = None, start: int = 0) -> None:
+        """Write back the zeroed blocks of ``fm`` (fsync, writeback; only those holding bytes
+        at ``start`` or after: a growing xfs truncate), or of every file (sync)."""
         for key in [fm] if fm is not None else list(self.zeroed):
-            pages = self.zeroed.pop(key, None)
-            if pages:
-                self.write(RangeSet((dev, dev + FS_BLOCK) for dev in pages.values()))
-
-    def write_zeroed_from(self, fm: FileMap, start: int) -> None:
-        """Write back the zeroed blocks of ``fm`` that hold bytes at ``start`` or after."""
-        pages = self.zeroed.get(fm)
-        if pages:
-            for block in [b for b in pages if (b + 1) * FS_BLOCK > start]:
-                dev = pages.pop(block)
-                self.write(RangeSet([(dev, dev + FS_BLOCK)]))
+            pages = self.zeroed.get(key)
+            if not pages:
+                continue
+            blocks = [b for b in pages if (b + 1) * FS_BLOCK > start]
+            if blocks:
+                self.write(RangeSet((dev, dev + FS_BLOCK) for dev in [pages.pop(b) for b in blocks]))
+            if not pages:
+                del self.zeroed[key]
 
     # -- data --
     def alloc(self, nbytes: int, regular: bool, near: int, stream: bool = False) -> list[tuple[int, int]]:

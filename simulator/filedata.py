@@ -84,14 +84,18 @@ class FileData:
         """``timed``: during the workload (fsync, flush on close, commit), not the writeback
         that follows its end (which no measured wall time includes)."""
         if inode.dirty:
-            if inode.origin is None:
-                self.cost.new_file_writebacks += 1  # its cost is paid at write time (delalloc)
-            if timed:
-                self.cost.dirty_ranges += len(inode.dirty)
-                self.cost.synced_bytes += inode.dirty.total()
-            self.hooks.writeback(inode, inode.dirty)
+            self._write_out(inode, inode.dirty, timed)
             inode.dirty = EMPTY_RANGES  # not clear(): it may be ``written`` too
         self.dirty.pop(inode, None)
+
+    def _write_out(self, inode: FileInode, ranges: RangeSet, timed: bool) -> None:
+        """Hand dirty ``ranges`` of ``inode`` to the driver, counting what the cost model prices."""
+        if inode.origin is None:
+            self.cost.new_file_writebacks += 1  # its cost is paid at write time (delalloc)
+        if timed:
+            self.cost.dirty_ranges += len(ranges)
+            self.cost.synced_bytes += ranges.total()
+        self.hooks.writeback(inode, ranges)
 
     def writeback_from(self, inode: FileInode, start: int) -> None:
         """Write back the dirty bytes of ``inode`` at ``start`` and after, now, and leave those
@@ -103,13 +107,8 @@ class FileData:
         if not dirty.overlap(0, start):
             self.writeback(inode)
             return
-        part = RangeSet(dirty.within(start, dirty.end()))
         rest = RangeSet(dirty.within(0, start))  # a new set: ``dirty`` may be ``written`` too
-        if inode.origin is None:
-            self.cost.new_file_writebacks += 1
-        self.cost.dirty_ranges += len(part)
-        self.cost.synced_bytes += part.total()
-        self.hooks.writeback(inode, part)
+        self._write_out(inode, RangeSet(dirty.within(start, dirty.end())), True)
         inode.dirty = rest
 
     def flush(self, timed: bool = True) -> None:
